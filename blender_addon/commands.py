@@ -1,0 +1,317 @@
+"""The scene commands of PROTOCOL.md §1. The only module (with snapshot.py and the
+UI) that touches bpy. Each handler takes the request's params, returns a JSON-able
+result or raises CommandError; `dispatch` turns an unknown type into unknown_command.
+
+Every function here runs on: main thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import math
+import os
+import tempfile
+import threading
+import traceback
+
+import bpy
+import mathutils
+
+from . import snapshot
+from .server import CommandError
+
+_settings = {"allow_execute_code": False}
+
+
+def configure(allow_execute_code: bool) -> None:
+    _settings["allow_execute_code"] = bool(allow_execute_code)
+
+
+# --- params checking (stdlib only: no msgspec inside Blender) --------------------------
+
+
+def _name(params: dict, key: str = "name", required: bool = True) -> str | None:
+    value = params.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 63:
+        raise CommandError("invalid_params", f"{key!r} must be a name of 1-63 characters, "
+                           f"got {value!r}")
+    return value
+
+
+def _vector(params: dict, key: str, size: int = 3) -> list[float] | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != size
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in value)):
+        raise CommandError("invalid_params", f"{key!r} must be {size} finite numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def _bool(params: dict, key: str, default: bool = False) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise CommandError("invalid_params", f"{key!r} must be true or false, got {value!r}")
+    return value
+
+
+def _object(name: str):
+    obj = bpy.data.objects.get(name)
+    if obj is None or obj.name not in bpy.context.scene.objects:
+        raise CommandError("not_found", f"no object {name!r} in scene "
+                           f"{bpy.context.scene.name!r} (run get_scene_info to list them)")
+    return obj
+
+
+def _blend_path(params: dict) -> str:
+    path = params.get("path")
+    if not isinstance(path, str) or not path:
+        raise CommandError("invalid_params", "'path' must be a file path string")
+    if "\x00" in path or not os.path.isabs(path) or not path.endswith(".blend"):
+        raise CommandError("invalid_params",
+                           f"'path' must be an absolute path ending in .blend, got {path!r}")
+    return path
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def get_scene_info(params: dict) -> dict:
+    scene = bpy.context.scene
+    objects = list(scene.objects)
+    active = bpy.context.view_layer.objects.active
+    return {
+        "name": scene.name,
+        "object_count": len(objects),
+        "objects": [{"name": o.name, "type": o.type, "location": [float(v) for v in o.location]}
+                    for o in objects],
+        "materials_count": len(bpy.data.materials),
+        "frame": scene.frame_current,
+        "selection": [o.name for o in objects if o.select_get()],
+        "active": active.name if active is not None else None,
+    }
+
+
+def get_object_info(params: dict) -> dict:
+    obj = _object(_name(params))
+    record = snapshot.object_record(obj)
+    if obj.type == "MESH" and obj.data is not None:
+        mesh = obj.data
+        record["mesh"] = {"vertices": len(mesh.vertices), "edges": len(mesh.edges),
+                          "polygons": len(mesh.polygons)}
+        corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
+        record["world_bounding_box"] = [[min(c[i] for c in corners) for i in range(3)],
+                                        [max(c[i] for c in corners) for i in range(3)]]
+    return record
+
+
+def get_state(params: dict) -> dict:
+    return snapshot.get_state()
+
+
+def create_object(params: dict) -> dict:
+    kind = params.get("kind")
+    if kind not in snapshot.OBJECT_KINDS:
+        raise CommandError("invalid_params", f"'kind' must be one of "
+                           f"{', '.join(snapshot.OBJECT_KINDS)}, got {kind!r}")
+    name = _name(params, required=False) or kind.replace("_", " ").title().replace(" ", "")
+    location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
+    obj = snapshot.new_object(kind, name)
+    snapshot.set_transform(obj, location, rotation, scale)
+    return snapshot.object_record(obj)
+
+
+def delete_object(params: dict) -> dict:
+    obj = _object(_name(params))
+    name = obj.name
+    bpy.data.objects.remove(obj, do_unlink=True)
+    return {"deleted": name}
+
+
+def transform_object(params: dict) -> dict:
+    obj = _object(_name(params))
+    location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
+    snapshot.set_transform(obj, location, rotation, scale)
+    return snapshot.object_record(obj)
+
+
+def rename_object(params: dict) -> dict:
+    obj = _object(_name(params))
+    new_name = _name(params, "new_name")
+    if new_name != obj.name and bpy.data.objects.get(new_name) is not None:
+        raise CommandError("invalid_params", f"an object named {new_name!r} already exists")
+    obj.name = new_name
+    return snapshot.object_record(obj)
+
+
+def select_objects(params: dict) -> dict:
+    names = params.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CommandError("invalid_params", f"'names' must be a list of names, got {names!r}")
+    extend = _bool(params, "extend")
+    active_name = _name(params, "active", required=False)
+    chosen = [_object(name) for name in names]
+    active = _object(active_name) if active_name else None
+    view_layer = bpy.context.view_layer
+    if not extend:
+        for obj in view_layer.objects:
+            if obj.select_get():
+                obj.select_set(False)
+    for obj in chosen:
+        obj.select_set(True)
+    if active is not None:
+        view_layer.objects.active = active
+    elif chosen:
+        view_layer.objects.active = chosen[-1]
+    current = view_layer.objects.active
+    return {"selection": [o.name for o in view_layer.objects if o.select_get()],
+            "active": current.name if current is not None else None}
+
+
+def set_material(params: dict) -> dict:
+    obj = _object(_name(params, "object"))
+    material = _name(params, "material")
+    color = _vector(params, "color", size=4)
+    if color is not None and not all(0.0 <= c <= 1.0 for c in color):
+        raise CommandError("invalid_params", f"'color' must be RGBA values in 0..1, got {color!r}")
+    snapshot.assign_material(obj, material, color)
+    return snapshot.object_record(obj)
+
+
+def apply_state(params: dict) -> dict:
+    objects = params.get("objects", [])
+    if not isinstance(objects, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("type"), str)
+            and all(_vector(o, k) is not None for k in ("location", "rotation", "scale"))
+            for o in objects):
+        raise CommandError("invalid_params", "'objects' must be a list of object records "
+                           "(name, type, location, rotation, scale), as get_state returns")
+    return snapshot.apply_state(params, prune=_bool(params, "prune"))
+
+
+def save_blend(params: dict) -> dict:
+    path = _blend_path(params)
+    copy = _bool(params, "copy")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise CommandError("not_found", f"directory {directory!r} does not exist")
+    result = bpy.ops.wm.save_as_mainfile(filepath=path, check_existing=False, copy=copy)
+    if "FINISHED" not in result:
+        raise CommandError("internal", f"Blender did not save {path!r}: {result}")
+    return {"path": path, "bytes": os.path.getsize(path)}
+
+
+def open_blend(params: dict) -> dict:
+    path = _blend_path(params)
+    if not os.path.isfile(path):
+        raise CommandError("not_found", f"no file {path!r}")
+    try:
+        bpy.ops.wm.open_mainfile(filepath=path)
+    except RuntimeError as error:
+        raise CommandError("invalid_params", f"Blender cannot open {path!r}: {error}") from None
+    return {"path": bpy.data.filepath, "bytes": os.path.getsize(path)}
+
+
+def render_thumbnail(params: dict) -> dict:
+    width, height = (params.get(k, 256) for k in ("width", "height"))
+    for key, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 2048:
+            raise CommandError("invalid_params", f"{key!r} must be an integer 8-2048, got {value!r}")
+    png = _render_png(width, height)
+    return {"png_base64": base64.b64encode(png).decode(), "width": width, "height": height}
+
+
+def _render_png(width: int, height: int) -> bytes:
+    scene = bpy.context.scene
+    render = scene.render
+    saved = (render.engine, render.resolution_x, render.resolution_y,
+             render.resolution_percentage, render.filepath, scene.camera)
+    temporary_camera = None
+    fd, path = tempfile.mkstemp(suffix=".png", prefix="bss-thumb-")
+    os.close(fd)
+    try:
+        if scene.camera is None:
+            temporary_camera = _framing_camera(scene)
+            scene.camera = temporary_camera
+        render.engine = "BLENDER_WORKBENCH"
+        render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+        render.filepath = path
+        bpy.ops.render.render(write_still=True)
+        with open(path, "rb") as file:
+            return file.read()
+    finally:
+        (render.engine, render.resolution_x, render.resolution_y,
+         render.resolution_percentage, render.filepath, scene.camera) = saved
+        if temporary_camera is not None:
+            camera_data = temporary_camera.data
+            bpy.data.objects.remove(temporary_camera, do_unlink=True)
+            bpy.data.cameras.remove(camera_data)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _framing_camera(scene):
+    data = bpy.data.cameras.new("bss-thumbnail-camera")
+    camera = bpy.data.objects.new("bss-thumbnail-camera", data)
+    scene.collection.objects.link(camera)
+    camera.location = (7.0, -7.0, 5.0)
+    direction = mathutils.Vector((0.0, 0.0, 0.0)) - camera.location
+    camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+    return camera
+
+
+def execute_code(params: dict) -> dict:
+    if not _settings["allow_execute_code"]:
+        raise CommandError("forbidden", "execute_code is off: running Python sent over the "
+                           "socket is disabled; turn on 'Allow execute_code' in the addon "
+                           "preferences (or start with --allow-execute-code) if you trust "
+                           "every local process")
+    code = params.get("code")
+    if not isinstance(code, str):
+        raise CommandError("invalid_params", "'code' must be a string of Python")
+    output = io.StringIO()
+    namespace = {"bpy": bpy, "__name__": "__bss_execute__"}
+    try:
+        with contextlib.redirect_stdout(output):
+            exec(compile(code, "<execute_code>", "exec"), namespace)
+    except Exception as error:
+        raise CommandError("internal", f"code raised {error!r}:\n"
+                           f"{traceback.format_exc(limit=-3)}") from None
+    return {"executed": True, "result": output.getvalue()}
+
+
+COMMANDS = {
+    "get_scene_info": get_scene_info,
+    "get_object_info": get_object_info,
+    "get_state": get_state,
+    "create_object": create_object,
+    "delete_object": delete_object,
+    "transform_object": transform_object,
+    "rename_object": rename_object,
+    "select_objects": select_objects,
+    "set_material": set_material,
+    "apply_state": apply_state,
+    "save_blend": save_blend,
+    "open_blend": open_blend,
+    "render_thumbnail": render_thumbnail,
+    "execute_code": execute_code,
+}
+# Commands after which the scene may have changed (for scene_changed events).
+READ_ONLY = frozenset({"get_scene_info", "get_object_info", "get_state", "render_thumbnail",
+                       "save_blend"})
+
+
+def dispatch(kind: str, params: dict) -> object:
+    """Run one command. Runs on: main thread (checked)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise CommandError("internal", "scene commands must run on Blender's main thread")
+    handler = COMMANDS.get(kind)
+    if handler is None:
+        raise CommandError("unknown_command", f"unknown command {kind!r}; known: "
+                           f"{', '.join(sorted(COMMANDS))}")
+    return handler(params)

@@ -1,0 +1,413 @@
+"""The addon's socket server: accept and read on I/O threads, never touching bpy.
+
+`hello`, `ping`, `attach_session` and `subscribe` are answered here on the I/O side,
+so a heartbeat gets its pong while the main thread is busy. Every other request
+becomes a job on the MainThreadQueue; its reply goes back through the connection's
+writer thread, so the main thread never blocks on a slow client.
+
+Standard library only; no bpy in this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameError
+from .mainthread import MainThreadQueue
+
+PROTOCOL_VERSION = 1
+RECEIVE_CHUNK_BYTES = 256 * 1024
+# Requests a connection may have waiting for the main thread before the server stops
+# reading from it, so a client that floods without reading replies costs bounded memory.
+MAX_IN_FLIGHT_PER_CONNECTION = 1024
+IO_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
+KNOWN_EVENTS = frozenset({"scene_changed"})
+
+
+class CommandError(Exception):
+    """A command's refusal or failure, with a PROTOCOL.md §1 error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 9876
+    allow_remote: bool = False
+    allow_execute_code: bool = False
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass
+class SceneFacts:
+    """What `hello` reports about Blender, refreshed by the main thread."""
+
+    blender_version: str = ""
+    file: str = ""
+    scene: str = ""
+    addon_version: str = ""
+    commands: list[str] = field(default_factory=list)
+
+
+# Runs a scene command on the main thread: (type, params) -> result, or raises.
+Dispatch = Callable[[str, dict], object]
+
+
+class _OrderedReplies:
+    """Replies to requests without an id leave in the order the requests came."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next_slot = 0
+        self._next_to_send = 0
+        self._done: dict[int, bytes] = {}
+
+    def reserve(self) -> int:
+        with self._lock:
+            slot, self._next_slot = self._next_slot, self._next_slot + 1
+            return slot
+
+    def complete(self, slot: int, data: bytes) -> list[bytes]:
+        with self._lock:
+            self._done[slot] = data
+            ready = []
+            while self._next_to_send in self._done:
+                ready.append(self._done.pop(self._next_to_send))
+                self._next_to_send += 1
+            return ready
+
+
+class Connection:
+    def __init__(self, server: AddonServer, sock: socket.socket, peer: str) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.decoder = FrameDecoder(server.settings.max_frame_bytes)
+        self.ordered = _OrderedReplies()
+        self.subscribed: set[str] = set()
+        self.event_seq = 0
+        self.closed = threading.Event()
+        self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+
+    # --- writing (the writer thread owns sock.sendall) ------------------------------
+
+    def write_loop(self) -> None:
+        while True:
+            data = self._outgoing.get()
+            if data is None:
+                break
+            chunks = [data]
+            while True:  # batch what is already queued into one send
+                try:
+                    more = self._outgoing.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._outgoing.put(None)
+                    break
+                chunks.append(more)
+            try:
+                self.sock.sendall(b"".join(chunks))
+            except OSError:
+                break
+        self.close()
+
+    def send(self, message: dict, request: dict | None, slot: int | None) -> None:
+        """Queue a reply. Runs on: any thread. `slot` orders replies to id-less requests."""
+        if request is not None and "id" in request:
+            message = {"id": request["id"], **message}
+        data = self.decoder.encode(message)
+        if slot is None:
+            self._outgoing.put(data)
+        else:
+            for ready in self.ordered.complete(slot, data):
+                self._outgoing.put(ready)
+
+    def send_event(self, name: str, data: dict) -> None:
+        self.event_seq += 1
+        self._outgoing.put(self.decoder.encode({"event": name, "seq": self.event_seq, "data": data}))
+
+    def finish_writing(self) -> None:
+        self._outgoing.put(None)
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    # --- reading (the reader thread) ------------------------------------------------
+
+    def read_loop(self) -> None:
+        try:
+            while not self.closed.is_set():
+                try:
+                    data = self.sock.recv(RECEIVE_CHUNK_BYTES)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.decoder.feed(data)
+                if not self._handle_frames():
+                    break
+        finally:
+            self.finish_writing()
+            self.server.forget(self)
+
+    def _handle_frames(self) -> bool:
+        """Handle every complete frame; False once framing is lost (then close)."""
+        while True:
+            try:
+                frame = self.decoder.next_frame()
+            except FrameError as error:
+                self.send(_error(error.code, error.message), None, self.ordered.reserve())
+                return False
+            if frame is None:
+                return True
+            if isinstance(frame, FrameError):
+                self.send(_error(frame.code, frame.message), None, self.ordered.reserve())
+                continue
+            assert isinstance(frame, dict)
+            self.server.handle_request(self, frame)
+
+    def acquire_slot_in_flight(self) -> None:
+        self._in_flight.acquire()
+
+    def release_slot_in_flight(self) -> None:
+        self._in_flight.release()
+
+
+class AddonServer:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        main_queue: MainThreadQueue,
+        dispatch: Dispatch,
+        facts: SceneFacts,
+    ) -> None:
+        self.settings = settings
+        self.main_queue = main_queue
+        self.dispatch = dispatch
+        self.facts = facts
+        self.session_id: str | None = None
+        self.session_name: str | None = None
+        self.command_count = 0
+        self.started_at: float | None = None
+        self.last_ping_at: float | None = None
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._listener is not None
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1] if self._listener else self.settings.port
+
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Bind and start the accept thread. Returns the bound port. Raises OSError."""
+        if self._listener is not None:
+            return self.port
+        host = self.settings.host
+        if not self.settings.allow_remote and not _is_loopback(host):
+            raise OSError(
+                f"refusing to listen on {host!r}: not loopback; turn on 'Allow remote "
+                "peers' in the addon preferences (or --allow-remote) to do that"
+            )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host, self.settings.port))
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            raise
+        listener.settimeout(0.2)  # lets the accept loop notice stop()
+        self._listener = listener
+        self._stopping.clear()
+        self.started_at = time.time()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="bss-accept", daemon=True
+        )
+        self._accept_thread.start()
+        return self.port
+
+    def stop(self, join_timeout_s: float = 2.0) -> None:
+        """Close the listener and every connection; join the accept thread (bounded)."""
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(join_timeout_s)
+            self._accept_thread = None
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            listener = self._listener
+            if listener is None:
+                return
+            try:
+                sock, address = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = address[0]
+            conn = Connection(self, sock, peer)
+            if not self.settings.allow_remote and not _is_loopback(peer):
+                conn.send(_error("forbidden", f"remote peer {peer} refused: the addon "
+                                 "accepts loopback connections only"), None, None)
+                conn.finish_writing()
+                threading.Thread(target=conn.write_loop, daemon=True).start()
+                continue
+            with self._lock:
+                self._connections.add(conn)
+            threading.Thread(target=conn.read_loop, name=f"bss-read-{peer}", daemon=True).start()
+            threading.Thread(target=conn.write_loop, name=f"bss-write-{peer}", daemon=True).start()
+
+    def forget(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    # --- requests -------------------------------------------------------------------
+
+    def handle_request(self, conn: Connection, request: dict) -> None:
+        """Runs on: the connection's reader thread."""
+        request_id = request.get("id")
+        slot = conn.ordered.reserve() if "id" not in request else None
+        if request_id is not None and (isinstance(request_id, bool)
+                                       or not isinstance(request_id, (int, str))):
+            conn.send(_error("bad_request", f"id must be an int or a string, got {request_id!r}"),
+                      None, slot)
+            return
+        kind = request.get("type")
+        if not isinstance(kind, str) or not kind:
+            conn.send(_error("bad_request", 'request has no "type" string'), request, slot)
+            return
+        params = request.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            conn.send(_error("invalid_params", f"params of {kind!r} must be an object"),
+                      request, slot)
+            return
+        if kind in IO_TYPES:
+            conn.send(self._answer_io(conn, kind, params), request, slot)
+            return
+        conn.acquire_slot_in_flight()
+        self.main_queue.submit(lambda: self._run_on_main(conn, kind, params, request, slot))
+
+    def _run_on_main(
+        self, conn: Connection, kind: str, params: dict, request: dict, slot: int | None
+    ) -> None:
+        """Runs on: main thread. Never raises: every outcome becomes a reply."""
+        try:
+            if conn.closed.is_set():
+                return  # the client hung up before its turn; skip the work
+            try:
+                result = self.dispatch(kind, params)
+                reply = {"status": "success", "result": result}
+                self.command_count += 1
+            except CommandError as error:
+                reply = _error(error.code, error.message)
+            except Exception as error:  # a bug or a bpy failure: report, keep serving
+                reply = _error("internal", f"{kind} failed inside Blender: {error!r}")
+            conn.send(reply, request, slot)
+        finally:
+            conn.release_slot_in_flight()
+
+    def _answer_io(self, conn: Connection, kind: str, params: dict) -> dict:
+        """Runs on: an I/O thread. Never waits for the main thread."""
+        if kind == "ping":
+            self.last_ping_at = time.time()
+            busy, busy_for_ms, depth = self.main_queue.status()
+            return _ok({"pong": True, "session_id": self.session_id,
+                        "main_thread": {"busy": busy, "busy_for_ms": busy_for_ms,
+                                        "queue_depth": depth}})
+        if kind == "hello":
+            facts = self.facts
+            return _ok({"protocol": PROTOCOL_VERSION, "addon_version": facts.addon_version,
+                        "blender_version": facts.blender_version, "file": facts.file,
+                        "scene": facts.scene, "commands": list(facts.commands),
+                        "session_id": self.session_id,
+                        "execute_code_enabled": self.settings.allow_execute_code})
+        if kind == "attach_session":
+            session_id = params.get("session_id")
+            if session_id is not None and (not isinstance(session_id, str)
+                                           or not 0 < len(session_id) <= 200):
+                return _error("invalid_params",
+                              "attach_session needs a session_id string (or null to detach)")
+            name = params.get("name")
+            self.session_id = session_id
+            self.session_name = name if isinstance(name, str) else None
+            return _ok({})
+        events = params.get("events", sorted(KNOWN_EVENTS))
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            return _error("invalid_params", "subscribe needs events: a list of strings")
+        unknown = sorted(set(events) - KNOWN_EVENTS)
+        if unknown:
+            return _error("invalid_params", f"unknown events {unknown}; known: {sorted(KNOWN_EVENTS)}")
+        conn.subscribed = set(events)
+        return _ok({})
+
+    def has_subscribers(self, name: str) -> bool:
+        with self._lock:
+            return any(name in c.subscribed for c in self._connections)
+
+    def publish(self, name: str, data: dict) -> None:
+        """Send an event to every connection subscribed to it. Runs on: any thread."""
+        with self._lock:
+            targets = [c for c in self._connections if name in c.subscribed]
+        for conn in targets:
+            conn.send_event(name, data)
+
+
+def _ok(result: object) -> dict:
+    return {"status": "success", "result": result}
+
+
+def _error(code: str, message: str) -> dict:
+    return {"status": "error", "code": code, "message": message}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))

@@ -1,0 +1,222 @@
+"""Preferences, the 3D view sidebar panel and its operators. Runs on: main thread.
+
+Buttons that talk to the daemon do it on a worker thread (see daemon_client) and
+leave their outcome in `_panel_state` for the panel to show.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from . import daemon_client, runtime
+from .server import ServerSettings
+
+PACKAGE = __package__
+_panel_state = {"message": "", "sessions": [], "busy": False}
+
+
+def _prefs():
+    addon = bpy.context.preferences.addons.get(PACKAGE)
+    return addon.preferences if addon is not None else None
+
+
+def _settings_from_prefs() -> ServerSettings:
+    prefs = _prefs()
+    if prefs is None:
+        return ServerSettings()
+    return ServerSettings(host=prefs.host, port=prefs.port, allow_remote=prefs.allow_remote,
+                          allow_execute_code=prefs.allow_execute_code)
+
+
+class BSS_Preferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    host: StringProperty(name="Host", default="127.0.0.1",
+                         description="Address to listen on; loopback unless remote peers are allowed")
+    port: IntProperty(name="Port", default=9876, min=1, max=65535)
+    allow_remote: BoolProperty(name="Allow remote peers", default=False,
+                               description="Accept connections from other machines (unsafe)")
+    allow_execute_code: BoolProperty(
+        name="Allow execute_code", default=False,
+        description="Let clients run arbitrary Python in this Blender. Any local process "
+                    "could then do anything you can")
+    start_on_load: BoolProperty(name="Start server when Blender starts", default=True)
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row()
+        row.prop(self, "host")
+        row.prop(self, "port")
+        layout.prop(self, "start_on_load")
+        layout.prop(self, "allow_remote")
+        layout.prop(self, "allow_execute_code")
+
+
+class BSS_OT_start_server(bpy.types.Operator):
+    bl_idname = "bss.start_server"
+    bl_label = "Start server"
+    bl_description = "Listen for the daemon and clients on the configured port"
+
+    def execute(self, context):
+        try:
+            runtime.start(_settings_from_prefs(), "timer")
+        except OSError as error:
+            self.report({"ERROR"}, f"Cannot start the server: {error}")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class BSS_OT_stop_server(bpy.types.Operator):
+    bl_idname = "bss.stop_server"
+    bl_label = "Stop server"
+
+    def execute(self, context):
+        runtime.stop()
+        return {"FINISHED"}
+
+
+def _in_background(work, done_message) -> None:
+    """Run `work` on a worker thread; its outcome lands in the panel's message."""
+    if _panel_state["busy"]:
+        return
+    _panel_state["busy"] = True
+    _panel_state["message"] = "working..."
+
+    def run():
+        try:
+            _panel_state["message"] = done_message(work())
+        except daemon_client.DaemonError as error:
+            _panel_state["message"] = str(error)
+        finally:
+            _panel_state["busy"] = False
+
+    threading.Thread(target=run, name="bss-daemon-call", daemon=True).start()
+
+
+class BSS_OT_close_session(bpy.types.Operator):
+    bl_idname = "bss.close_session"
+    bl_label = "Close and save session"
+    bl_description = "Ask the daemon to take a final snapshot and save this session"
+
+    @classmethod
+    def poll(cls, context):
+        current = runtime.current()
+        return current is not None and current.server.session_id is not None
+
+    def execute(self, context):
+        session_id = runtime.current().server.session_id
+        _in_background(lambda: daemon_client.call("session.close", {"session_id": session_id}),
+                       lambda result: f"saved to {result.get('path')}")
+        return {"FINISHED"}
+
+
+class BSS_OT_refresh_sessions(bpy.types.Operator):
+    bl_idname = "bss.refresh_sessions"
+    bl_label = "Refresh list"
+
+    def execute(self, context):
+        def fetch():
+            result = daemon_client.call("session.list")
+            _panel_state["sessions"] = [s for s in result.get("sessions", [])
+                                        if s.get("status") == "closed"]
+            return result
+
+        _in_background(fetch, lambda result: f"{len(_panel_state['sessions'])} saved sessions")
+        return {"FINISHED"}
+
+
+def _session_items(self, context):
+    items = [(s["session_id"], s.get("name") or s["session_id"], s["session_id"])
+             for s in _panel_state["sessions"]]
+    return items or [("", "(none)", "Refresh the list first")]
+
+
+class BSS_OT_restore_session(bpy.types.Operator):
+    bl_idname = "bss.restore_session"
+    bl_label = "Restore session"
+    bl_description = "Restore a saved session's scene into this Blender as a new session"
+
+    session: EnumProperty(name="Session", items=_session_items)
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        if not self.session:
+            return {"CANCELLED"}
+        session_id = self.session
+        _in_background(lambda: daemon_client.call("session.restore", {"session_id": session_id}),
+                       lambda result: f"restored into {result.get('session_id')}")
+        return {"FINISHED"}
+
+
+class BSS_PT_sessions(bpy.types.Panel):
+    bl_label = "Scene Sessions"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Sessions"
+
+    def draw(self, context):
+        layout = self.layout
+        current = runtime.current()
+        if current is None:
+            layout.label(text="Server: stopped", icon="UNLINKED")
+            layout.operator(BSS_OT_start_server.bl_idname, icon="PLAY")
+            return
+        server = current.server
+        layout.label(text=f"Server: {server.settings.host}:{server.port}", icon="LINKED")
+        layout.label(text=f"Clients: {server.connection_count()}")
+        layout.label(text=f"Session: {server.session_id or '(none attached)'}")
+        if server.session_name:
+            layout.label(text=f"Name: {server.session_name}")
+        if server.last_ping_at:
+            layout.label(text=f"Last heartbeat: {time.time() - server.last_ping_at:.1f} s ago")
+        layout.label(text=f"Commands run: {server.command_count}")
+        layout.operator(BSS_OT_stop_server.bl_idname, icon="PAUSE")
+        box = layout.box()
+        box.operator(BSS_OT_close_session.bl_idname, icon="FILE_TICK")
+        row = box.row()
+        row.operator(BSS_OT_refresh_sessions.bl_idname, icon="FILE_REFRESH")
+        row.operator(BSS_OT_restore_session.bl_idname, icon="RECOVER_LAST")
+        if _panel_state["message"]:
+            box.label(text=_panel_state["message"])
+
+
+CLASSES = (BSS_Preferences, BSS_OT_start_server, BSS_OT_stop_server, BSS_OT_close_session,
+           BSS_OT_refresh_sessions, BSS_OT_restore_session, BSS_PT_sessions)
+
+
+def _start_if_wanted():
+    prefs = _prefs()
+    if prefs is not None and prefs.start_on_load and runtime.current() is None:
+        try:
+            runtime.start(_settings_from_prefs(), "timer")
+        except OSError as error:
+            print(f"blender-scene-sessions: server not started: {error}")
+    return None
+
+
+def register() -> None:
+    for cls in CLASSES:
+        try:
+            bpy.utils.register_class(cls)
+        except ValueError:
+            pass  # already registered: register() is idempotent
+    # The context is restricted while add-ons load; start once Blender is up.
+    if not bpy.app.background:
+        bpy.app.timers.register(_start_if_wanted, first_interval=0.1)
+
+
+def unregister() -> None:
+    runtime.stop()
+    if bpy.app.timers.is_registered(_start_if_wanted):
+        bpy.app.timers.unregister(_start_if_wanted)
+    for cls in reversed(CLASSES):
+        try:
+            bpy.utils.unregister_class(cls)
+        except RuntimeError:
+            pass  # not registered: unregister() is idempotent

@@ -1,0 +1,102 @@
+"""The daemon's settings: defaults, environment variables, command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "blender-scene-sessions"
+ENV_PREFIX = "BLENDER_SESSIOND_"
+DEFAULT_ADDON_PORT = 9876
+DEFAULT_CONTROL_PORT = 9877
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get(f"{ENV_PREFIX}DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    data_dir: Path
+    addon_host: str = "127.0.0.1"
+    addon_port: int = DEFAULT_ADDON_PORT
+    control_host: str = "127.0.0.1"
+    control_port: int = DEFAULT_CONTROL_PORT
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
+    journal_fsync: bool = False
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blender-sessiond",
+        description=(
+            "Run the blender-scene-sessions daemon: it connects to the Blender addon, "
+            "heartbeats it, records every command sent through it into a session, and "
+            "saves each session to the data dir. Every flag can also be set with the "
+            f"environment variable shown ({ENV_PREFIX}...)."
+        ),
+    )
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=default_data_dir(),
+        help=f"where sessions and the control token live [{ENV_PREFIX}DATA_DIR] "
+             "(default: the platform's user data dir, e.g. ~/.local/share/blender-scene-sessions)")
+    add("--addon-host", default=_env("ADDON_HOST", "127.0.0.1"),
+        help=f"host of the Blender addon [{ENV_PREFIX}ADDON_HOST] (default: 127.0.0.1)")
+    add("--addon-port", type=int, default=int(_env("ADDON_PORT", str(DEFAULT_ADDON_PORT))),
+        help=f"port of the Blender addon [{ENV_PREFIX}ADDON_PORT] (default: {DEFAULT_ADDON_PORT})")
+    add("--control-port", type=int, default=int(_env("CONTROL_PORT", str(DEFAULT_CONTROL_PORT))),
+        help=f"loopback port for clients; 0 picks a free one [{ENV_PREFIX}CONTROL_PORT] "
+             f"(default: {DEFAULT_CONTROL_PORT})")
+    add("--heartbeat-interval", type=float, default=float(_env("HEARTBEAT_INTERVAL", "1.0")),
+        help=f"seconds between pings to Blender [{ENV_PREFIX}HEARTBEAT_INTERVAL] (default: 1)")
+    add("--heartbeat-timeout", type=float, default=float(_env("HEARTBEAT_TIMEOUT", "5.0")),
+        help=f"seconds without a pong before Blender counts as gone "
+             f"[{ENV_PREFIX}HEARTBEAT_TIMEOUT] (default: 5)")
+    add("--request-timeout", type=float, default=float(_env("REQUEST_TIMEOUT", "60")),
+        help=f"seconds to wait for Blender to answer a command [{ENV_PREFIX}REQUEST_TIMEOUT] "
+             "(default: 60)")
+    add("--journal-fsync", action="store_true",
+        default=_env("JOURNAL_FSYNC", "0").lower() in ("1", "true", "yes"),
+        help=f"fsync the journal after each batch of commands, to survive power loss as well "
+             f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)")
+    add("--log-format", choices=["auto", "console", "json"], default=_env("LOG_FORMAT", "auto"),
+        help=f"console for people, json for machines; auto picks console on a terminal "
+             f"[{ENV_PREFIX}LOG_FORMAT] (default: auto)")
+    add("--log-level", choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL", "info"), help=f"[{ENV_PREFIX}LOG_LEVEL] (default: info)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> DaemonConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= args.heartbeat_interval:
+        parser.error("--heartbeat-timeout must be longer than --heartbeat-interval, both > 0")
+    for flag, port in (("--addon-port", args.addon_port), ("--control-port", args.control_port)):
+        if not 0 <= port <= 65535:
+            parser.error(f"{flag} {port} is not a port number (0-65535)")
+    return DaemonConfig(
+        data_dir=args.data_dir.expanduser(),
+        addon_host=args.addon_host,
+        addon_port=args.addon_port,
+        control_port=args.control_port,
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        request_timeout_s=args.request_timeout,
+        journal_fsync=args.journal_fsync,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,369 @@
+"""The daemon's connection to the Blender addon: connect, hello, heartbeat, requests.
+
+One `AddonLink` per addon endpoint. `run()` is its supervisor: it connects, serves the
+connection (a reader task and a heartbeat task), and when the connection is lost it
+reconnects with capped exponential backoff and jitter, for as long as it runs.
+Requests from any task go through `request()`; they carry ids and may be pipelined.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import msgspec
+import structlog
+import trio
+
+from ..protocol import (
+    NEED_DATA,
+    ConnectionClosed,
+    ErrorCode,
+    EventReceived,
+    LinkConnection,
+    RemoteProtocolError,
+    ResponseReceived,
+)
+from ..protocol.messages import (
+    AttachSessionParams,
+    HelloParams,
+    HelloResult,
+    LinkFailure,
+    LinkSuccess,
+    PongResult,
+    SubscribeParams,
+)
+
+log = structlog.get_logger("link")
+
+# Read size for the link socket: big enough that a 1.6 MB snapshot takes few reads.
+RECEIVE_CHUNK_BYTES = 256 * 1024
+_encoder = msgspec.json.Encoder()
+_hello_decoder = msgspec.json.Decoder(HelloResult)
+_pong_decoder = msgspec.json.Decoder(PongResult)
+
+
+class LinkStatus(StrEnum):
+    CONNECTING = "connecting"  # never connected yet, or reconnecting
+    CONNECTED = "connected"  # pongs arrive, main thread free
+    BUSY = "busy"  # pongs arrive, Blender's main thread is busy (render, heavy op)
+    DISCONNECTED = "disconnected"  # socket closed or no pong within the timeout
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    host: str = "127.0.0.1"
+    port: int = 9876
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
+    request_timeout_s: float = 60.0
+    reconnect_initial_s: float = 0.1
+    reconnect_max_s: float = 5.0
+
+
+@dataclass(slots=True)
+class LinkSnapshot:
+    """What the daemon knows about the Blender at the other end, for records and status."""
+
+    status: LinkStatus = LinkStatus.CONNECTING
+    blender_version: str = ""
+    file: str = ""
+    scene: str = ""
+    addon_version: str = ""
+    commands: list[str] = field(default_factory=list)
+    execute_code_enabled: bool = False
+    last_heartbeat: float | None = None  # wall clock, for records
+    busy_for_ms: float = 0.0
+    queue_depth: int = 0
+    last_error: str = ""
+    reconnects: int = 0
+
+
+class LinkObserver(Protocol):
+    def link_changed(self, link: AddonLink) -> None: ...
+    def scene_changed(self, link: AddonLink, data: msgspec.Raw, missed: int) -> None: ...
+
+
+class _LinkLost(Exception):
+    pass
+
+
+class _Pending:
+    __slots__ = ("done", "lost", "response")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.response: LinkSuccess | LinkFailure | None = None
+        self.lost = False
+
+
+Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
+
+
+async def _open_tcp(host: str, port: int) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(host, port)
+
+
+class AddonLink:
+    def __init__(
+        self,
+        config: LinkConfig,
+        observer: LinkObserver | None = None,
+        *,
+        connect: Connect = _open_tcp,
+        jitter: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.snapshot = LinkSnapshot()
+        self.attached = AttachSessionParams(session_id=None)
+        self.observer = observer
+        self._connect = connect
+        self._jitter = jitter or random.Random()
+        self._conn: LinkConnection | None = None
+        self._stream: trio.abc.Stream | None = None
+        self._send_lock = trio.StrictFIFOLock()
+        self._pending: dict[int | str, _Pending] = {}
+        self._connected = trio.Event()
+        self._said_hello = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self.snapshot.status in (LinkStatus.CONNECTED, LinkStatus.BUSY)
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    # --- supervisor -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect and stay connected until cancelled. Never raises for a lost link."""
+        task_status.started()
+        failures = 0
+        while True:
+            try:
+                stream = await self._connect(self.config.host, self.config.port)
+            except OSError as error:
+                self._lost(f"cannot connect to {self.endpoint}: {error.strerror or error}")
+            else:
+                try:
+                    await self._serve(stream)
+                except* (
+                    _LinkLost,
+                    RemoteProtocolError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                ) as group:
+                    self._lost(_first_message(group))
+                    if self._said_hello:
+                        failures = 0
+                finally:
+                    self._fail_pending()
+                    with trio.move_on_after(1, shield=True):
+                        await stream.aclose()
+            await trio.sleep(self._backoff_s(failures))
+            failures += 1
+            self.snapshot.reconnects += 1
+
+    def _backoff_s(self, failures: int) -> float:
+        """Capped exponential backoff with equal jitter: never 0, never over the cap."""
+        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2**failures)
+        return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        conn = LinkConnection()
+        self._conn, self._stream = conn, stream
+        self._said_hello = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_loop, conn, stream)
+                self._on_hello(await self._handshake())
+                self._said_hello = True
+                nursery.start_soon(self._heartbeat_loop)
+        finally:
+            self._conn = self._stream = None
+
+    async def _handshake(self) -> HelloResult:
+        try:
+            with trio.fail_after(self.config.heartbeat_timeout_s):
+                hello = _hello_decoder.decode(
+                    await self._call("hello", HelloParams(client="blender-sessiond"))
+                )
+                if self.attached.session_id is not None:
+                    await self._call("attach_session", self.attached)
+                await self._call("subscribe", SubscribeParams(events=["scene_changed"]))
+        except trio.TooSlowError:
+            raise _LinkLost(
+                f"{self.endpoint} accepted the connection but did not answer hello within "
+                f"{self.config.heartbeat_timeout_s} s; is this the blender-scene-sessions addon?"
+            ) from None
+        except msgspec.DecodeError as error:
+            raise _LinkLost(f"{self.endpoint} answered hello with something else: {error}") from None
+        return hello
+
+    def _on_hello(self, hello: HelloResult) -> None:
+        snap = self.snapshot
+        snap.blender_version, snap.file, snap.scene = hello.blender_version, hello.file, hello.scene
+        snap.addon_version, snap.commands = hello.addon_version, hello.commands
+        snap.execute_code_enabled = hello.execute_code_enabled
+        snap.last_heartbeat = time.time()
+        snap.last_error = ""
+        snap.status = LinkStatus.CONNECTED
+        self._connected.set()
+        log.info("link_connected", endpoint=self.endpoint, blender=hello.blender_version,
+                 addon=hello.addon_version, file=hello.file)
+        self._notify()
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self.connected
+        self.snapshot.status = LinkStatus.DISCONNECTED
+        self.snapshot.last_error = reason
+        if self._connected.is_set():
+            self._connected = trio.Event()
+        if was_connected:
+            log.warning("link_lost", endpoint=self.endpoint, reason=reason)
+        else:
+            log.debug("link_connect_failed", endpoint=self.endpoint, reason=reason)
+        self._notify()
+
+    def _fail_pending(self) -> None:
+        for pending in self._pending.values():
+            pending.lost = True
+            pending.done.set()
+
+    def _notify(self) -> None:
+        if self.observer is not None:
+            self.observer.link_changed(self)
+
+    # --- reading --------------------------------------------------------------------
+
+    async def _read_loop(self, conn: LinkConnection, stream: trio.abc.Stream) -> None:
+        while True:
+            data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not NEED_DATA:
+                match event:
+                    case ResponseReceived(request_id=request_id, response=response):
+                        pending = self._pending.get(request_id) if request_id is not None else None
+                        if pending is not None:
+                            pending.response = response
+                            pending.done.set()
+                    case EventReceived(event=link_event, missed=missed):
+                        if link_event.event == "scene_changed" and self.observer is not None:
+                            self.observer.scene_changed(self, link_event.data, missed)
+                    case ConnectionClosed():
+                        raise _LinkLost(f"{self.endpoint} closed the connection")
+
+    # --- heartbeat ------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Ping every interval. Dead when no pong arrives within the timeout of the last
+        one; a pong that says the main thread is busy keeps the link alive."""
+        last_pong_at = trio.current_time()
+        while True:
+            sent_at = trio.current_time()
+            try:
+                with trio.fail_at(last_pong_at + self.config.heartbeat_timeout_s):
+                    pong = _pong_decoder.decode(await self._call("ping", None))
+            except trio.TooSlowError:
+                raise _LinkLost(
+                    f"no heartbeat from {self.endpoint} for {self.config.heartbeat_timeout_s} s"
+                ) from None
+            last_pong_at = trio.current_time()
+            self._on_pong(pong, rtt_ms=(last_pong_at - sent_at) * 1000)
+            await trio.sleep_until(sent_at + self.config.heartbeat_interval_s)
+
+    def _on_pong(self, pong: PongResult, rtt_ms: float) -> None:
+        snap = self.snapshot
+        status = LinkStatus.BUSY if pong.main_thread.busy else LinkStatus.CONNECTED
+        changed = status is not snap.status
+        snap.status = status
+        snap.busy_for_ms = pong.main_thread.busy_for_ms
+        snap.queue_depth = pong.main_thread.queue_depth
+        snap.last_heartbeat = time.time()
+        if changed:
+            log.info("link_status", endpoint=self.endpoint, status=status.value,
+                     busy_for_ms=snap.busy_for_ms, queue_depth=snap.queue_depth)
+        self._notify()
+
+    # --- requests -------------------------------------------------------------------
+
+    async def attach(self, session_id: str | None, name: str | None = None) -> None:
+        """Tell the addon which session it serves, or none (remembered across reconnects)."""
+        self.attached = AttachSessionParams(session_id=session_id, name=name)
+        if self.connected:
+            await self._call("attach_session", self.attached)
+
+    async def request(self, type: str, params: bytes | None = None) -> bytes:
+        """Send a command and return its result's JSON bytes.
+
+        Raises RemoteProtocolError: the addon's own error code when Blender refused
+        or failed the command; `blender_unavailable` when no Blender is connected or
+        the connection dropped before the answer; `timeout` after request_timeout_s.
+        """
+        if not self.connected:
+            raise self.unavailable_error()
+        with trio.move_on_after(self.config.request_timeout_s) as scope:
+            return await self._call(type, params)
+        assert scope.cancelled_caught
+        raise RemoteProtocolError(
+            ErrorCode.TIMEOUT,
+            f"Blender at {self.endpoint} did not answer {type!r} within "
+            f"{self.config.request_timeout_s} s (main thread busy for "
+            f"{self.snapshot.busy_for_ms:.0f} ms); it may still run it",
+        )
+
+    async def _call(self, type: str, params: msgspec.Struct | bytes | None) -> bytes:
+        conn, stream = self._conn, self._stream
+        if conn is None or stream is None:
+            raise self.unavailable_error()
+        body = _encoder.encode(params) if isinstance(params, msgspec.Struct) else params
+        request_id, data = conn.send_request(type, body)
+        pending = self._pending[request_id] = _Pending()
+        try:
+            async with self._send_lock:
+                await stream.send_all(data)
+            await pending.done.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self.unavailable_error(lost=True) from None
+        finally:
+            del self._pending[request_id]
+            conn.forget(request_id)
+        match pending.response:
+            case LinkSuccess(result=result):
+                return bytes(result)
+            case LinkFailure(code=code, message=message):
+                raise RemoteProtocolError(_known_code(code), message)
+            case _:
+                raise self.unavailable_error(lost=True)
+
+    def unavailable_error(self, *, lost: bool = False) -> RemoteProtocolError:
+        if lost:
+            message = (f"the connection to Blender at {self.endpoint} was lost before it "
+                       "answered; the command may or may not have run")
+        else:
+            reason = f" ({self.snapshot.last_error})" if self.snapshot.last_error else ""
+            message = (f"no Blender connected at {self.endpoint}{reason}; start one with "
+                       "the addon (run: blender-session blender)")
+        return RemoteProtocolError(ErrorCode.BLENDER_UNAVAILABLE, message)
+
+
+def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return str(leaf) or type(leaf).__name__
+
+
+def _known_code(code: str) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.INTERNAL

@@ -1,0 +1,104 @@
+"""`blender-sessiond`: the daemon's entry point. It wires the parts together and owns
+their lifetimes: session manager (journals), control server, addon link."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import msgspec
+import structlog
+import trio
+
+from . import __version__
+from .config import DaemonConfig, parse_args
+from .control import ControlServer
+from .link import AddonLink, LinkConfig
+from .logs import configure_logging
+from .sessions import SessionManager
+from .store import SessionStore
+
+log = structlog.get_logger("daemon")
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """`<data dir>/control.json`: how clients find a running daemon."""
+
+    host: str
+    port: int
+    pid: int
+    started_at: float
+    daemon_version: str = __version__
+
+
+async def run_daemon(
+    config: DaemonConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run until cancelled. `started()` reports the control port once clients may connect."""
+    store = SessionStore(config.data_dir, journal_fsync=config.journal_fsync)
+    store.prepare()
+    token = store.load_or_create_token()
+    link = AddonLink(
+        LinkConfig(
+            host=config.addon_host,
+            port=config.addon_port,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            heartbeat_timeout_s=config.heartbeat_timeout_s,
+            request_timeout_s=config.request_timeout_s,
+        )
+    )
+    manager = SessionManager(store, link)
+    link.observer = manager
+    server = ControlServer(manager, token, host=config.control_host, port=config.control_port)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            port = await nursery.start(server.run)
+            manager.control_endpoint = f"{config.control_host}:{port}"
+            endpoint = Endpoint(host=config.control_host, port=port, pid=os.getpid(),
+                                started_at=time.time())
+            store.write_endpoint(msgspec.json.encode(endpoint))
+            nursery.start_soon(link.run)
+            log.info("daemon_started", version=__version__, data_dir=str(config.data_dir),
+                     control=manager.control_endpoint, addon=link.endpoint)
+            task_status.started(port)
+    finally:
+        store.remove_endpoint()
+
+
+async def _main(config: DaemonConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_daemon, config)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("daemon_stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    configure_logging(config.log_format, config.log_level)
+    try:
+        trio.run(_main, config)
+    except OSError as error:
+        print(f"blender-sessiond: {error.strerror or error} "
+              f"(is another daemon using control port {config.control_port}? "
+              "pick another with --control-port)", file=sys.stderr)
+        sys.exit(1)
+    except BaseExceptionGroup as group:
+        oserrors, rest = group.split(OSError)
+        if oserrors is None or rest is not None:
+            raise
+        first = oserrors.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"blender-sessiond: {first} (is another daemon using control port "
+              f"{config.control_port}? pick another with --control-port)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Params and results of the control protocol's ops (PROTOCOL.md §2)."""
+
+from __future__ import annotations
+
+from msgspec import Raw
+
+from .messages import EMPTY_OBJECT, NULL, Message, SkippedObject
+
+
+class NoParams(Message):
+    pass
+
+
+class OpenParams(Message):
+    name: str | None = None
+    session_id: str | None = None  # client-chosen: makes open idempotent
+
+
+class SessionRefParams(Message):
+    session_id: str  # an id, or a unique session name
+
+
+class CommandParams(Message):
+    session_id: str
+    type: str
+    params: Raw = EMPTY_OBJECT
+
+
+class RestoreParams(Message):
+    session_id: str
+    name: str | None = None
+
+
+class Reply(Message, omit_defaults=False):
+    """Op results keep every field, nulls included, so clients see the whole shape."""
+
+
+class BlenderLinkInfo(Reply):
+    endpoint: str
+    status: str
+    connected: bool
+    blender_version: str
+    file: str
+    last_heartbeat: float | None
+    busy_for_ms: float
+    queue_depth: int
+    last_error: str
+    execute_code_enabled: bool
+
+
+class SessionSummary(Reply):
+    session_id: str
+    name: str | None
+    status: str  # "open" or "closed"
+    created_at: float
+    closed_at: float | None
+    command_count: int
+    size_bytes: int
+    restored_from: str | None
+
+
+class DamagedEntry(Reply):
+    file: str
+    reason: str
+
+
+class ListResult(Reply):
+    sessions: list[SessionSummary]
+    damaged: list[DamagedEntry]
+
+
+class OpenResult(Reply):
+    session_id: str
+    name: str | None
+    created: bool  # False when a client-chosen id named a session already open
+    restored_from: str | None
+    blender: BlenderLinkInfo
+
+
+class CommandResult(Reply):
+    session_id: str
+    seq: int
+    type: str
+    status: str
+    duration_ms: float
+    result: Raw = NULL
+
+
+class StateResult(Reply):
+    session_id: str
+    scene: Raw
+
+
+class CloseResult(Reply):
+    session_id: str
+    path: str
+    command_count: int
+    snapshot_fresh: bool  # False when Blender was gone and the last snapshot was kept
+
+
+class DeleteResult(Reply):
+    session_id: str
+    removed: list[str]
+
+
+class RestoreResult(Reply):
+    session_id: str
+    restored_from: str
+    path: str  # which restore path was taken: "apply_state"
+    created: list[str]
+    updated: list[str]
+    removed: list[str]
+    skipped: list[SkippedObject]
+
+
+class StatusResult(Reply):
+    daemon_version: str
+    pid: int
+    data_dir: str
+    uptime_s: float
+    control: str
+    blender: BlenderLinkInfo
+    open_sessions: list[SessionSummary]
+
+
+class StatsResult(Reply):
+    session_count: int
+    total_size_bytes: int
+    total_size_mb: float
+    storage_dir: str
+    command_count: int
+    open_sessions: int
+    open_journals: int
+    damaged_count: int

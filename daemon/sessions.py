@@ -1,0 +1,482 @@
+"""The session manager: opens, records, closes, restores sessions. It owns the open
+sessions and their journal writers; it talks to Blender only through `AddonLink` and
+to the disk only through `SessionStore`. No sockets here."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import msgspec
+import structlog
+import trio
+
+from . import __version__
+from .link import AddonLink
+from .protocol import ErrorCode, RemoteProtocolError
+from .protocol.messages import (
+    COMMAND_PARAMS,
+    LINK_ONLY_TYPES,
+    ApplyStateParams,
+    ApplyStateResult,
+    ErrorBody,
+)
+from .protocol.ops import (
+    BlenderLinkInfo,
+    CloseResult,
+    CommandResult,
+    DamagedEntry,
+    DeleteResult,
+    ListResult,
+    OpenResult,
+    RestoreResult,
+    SessionSummary,
+    StateResult,
+    StatsResult,
+    StatusResult,
+)
+from .session import OPAQUE_COMMANDS, RECENT_COMMANDS_KEPT, Session, new_session_data
+from .store import (
+    CommandRecord,
+    JournalDone,
+    JournalOpen,
+    JournalStart,
+    RecordError,
+    SessionStore,
+    check_session_name,
+    is_session_id,
+    new_session_id,
+    parse_session_id,
+    replay_journal,
+)
+from .watch import Broadcaster
+
+log = structlog.get_logger("sessions")
+_encoder = msgspec.json.Encoder()
+_apply_state_decoder = msgspec.json.Decoder(ApplyStateParams)
+_apply_result_decoder = msgspec.json.Decoder(ApplyStateResult)
+
+
+class SessionManager:
+    def __init__(self, store: SessionStore, link: AddonLink, *, control_endpoint: str = "") -> None:
+        self.store = store
+        self.link = link
+        self.control_endpoint = control_endpoint
+        self.events = Broadcaster()
+        self._open: dict[str, Session] = {}
+        self._nursery: trio.Nursery | None = None
+        self._started_at = trio.current_time()
+
+    # --- lifetime -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the journal writers; recover sessions left open by a crash; then wait."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._recover_open_sessions()
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _recover_open_sessions(self) -> None:
+        for path in self.store.journal_paths():
+            session_id = path.name.removesuffix(".journal")
+            if not is_session_id(session_id):
+                continue
+            try:
+                replayed = await trio.to_thread.run_sync(replay_journal, path)
+            except (RecordError, OSError) as error:
+                moved = await self.store.quarantine(path, str(error))
+                log.error("journal_quarantined", session_id=session_id, reason=str(error),
+                          moved_to=str(moved))
+                continue
+            if self.store.exists(session_id):
+                # The record was saved and the crash came before the journal went.
+                await self.store.remove_journal(session_id)
+                continue
+            journal = await self.store.open_journal(session_id)
+            await self._nursery_or_fail().start(journal.run)
+            session = Session(replayed.session, self.link, journal,
+                              next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
+                              recent=replayed.commands[-RECENT_COMMANDS_KEPT:])
+            session.command_count = len(replayed.commands)
+            if replayed.last_state is not None:
+                session.objects = list(replayed.last_state.objects)
+                session.selection = replayed.last_state.selection
+                session.last_command = replayed.last_state.last_command
+                session.last_result = replayed.last_state.last_result
+                session.scene = replayed.last_state.scene
+            self._open[session_id] = session
+            log.warning("session_recovered", session_id=session_id,
+                        commands=session.command_count, unknown_outcome=replayed.unknown_seqs,
+                        torn_tail_bytes=len(replayed.torn_tail))
+
+    def _nursery_or_fail(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("SessionManager.run() is not running")
+        return self._nursery
+
+    # --- resolving references -------------------------------------------------------
+
+    async def resolve(self, ref: str) -> str:
+        """A session id from an id or a unique name. Raises not_found / invalid_params."""
+        if is_session_id(ref):
+            return ref
+        if not ref or len(ref) > 200 or not ref.isprintable() or "/" in ref or "\\" in ref:
+            parse_session_id(ref)  # raises invalid_params with the id format
+        matches = {s.session_id for s in self._open.values() if s.name == ref}
+        listed, _ = await self.store.list()
+        matches |= {item.summary.session_id for item in listed if item.summary.name == ref}
+        if len(matches) == 1:
+            return matches.pop()
+        if not matches:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"no session with id or name {ref!r} (run: blender-session list)",
+            )
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_PARAMS,
+            f"name {ref!r} is shared by sessions {sorted(matches)}; use one of the ids",
+        )
+
+    async def _open_session(self, ref: str) -> Session:
+        session_id = await self.resolve(ref)
+        session = self._open.get(session_id)
+        if session is None:
+            if self.store.exists(session_id):
+                raise RemoteProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"session {session_id} is closed; restore it to work on it again "
+                    f"(run: blender-session restore {session_id})",
+                )
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND, f"no session {session_id!r} (run: blender-session list)"
+            )
+        if session.closing:
+            raise RemoteProtocolError(ErrorCode.CONFLICT, f"session {session_id} is closing")
+        return session
+
+    # --- ops ------------------------------------------------------------------------
+
+    async def open(
+        self,
+        *,
+        name: str | None = None,
+        session_id: str | None = None,
+        restored_from: str | None = None,
+    ) -> OpenResult:
+        if name is not None:
+            check_session_name(name)
+        if session_id is not None:
+            parse_session_id(session_id)
+            existing = self._open.get(session_id)
+            if existing is not None:
+                return self._open_result(existing, created=False)
+            if self.store.exists(session_id):
+                raise RemoteProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"session {session_id} was already closed; restore it instead "
+                    f"(run: blender-session restore {session_id})",
+                )
+        if name is not None:
+            await self._check_name_free(name)
+        session_id = session_id or new_session_id()
+        data = new_session_data(session_id, name, self.link, restored_from)
+        journal = await self.store.open_journal(session_id)
+        await self._nursery_or_fail().start(journal.run)
+        try:
+            await journal.append(JournalOpen(session=data))
+        except OSError as error:
+            await journal.close()
+            await self.store.remove_journal(session_id)
+            raise _storage_error(error) from None
+        session = Session(data, self.link, journal)
+        self._open[session_id] = session
+        await self._attach_latest()
+        log.info("session_opened", session_id=session_id, name=name, restored_from=restored_from)
+        self.events.publish("session_opened", {"session_id": session_id, "name": name})
+        return self._open_result(session, created=True)
+
+    async def _check_name_free(self, name: str) -> None:
+        try:
+            taken = await self.resolve(name)
+        except RemoteProtocolError:
+            return
+        raise RemoteProtocolError(
+            ErrorCode.CONFLICT, f"session name {name!r} is taken by {taken}; choose another"
+        )
+
+    async def _attach_latest(self) -> None:
+        """Show the newest open session in Blender's panel (or none)."""
+        latest = self._open[next(reversed(self._open))] if self._open else None
+        try:
+            if latest is None:
+                await self.link.attach(None)
+            else:
+                await self.link.attach(latest.session_id, latest.name)
+        except RemoteProtocolError as error:
+            log.info("attach_deferred", reason=error.message)
+
+    def _open_result(self, session: Session, *, created: bool) -> OpenResult:
+        return OpenResult(
+            session_id=session.session_id,
+            name=session.name,
+            created=created,
+            restored_from=session.restored_from,
+            blender=self.link_info(),
+        )
+
+    async def command(
+        self, ref: str, type: str, params: msgspec.Raw, client_id: str | None
+    ) -> CommandResult:
+        """Forward one scene command to Blender and record it.
+
+        The start line is journaled before the command leaves, the outcome after it
+        returns; the caller is answered only once both are on disk.
+        """
+        session = await self._open_session(ref)
+        checked_params = _check_command(type, params, self.link.snapshot.commands)
+        if not self.link.connected:
+            raise self.link.unavailable_error()
+        session.begin()
+        try:
+            return await self._run_command(session, type, checked_params, client_id)
+        finally:
+            session.end()
+
+    async def _run_command(
+        self, session: Session, type: str, params: msgspec.Raw, client_id: str | None
+    ) -> CommandResult:
+        seq = session.take_seq()
+        started_at = time.time()
+        with structlog.contextvars.bound_contextvars(session_id=session.session_id, seq=seq):
+            await self._journal(session, JournalStart(
+                seq=seq, type=type, params=params, started_at=started_at, client_id=client_id))
+            began = trio.current_time()
+            error: RemoteProtocolError | None = None
+            result = b"null"
+            try:
+                result = await self.link.request(type, bytes(params))
+            except RemoteProtocolError as failure:
+                error = failure
+            duration_ms = round((trio.current_time() - began) * 1000, 3)
+            if error is None:
+                await self._track(session, type, params, result)
+            command = CommandRecord(
+                seq=seq, type=type, params=params,
+                status="success" if error is None else "error",
+                started_at=started_at, duration_ms=duration_ms, client_id=client_id,
+                result=msgspec.Raw(result),
+                error=None if error is None else ErrorBody(code=error.code.value, message=error.message),
+            )
+            session.record(command)
+            await self._journal(session, JournalDone(
+                seq=seq, status=command.status, duration_ms=duration_ms,
+                result=command.result, error=command.error, state=session.state_record()))
+            log.info("command_done", type=type, status=command.status, duration_ms=duration_ms)
+            self.events.publish("command", {
+                "session_id": session.session_id, "seq": seq, "type": type,
+                "status": command.status, "duration_ms": duration_ms})
+        if error is not None:
+            raise error
+        return CommandResult(session_id=session.session_id, seq=seq, type=type,
+                             status="success", duration_ms=duration_ms, result=command.result)
+
+    async def _journal(self, session: Session, line: JournalStart | JournalDone) -> None:
+        try:
+            await session.journal.append(line)
+        except OSError as error:
+            raise _storage_error(error) from None
+
+    async def _track(self, session: Session, type: str, params: msgspec.Raw, result: bytes) -> None:
+        try:
+            session.track(type, params, result)
+            if type in OPAQUE_COMMANDS:
+                session.track_scene_info(await self.link.request("get_scene_info"))
+        except (msgspec.DecodeError, RemoteProtocolError) as error:
+            log.warning("state_tracking_failed", type=type, reason=str(error))
+
+    async def state(self, ref: str) -> StateResult:
+        session = await self._open_session(ref)
+        scene = await self.link.request("get_state")
+        session.track_state(scene)
+        return StateResult(session_id=session.session_id, scene=msgspec.Raw(scene))
+
+    async def close(self, ref: str) -> CloseResult:
+        session = await self._open_session(ref)
+        session.closing = True
+        try:
+            await session.idle.wait()
+            fresh = await self._final_snapshot(session)
+            await session.journal.close()
+            replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
+            data = session.to_data(replayed.commands, closed_at=time.time())
+            try:
+                await self.store.save(data)
+            except OSError as error:
+                await self._reopen_journal(session)
+                raise _storage_error(error) from None
+            await self.store.remove_journal(session.session_id)
+        except BaseException:
+            session.closing = False
+            raise
+        del self._open[session.session_id]
+        await self._attach_latest()
+        path = self.store.path_for(session.session_id)
+        log.info("session_closed", session_id=session.session_id,
+                 commands=session.command_count, path=str(path), snapshot_fresh=fresh)
+        self.events.publish("session_closed", {"session_id": session.session_id, "path": str(path)})
+        return CloseResult(session_id=session.session_id, path=str(path),
+                           command_count=session.command_count, snapshot_fresh=fresh)
+
+    async def _final_snapshot(self, session: Session) -> bool:
+        if not self.link.connected:
+            return False
+        try:
+            session.track_state(await self.link.request("get_state"))
+        except (RemoteProtocolError, msgspec.DecodeError) as error:
+            log.warning("final_snapshot_failed", session_id=session.session_id, reason=str(error))
+            return False
+        return True
+
+    async def _reopen_journal(self, session: Session) -> None:
+        session.journal = await self.store.open_journal(session.session_id)
+        await self._nursery_or_fail().start(session.journal.run)
+
+    async def list(self) -> ListResult:
+        listed, damaged = await self.store.list()
+        summaries = [self._summary(s) for s in self._open.values()]
+        summaries += [
+            SessionSummary(
+                session_id=item.summary.session_id, name=item.summary.name, status="closed",
+                created_at=item.summary.created_at, closed_at=item.summary.closed_at,
+                command_count=item.summary.command_count, size_bytes=item.size_bytes,
+                restored_from=item.summary.restored_from)
+            for item in listed if item.summary.session_id not in self._open
+        ]
+        summaries.sort(key=lambda s: s.created_at)
+        return ListResult(sessions=summaries,
+                          damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged])
+
+    def _summary(self, session: Session) -> SessionSummary:
+        try:
+            size = session.journal.path.stat().st_size
+        except OSError:
+            size = 0
+        return SessionSummary(
+            session_id=session.session_id, name=session.name, status="open",
+            created_at=session.created_at, closed_at=None, command_count=session.command_count,
+            size_bytes=size, restored_from=session.restored_from)
+
+    async def show(self, ref: str) -> bytes:
+        """The whole record as JSON: from disk when closed, built from the journal when open."""
+        session_id = await self.resolve(ref)
+        session = self._open.get(session_id)
+        if session is None:
+            return _encoder.encode(await self.store.load(session_id))
+        replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
+        return _encoder.encode({"format": 1, "session_id": session_id, "status": "open",
+                                "data": session.to_data(replayed.commands)})
+
+    async def delete(self, ref: str) -> DeleteResult:
+        session_id = await self.resolve(ref)
+        if session_id in self._open:
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT,
+                f"session {session_id} is open; close it first (run: blender-session close {session_id})",
+            )
+        removed = await self.store.delete(session_id)
+        log.info("session_deleted", session_id=session_id, removed=removed)
+        return DeleteResult(session_id=session_id, removed=removed)
+
+    async def stats(self) -> StatsResult:
+        totals = await self.store.stats()
+        return msgspec.convert({**totals, "open_sessions": len(self._open)}, StatsResult)
+
+    async def restore(self, ref: str, name: str | None, client_id: str | None) -> RestoreResult:
+        """Open a new session from a closed record and apply its last snapshot to Blender."""
+        source_id = await self.resolve(ref)
+        if source_id in self._open:
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT, f"session {source_id} is still open; close it before restoring"
+            )
+        record = await self.store.load(source_id)
+        scene = record.data.state.scene
+        if bytes(scene) == b"null":
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"session {source_id} has no scene snapshot to restore (it closed without Blender)",
+            )
+        if not self.link.connected:
+            raise self.link.unavailable_error()
+        snapshot = _apply_state_decoder.decode(scene)
+        params = _encoder.encode(msgspec.structs.replace(snapshot, prune=True))
+        opened = await self.open(name=name, restored_from=source_id)
+        done = await self.command(opened.session_id, "apply_state", msgspec.Raw(params), client_id)
+        applied = _apply_result_decoder.decode(done.result)
+        return RestoreResult(
+            session_id=opened.session_id, restored_from=source_id, path="apply_state",
+            created=applied.created, updated=applied.updated, removed=applied.removed,
+            skipped=applied.skipped)
+
+    def status(self, *, pid: int | None = None) -> StatusResult:
+        return StatusResult(
+            daemon_version=__version__, pid=pid or os.getpid(),
+            data_dir=str(self.store.data_dir),
+            uptime_s=round(trio.current_time() - self._started_at, 3),
+            control=self.control_endpoint, blender=self.link_info(),
+            open_sessions=[self._summary(s) for s in self._open.values()])
+
+    def link_info(self) -> BlenderLinkInfo:
+        snap = self.link.snapshot
+        return BlenderLinkInfo(
+            endpoint=self.link.endpoint, status=snap.status.value, connected=self.link.connected,
+            blender_version=snap.blender_version, file=snap.file,
+            last_heartbeat=snap.last_heartbeat, busy_for_ms=snap.busy_for_ms,
+            queue_depth=snap.queue_depth, last_error=snap.last_error,
+            execute_code_enabled=snap.execute_code_enabled)
+
+    def open_sessions(self) -> Iterator[Session]:
+        return iter(self._open.values())
+
+    # --- LinkObserver ---------------------------------------------------------------
+
+    def link_changed(self, link: AddonLink) -> None:
+        self.events.publish("heartbeat", self.link_info())
+
+    def scene_changed(self, link: AddonLink, data: msgspec.Raw, missed: int) -> None:
+        for session in self._open.values():
+            session.track_scene_event(data)
+        self.events.publish("scene_changed", {"data": data, "missed": missed})
+
+
+def _check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> msgspec.Raw:
+    """Validate a scene command at the daemon's edge, before it costs Blender anything."""
+    if type in LINK_ONLY_TYPES:
+        raise RemoteProtocolError(
+            ErrorCode.UNKNOWN_COMMAND,
+            f"{type!r} is part of the daemon's link to Blender, not a scene command",
+        )
+    schema = COMMAND_PARAMS.get(type)
+    if schema is None:
+        if type in addon_commands:
+            return params  # the addon knows a command this daemon has no schema for
+        raise RemoteProtocolError(
+            ErrorCode.UNKNOWN_COMMAND,
+            f"unknown command {type!r}; known: {', '.join(sorted(COMMAND_PARAMS))}",
+        )
+    try:
+        msgspec.json.decode(params, type=schema)
+    except msgspec.DecodeError as error:
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {error}"
+        ) from None
+    return params
+
+
+def _storage_error(error: OSError) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.STORAGE,
+        f"cannot write to the data dir: {error.strerror or error} ({error.filename or ''}); "
+        "the session is kept in memory; free space or fix permissions, then retry",
+    )

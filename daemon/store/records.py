@@ -1,0 +1,188 @@
+"""The session record of PROTOCOL.md §3, and the journal's line types, as Structs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import Raw, Struct
+
+from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.messages import NULL, ErrorBody
+
+RECORD_FORMAT = 1
+
+
+class Record(Struct, frozen=True, kw_only=True):
+    """Records keep every field on disk, nulls included: §3 names them all."""
+
+
+class BlenderInfo(Record, kw_only=True):
+    connected: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9876
+    last_heartbeat: float | None = None
+    version: str = ""
+    file: str = ""
+
+
+class LastResult(Record, kw_only=True):
+    status: str
+    code: str | None = None
+    message: str | None = None
+
+
+class SessionState(Record, kw_only=True):
+    objects: list[str] = []
+    selection: str | None = None  # Phase 4 meaning: the active/selected object's name
+    last_command: str | None = None
+    last_result: LastResult | None = None
+    scene: Raw = NULL  # the last get_state snapshot
+
+
+class SnapshotInfo(Record, kw_only=True):
+    blend: str | None = None
+    blender_version: str | None = None
+    thumbnail: str | None = None
+
+
+CommandStatus = Literal["success", "error", "unknown"]
+
+
+class CommandRecord(Record, kw_only=True):
+    seq: int
+    type: str
+    params: Raw
+    status: CommandStatus
+    started_at: float
+    duration_ms: float | None
+    client_id: str | None
+    result: Raw = NULL
+    error: ErrorBody | None = None
+
+
+class SessionData(Record, kw_only=True):
+    session_id: str
+    name: str | None
+    created_at: float
+    last_activity: float
+    closed_at: float | None
+    blender: BlenderInfo
+    state: SessionState
+    command_count: int
+    restored_from: str | None
+    snapshot: SnapshotInfo | None
+    commands: list[CommandRecord]
+    data: dict[str, Raw] = {}
+
+
+class SessionRecord(Record, kw_only=True):
+    format: int
+    session_id: str
+    saved_at: str
+    data: SessionData
+
+
+class RecordSummary(Record, kw_only=True):
+    """What `list` shows of a record, decoded without its command list."""
+
+    session_id: str
+    name: str | None
+    created_at: float
+    closed_at: float | None
+    command_count: int
+    restored_from: str | None
+
+
+# --- journal lines: one JSON object per line, `kind` says which ----------------------
+
+
+class JournalOpen(Record, tag_field="kind", tag="open", kw_only=True):
+    """First line: what the session is, so a crash can be recovered from here alone."""
+
+    session: SessionData
+
+
+class JournalStart(Record, tag_field="kind", tag="start", kw_only=True):
+    """Written (and waited for) before a command goes to Blender."""
+
+    seq: int
+    type: str
+    params: Raw
+    started_at: float
+    client_id: str | None
+
+
+class JournalDone(Record, tag_field="kind", tag="done", kw_only=True):
+    seq: int
+    status: Literal["success", "error"]
+    duration_ms: float
+    result: Raw = NULL
+    error: ErrorBody | None = None
+    state: SessionState | None = None  # the session's state after the command
+
+
+JournalLine = JournalOpen | JournalStart | JournalDone
+
+
+class _FormatProbe(Struct):
+    format: int
+
+
+_format_decoder = msgspec.json.Decoder(_FormatProbe)
+_record_decoder = msgspec.json.Decoder(SessionRecord)
+class _SummaryEnvelope(Struct):
+    format: int
+    data: RecordSummary
+
+
+_summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
+_journal_decoder = msgspec.json.Decoder(JournalLine)
+_encoder = msgspec.json.Encoder()
+
+
+class RecordError(RemoteProtocolError):
+    """A record on disk that cannot be read: damaged, or from a newer format."""
+
+
+def encode_record(record: SessionRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes, what: str) -> SessionRecord:
+    """Decode a whole record, refusing a newer `format` before reading anything else."""
+    try:
+        version = _format_decoder.decode(data).format
+    except msgspec.DecodeError as error:
+        raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
+    if version > RECORD_FORMAT:
+        raise RecordError(
+            ErrorCode.INVALID_PARAMS,
+            f"{what} has format {version}, newer than this daemon reads ({RECORD_FORMAT}); "
+            "upgrade blender-scene-sessions to open it",
+        )
+    try:
+        return _record_decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
+
+
+def decode_summary(data: bytes, what: str) -> RecordSummary:
+    try:
+        envelope = _summary_decoder.decode(data)
+    except msgspec.DecodeError as error:
+        raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
+    if envelope.format > RECORD_FORMAT:
+        raise RecordError(
+            ErrorCode.INVALID_PARAMS,
+            f"{what} has format {envelope.format}, newer than this daemon reads",
+        )
+    return envelope.data
+
+
+def encode_journal_line(line: JournalLine) -> bytes:
+    return _encoder.encode(line) + b"\n"
+
+
+def decode_journal_line(line: bytes) -> JournalLine:
+    return _journal_decoder.decode(line)

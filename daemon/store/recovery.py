@@ -1,0 +1,89 @@
+"""Rebuilding a session from its journal: at close (the journal holds the command
+history) and at start-up after a crash (the journal is all there is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ..protocol.errors import ErrorCode
+from .files import read_lines
+from .records import (
+    CommandRecord,
+    JournalDone,
+    JournalOpen,
+    JournalStart,
+    RecordError,
+    SessionData,
+    SessionState,
+    decode_journal_line,
+)
+
+
+@dataclass
+class ReplayedJournal:
+    session: SessionData  # as opened; its `commands` are empty
+    commands: list[CommandRecord]
+    last_state: SessionState | None
+    torn_tail: bytes = b""  # a last line cut short by a crash, dropped
+    unknown_seqs: list[int] = field(default_factory=list)  # sent, outcome never recorded
+
+
+def replay_journal(path: Path) -> ReplayedJournal:
+    """Read a journal back. Raises RecordError if it is damaged beyond its last line."""
+    lines, torn_tail = read_lines(path)
+    opened: JournalOpen | None = None
+    started: dict[int, JournalStart] = {}
+    commands: list[CommandRecord] = []
+    last_state: SessionState | None = None
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = decode_journal_line(raw)
+        except msgspec.DecodeError as error:
+            raise RecordError(
+                ErrorCode.INTERNAL, f"journal {path.name} line {number} is damaged: {error}"
+            ) from None
+        match line:
+            case JournalOpen():
+                opened = line
+            case JournalStart():
+                started[line.seq] = line
+            case JournalDone():
+                start = started.pop(line.seq, None)
+                if start is None:
+                    continue  # a completion without its start: nothing to attach it to
+                commands.append(
+                    CommandRecord(
+                        seq=line.seq,
+                        type=start.type,
+                        params=start.params,
+                        status=line.status,
+                        started_at=start.started_at,
+                        duration_ms=line.duration_ms,
+                        client_id=start.client_id,
+                        result=line.result,
+                        error=line.error,
+                    )
+                )
+                if line.state is not None:
+                    last_state = line.state
+    if opened is None:
+        raise RecordError(ErrorCode.INTERNAL, f"journal {path.name} has no opening line")
+    unknown = sorted(started)
+    for seq in unknown:
+        start = started[seq]
+        commands.append(
+            CommandRecord(
+                seq=seq,
+                type=start.type,
+                params=start.params,
+                status="unknown",
+                started_at=start.started_at,
+                duration_ms=None,
+                client_id=start.client_id,
+            )
+        )
+    commands.sort(key=lambda command: command.seq)
+    return ReplayedJournal(opened.session, commands, last_state, torn_tail, unknown)

@@ -1,0 +1,180 @@
+"""The daemon's addon link: heartbeat, busy vs dead, reconnect, requests.
+
+Timing runs on autojump_clock against the fake addon over in-memory streams, so the
+times asserted are exact virtual times."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import pytest
+import trio
+
+from daemon.link import AddonLink, LinkConfig, LinkStatus
+from daemon.protocol import ErrorCode, RemoteProtocolError
+
+from .fake_addon import FakeAddon
+
+
+class Recorder:
+    """A LinkObserver that notes (virtual time, status) at every change."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[float, LinkStatus]] = []
+        self.changed = trio.Event()
+
+    def link_changed(self, link: AddonLink) -> None:
+        if not self.changes or self.changes[-1][1] is not link.snapshot.status:
+            self.changes.append((trio.current_time(), link.snapshot.status))
+            self.changed.set()
+            self.changed = trio.Event()
+
+    def scene_changed(self, link: AddonLink, data: object, missed: int) -> None:
+        pass
+
+    async def wait_for(self, status: LinkStatus) -> float:
+        while not self.changes or self.changes[-1][1] is not status:
+            await self.changed.wait()
+        return self.changes[-1][0]
+
+
+async def start_link(nursery: trio.Nursery, fake: FakeAddon, **config: float) -> tuple[AddonLink, Recorder]:
+    recorder = Recorder()
+    link = AddonLink(
+        LinkConfig(**config),  # type: ignore[arg-type]
+        recorder,
+        connect=functools.partial(fake.connect, nursery=nursery),
+        jitter=random.Random(7),
+    )
+    await nursery.start(link.run)
+    await recorder.wait_for(LinkStatus.CONNECTED)
+    return link, recorder
+
+
+async def test_dead_exactly_at_heartbeat_timeout_after_last_pong(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(nursery, fake, heartbeat_interval_s=1.0,
+                                          heartbeat_timeout_s=5.0)
+        await trio.sleep(2.5)  # pongs at t=0, 1, 2
+        fake.answer_pings = False
+        dead_at = await recorder.wait_for(LinkStatus.DISCONNECTED)
+        assert dead_at == 2.0 + 5.0
+        assert "no heartbeat" in link.snapshot.last_error
+        nursery.cancel_scope.cancel()
+
+
+async def test_busy_main_thread_is_busy_not_dead(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(nursery, fake)
+        fake.busy = True
+        await recorder.wait_for(LinkStatus.BUSY)
+        await trio.sleep(60)  # a minute-long render
+        assert link.snapshot.status is LinkStatus.BUSY
+        assert link.snapshot.busy_for_ms == 3000.0
+        assert LinkStatus.DISCONNECTED not in [status for _, status in recorder.changes]
+        fake.busy = False
+        await recorder.wait_for(LinkStatus.CONNECTED)
+        nursery.cancel_scope.cancel()
+
+
+async def test_reconnects_after_socket_close_and_reattaches_session(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(nursery, fake, reconnect_initial_s=0.1)
+        await link.attach("scene-20260101-000000-0000abcd", "demo")
+        assert fake.session_id == "scene-20260101-000000-0000abcd"
+        fake.session_id = None  # a fresh Blender knows no session
+        lost_at = trio.current_time()
+        await fake.drop_connections()
+        assert await recorder.wait_for(LinkStatus.DISCONNECTED) == lost_at
+        back_at = await recorder.wait_for(LinkStatus.CONNECTED)
+        assert 0.05 <= back_at - lost_at <= 0.1  # first backoff: equal jitter in [0.05, 0.1]
+        assert fake.connections == 2
+        assert fake.session_id == "scene-20260101-000000-0000abcd"
+        nursery.cancel_scope.cancel()
+
+
+async def test_reconnect_backoff_grows_and_is_capped(autojump_clock: trio.abc.Clock) -> None:
+    attempts: list[float] = []
+
+    async def refuse(host: str, port: int) -> trio.abc.Stream:
+        attempts.append(trio.current_time())
+        raise OSError(111, "Connection refused")
+
+    link = AddonLink(LinkConfig(reconnect_initial_s=0.1, reconnect_max_s=2.0), connect=refuse,
+                     jitter=random.Random(1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        while len(attempts) < 10:
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    for failures, gap in enumerate(gaps):
+        ceiling = min(2.0, 0.1 * 2**failures)
+        assert ceiling / 2 <= gap <= ceiling
+    assert max(gaps) <= 2.0
+    assert link.snapshot.status is LinkStatus.DISCONNECTED
+    assert "Connection refused" in link.snapshot.last_error
+
+
+async def test_request_without_blender_is_blender_unavailable(autojump_clock: trio.abc.Clock) -> None:
+    async def refuse(host: str, port: int) -> trio.abc.Stream:
+        raise OSError(111, "Connection refused")
+
+    link = AddonLink(LinkConfig(), connect=refuse)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        with pytest.raises(RemoteProtocolError) as caught:
+            await link.request("get_state")
+        assert caught.value.code is ErrorCode.BLENDER_UNAVAILABLE
+        assert "127.0.0.1:9876" in caught.value.message
+        nursery.cancel_scope.cancel()
+
+
+async def test_request_times_out_with_clear_error(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon(command_delay_s=100.0)
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake, request_timeout_s=30.0)
+        began = trio.current_time()
+        with pytest.raises(RemoteProtocolError) as caught:
+            await link.request("get_state")
+        assert caught.value.code is ErrorCode.TIMEOUT
+        assert trio.current_time() - began == 30.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_pipelined_requests_each_get_their_own_answer(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon()
+    results: dict[int, bytes] = {}
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake)
+
+        async def create(index: int) -> None:
+            params = f'{{"kind": "cube", "name": "C{index}"}}'.encode()
+            results[index] = await link.request("create_object", params)
+
+        async with trio.open_nursery() as batch:
+            for index in range(64):
+                batch.start_soon(create, index)
+        nursery.cancel_scope.cancel()
+    assert all(f'"name": "C{i}"'.encode() in results[i] for i in range(64))
+
+
+async def test_lost_connection_fails_pending_request(autojump_clock: trio.abc.Clock) -> None:
+    fake = FakeAddon(command_delay_s=10.0)
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake)
+
+        async def drop_soon() -> None:
+            await trio.sleep(1)
+            await fake.drop_connections()
+
+        nursery.start_soon(drop_soon)
+        with pytest.raises(RemoteProtocolError) as caught:
+            await link.request("get_state")
+        assert caught.value.code is ErrorCode.BLENDER_UNAVAILABLE
+        assert "may or may not have run" in caught.value.message
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,270 @@
+"""The sans-I/O protocol core: framing, the link and control connections, with
+bytes in and events out, no sockets. Every input is fed whole, a byte at a time,
+and followed by extra bytes; hypothesis generalises that to any split."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.protocol import (
+    NEED_DATA,
+    BadMessage,
+    ConnectionClosed,
+    ConnectionState,
+    ControlClientConnection,
+    ControlServerConnection,
+    ErrorCode,
+    EventReceived,
+    LineBuffer,
+    LinkConnection,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    RequestReceived,
+    ResponseReceived,
+)
+from daemon.protocol.messages import (
+    COMMAND_PARAMS,
+    LinkFailure,
+    LinkSuccess,
+    ObjectRecord,
+    SceneState,
+)
+
+
+def feed_all(buffer: LineBuffer, data: bytes, chunk: int | None) -> list[bytes]:
+    lines = []
+    pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    for piece in pieces:
+        buffer.feed(piece)
+        while (line := buffer.maybe_extract_line()) is not None:
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_line_buffer_same_lines_whatever_the_split(chunk: int | None) -> None:
+    data = b'{"a": 1}\n\n{"b": "x\\ny"}\n'
+    assert feed_all(LineBuffer(), data, chunk) == [b'{"a": 1}', b"", b'{"b": "x\\ny"}']
+
+
+def test_line_buffer_keeps_extra_bytes_for_the_next_line() -> None:
+    buffer = LineBuffer()
+    assert feed_all(buffer, b'{"a": 1}\n{"b"', None) == [b'{"a": 1}']
+    assert buffer.unterminated_tail() == b'{"b"'
+    assert feed_all(buffer, b": 2}\n", None) == [b'{"b": 2}']
+
+
+def test_line_buffer_refuses_oversized_frame_before_its_newline() -> None:
+    buffer = LineBuffer(max_frame_bytes=1000)
+    buffer.feed(b"x" * 1001)  # no newline yet: the limit applies anyway
+    with pytest.raises(RemoteProtocolError) as caught:
+        buffer.maybe_extract_line()
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert caught.value.framing_lost
+
+
+def test_line_buffer_accepts_frame_exactly_at_the_limit() -> None:
+    buffer = LineBuffer(max_frame_bytes=1000)
+    buffer.feed(b"y" * 1000 + b"\n")
+    assert buffer.maybe_extract_line() == b"y" * 1000
+
+
+def test_line_buffer_large_frame_in_small_pieces_is_searched_once() -> None:
+    """The search offset advances, so 4 KiB pieces of a 4 MiB frame do not rescan."""
+    buffer = LineBuffer()
+    piece = b"z" * 4096
+    for _ in range(1024):
+        buffer.feed(piece)
+        assert buffer.maybe_extract_line() is None
+        assert buffer._searched_to == len(buffer._data)  # nothing left unsearched
+    buffer.feed(b"\n")
+    assert len(buffer.maybe_extract_line() or b"") == 4096 * 1024
+
+
+def test_protocol_error_base_cannot_be_raised_directly() -> None:
+    with pytest.raises(TypeError):
+        ProtocolError(ErrorCode.INTERNAL, "x")
+
+
+# --- link connection ----------------------------------------------------------------
+
+
+def test_link_pairs_responses_with_pending_requests() -> None:
+    conn = LinkConnection()
+    first, data = conn.send_request("get_state")
+    second, _ = conn.send_request("ping")
+    assert data == b'{"type":"get_state","id":1}\n'  # empty params are left off
+    assert conn.pending_requests == {first: "get_state", second: "ping"}
+    conn.receive_data(b'{"id": 2, "status": "success", "result": {"pong": true}}\n'
+                      b'{"id": 1, "status": "error", "code": "busy_timeout", "message": "m"}\n')
+    reply_two, reply_one = conn.next_event(), conn.next_event()
+    assert isinstance(reply_two, ResponseReceived) and reply_two.request_type == "ping"
+    assert isinstance(reply_two.response, LinkSuccess)
+    assert isinstance(reply_one, ResponseReceived) and isinstance(reply_one.response, LinkFailure)
+    assert reply_one.response.code == "busy_timeout"
+    assert conn.next_event() is NEED_DATA
+    assert conn.pending_requests == {}
+
+
+def test_link_late_response_after_forget_has_no_request_type() -> None:
+    conn = LinkConnection()
+    request_id, _ = conn.send_request("get_state")
+    conn.forget(request_id)
+    conn.receive_data(b'{"id": 1, "status": "success", "result": {}}\n')
+    event = conn.next_event()
+    assert isinstance(event, ResponseReceived) and event.request_type is None
+
+
+def test_link_detects_event_seq_gap() -> None:
+    conn = LinkConnection()
+    conn.receive_data(b'{"event": "scene_changed", "seq": 1, "data": {}}\n'
+                      b'{"event": "scene_changed", "seq": 4, "data": {}}\n')
+    first, second = conn.next_event(), conn.next_event()
+    assert isinstance(first, EventReceived) and first.missed == 0
+    assert isinstance(second, EventReceived) and second.missed == 2
+
+
+def test_link_eof_between_messages_is_a_clean_close() -> None:
+    conn = LinkConnection()
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.state is ConnectionState.CLOSED
+
+
+def test_link_garbage_puts_connection_in_error_for_good() -> None:
+    conn = LinkConnection()
+    conn.receive_data(b"HTTP/1.1 400 Bad Request\n")
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    assert conn.state is ConnectionState.ERROR
+    with pytest.raises(LocalProtocolError):
+        conn.next_event()
+    with pytest.raises(LocalProtocolError):
+        conn.send_request("ping")
+
+
+# --- control connection -------------------------------------------------------------
+
+
+def test_control_request_round_trip_between_client_and_server() -> None:
+    client = ControlClientConnection(token="t0k", client_id="01J0000000000000000000000")
+    server = ControlServerConnection()
+    _, data = client.send_request("session.open", b'{"name": "demo"}')
+    for byte in data:  # one byte at a time
+        server.receive_data(bytes([byte]))
+    event = server.next_event()
+    assert isinstance(event, RequestReceived)
+    assert event.request.op == "session.open" and event.request.token == "t0k"
+    assert msgspec.json.decode(event.request.params) == {"name": "demo"}
+    client.receive_data(server.send_result(event.request.id, b'{"session_id": "s"}'))
+    reply = client.next_event()
+    assert reply.ok is True and msgspec.json.decode(reply.result) == {"session_id": "s"}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected_id"),
+    [(b"not json", None), (b"[1, 2]", None), (b'{"id": 9, "op": 5}', 9), (b'{"id": 3}', 3)],
+)
+def test_control_bad_message_keeps_framing_and_carries_the_id(line: bytes, expected_id: object) -> None:
+    server = ControlServerConnection()
+    server.receive_data(line + b'\n{"op": "status", "token": "t"}\n')
+    bad = server.next_event()
+    assert isinstance(bad, BadMessage) and bad.request_id == expected_id
+    assert bad.error.code is ErrorCode.BAD_REQUEST
+    assert isinstance(server.next_event(), RequestReceived)  # the next line still parses
+
+
+def test_control_error_reply_shape() -> None:
+    data = ControlServerConnection.send_error(
+        4, RemoteProtocolError(ErrorCode.NOT_FOUND, "no session 'x'"))
+    assert msgspec.json.decode(data) == {
+        "id": 4, "ok": False, "error": {"code": "not_found", "message": "no session 'x'"}}
+
+
+# --- properties ---------------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+vec3 = st.tuples(finite, finite, finite)
+names = st.text(min_size=1, max_size=20)
+object_records = st.builds(
+    ObjectRecord, name=names, type=st.sampled_from(["MESH", "EMPTY", "LIGHT"]),
+    location=vec3, rotation=vec3, scale=vec3, parent=st.none() | names,
+    materials=st.lists(names, max_size=3), visible=st.booleans(),
+    data_kind=st.none() | st.sampled_from(["cube", "torus"]))
+scene_states = st.builds(SceneState, scene=names, frame=st.integers(0, 10000), file=st.text(max_size=30),
+                         objects=st.lists(object_records, max_size=5),
+                         selection=st.lists(names, max_size=3), active=st.none() | names)
+
+
+@given(scene_states)
+def test_scene_state_survives_encode_decode(state: SceneState) -> None:
+    assert msgspec.json.decode(msgspec.json.encode(state), type=SceneState) == state
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(COMMAND_PARAMS)), json_values), max_size=8),
+       st.data())
+def test_link_any_split_of_the_stream_gives_the_same_events(
+    requests: list[tuple[str, object]], data: st.DataObject
+) -> None:
+    sender = LinkConnection()
+    stream = b"".join(sender.send_request(kind, msgspec.json.encode(params))[1]
+                      for kind, params in requests)
+    # The same bytes, answered by an addon, split at arbitrary points.
+    replies = b"".join(
+        msgspec.json.encode({"id": i + 1, "status": "success", "result": params}) + b"\n"
+        for i, (_, params) in enumerate(requests))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(replies)), max_size=6)))
+    receiver = LinkConnection()
+    for _ in requests:
+        receiver.send_request("x")
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(replies)], strict=True):
+        if start == end:
+            continue  # b"" means EOF to receive_data
+        receiver.receive_data(replies[start:end])
+        while (event := receiver.next_event()) is not NEED_DATA:
+            events.append(event)
+    assert [e.request_id for e in events] == list(range(1, len(requests) + 1))
+    assert [msgspec.json.decode(e.response.result) for e in events] == [p for _, p in requests]
+    assert stream.count(b"\n") == len(requests)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(1, 50))
+def test_garbage_into_link_raises_only_protocol_errors(garbage: bytes, chunk: int) -> None:
+    conn = LinkConnection(max_frame_bytes=256)
+    try:
+        for start in range(0, len(garbage), chunk):
+            conn.receive_data(garbage[start : start + chunk])
+            while conn.next_event() is not NEED_DATA:
+                pass
+        conn.receive_data(b"")
+        conn.next_event()
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(1, 50))
+def test_garbage_into_control_server_raises_only_protocol_errors(garbage: bytes, chunk: int) -> None:
+    conn = ControlServerConnection(max_frame_bytes=256)
+    try:
+        for start in range(0, len(garbage), chunk):
+            conn.receive_data(garbage[start : start + chunk])
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert isinstance(event, RequestReceived | BadMessage | ConnectionClosed)
+                if isinstance(event, ConnectionClosed):
+                    break
+    except RemoteProtocolError as error:
+        assert error.framing_lost

@@ -33,44 +33,52 @@ class Endpoint(msgspec.Struct, frozen=True):
     daemon_version: str = __version__
 
 
-async def run_daemon(
-    config: DaemonConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run until cancelled. `started()` reports the control port once clients may connect."""
-    store = SessionStore(config.data_dir, journal_fsync=config.journal_fsync)
-    store.prepare()
-    token = store.load_or_create_token()
-    link = AddonLink(
-        LinkConfig(
-            host=config.addon_host,
-            port=config.addon_port,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            heartbeat_timeout_s=config.heartbeat_timeout_s,
-            request_timeout_s=config.request_timeout_s,
+class Daemon:
+    """The daemon's parts and their lifetimes: session manager (journals), control
+    server, addon link. Tests reach the parts through the attributes."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.store = SessionStore(config.data_dir, journal_fsync=config.journal_fsync)
+        self.link = AddonLink(
+            LinkConfig(
+                host=config.addon_host,
+                port=config.addon_port,
+                heartbeat_interval_s=config.heartbeat_interval_s,
+                heartbeat_timeout_s=config.heartbeat_timeout_s,
+                request_timeout_s=config.request_timeout_s,
+            )
         )
-    )
-    manager = SessionManager(store, link)
-    link.observer = manager
-    server = ControlServer(manager, token, host=config.control_host, port=config.control_port)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(manager.run)
-            port = await nursery.start(server.run)
-            manager.control_endpoint = f"{config.control_host}:{port}"
-            endpoint = Endpoint(host=config.control_host, port=port, pid=os.getpid(),
-                                started_at=time.time())
-            store.write_endpoint(msgspec.json.encode(endpoint))
-            nursery.start_soon(link.run)
-            log.info("daemon_started", version=__version__, data_dir=str(config.data_dir),
-                     control=manager.control_endpoint, addon=link.endpoint)
-            task_status.started(port)
-    finally:
-        store.remove_endpoint()
+        self.manager = SessionManager(self.store, self.link)
+        self.link.observer = self.manager
+        self.control_port: int | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. `started()` reports the control port once clients may connect."""
+        config = self.config
+        self.store.prepare()
+        token = self.store.load_or_create_token()
+        server = ControlServer(self.manager, token, host=config.control_host,
+                               port=config.control_port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.manager.run)
+                self.control_port = port = await nursery.start(server.run)
+                self.manager.control_endpoint = f"{config.control_host}:{port}"
+                endpoint = Endpoint(host=config.control_host, port=port, pid=os.getpid(),
+                                    started_at=time.time())
+                self.store.write_endpoint(msgspec.json.encode(endpoint))
+                nursery.start_soon(self.link.run)
+                log.info("daemon_started", version=__version__, data_dir=str(config.data_dir),
+                         control=self.manager.control_endpoint, addon=self.link.endpoint)
+                task_status.started(port)
+        finally:
+            self.store.remove_endpoint()
 
 
 async def _main(config: DaemonConfig) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_daemon, config)
+        nursery.start_soon(Daemon(config).run)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("daemon_stopping", signal=signal.Signals(signum).name)

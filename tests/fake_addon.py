@@ -17,6 +17,7 @@ import trio.testing
 @dataclass
 class FakeAddon:
     answer_pings: bool = True
+    refuse: bool = False  # close every new connection at once, as if Blender were gone
     busy: bool = False
     command_delay_s: float = 0.0
     blender_version: str = "5.0.1"
@@ -43,6 +44,9 @@ class FakeAddon:
         self.streams.clear()
 
     async def handle(self, stream: trio.abc.Stream) -> None:
+        if self.refuse:
+            await trio.aclose_forcefully(stream)
+            return
         self.connections += 1
         self.streams.append(stream)
         buffer = b""

@@ -58,6 +58,8 @@ class ControlServer:
         self.host = host
         self.port = port
         self._token = token.encode()
+        # Connections whose framing was lost: closed gently so the error reply arrives.
+        self._lingering: set[trio.abc.Stream] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve; `started()` reports the bound port (useful with port 0)."""
@@ -82,9 +84,12 @@ class ControlServer:
                     await self._read_loop(stream, conn, nursery, outbox_send, limiter, watches)
                 for scope in watches:  # a watch streams until the client hangs up: it has
                     scope.cancel()
+            if stream in self._lingering:
+                await _lingering_close(stream)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; its in-flight requests were cancelled with it
         finally:
+            self._lingering.discard(stream)
             await trio.aclose_forcefully(stream)
 
     async def _read_loop(
@@ -101,6 +106,7 @@ class ControlServer:
                 event = conn.next_event()
             except RemoteProtocolError as error:  # framing lost: answer, then close
                 await outbox.send(conn.send_error(None, error))
+                self._lingering.add(stream)
                 return
             match event:
                 case RequestReceived(request=request):
@@ -191,6 +197,19 @@ async def _write_loop(stream: trio.abc.Stream, outbox: trio.MemoryReceiveChannel
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             await stream.send_all(b"".join(batch))
+
+
+# After a framing error, how long to keep reading (and dropping) what the client still
+# sends, so closing does not reset the connection before it has read our reply.
+LINGER_S = 1.0
+
+
+async def _lingering_close(stream: trio.abc.Stream) -> None:
+    with trio.move_on_after(LINGER_S):
+        if isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+        while await stream.receive_some(RECEIVE_CHUNK_BYTES):
+            pass
 
 
 def _unauthorized() -> RemoteProtocolError:

@@ -128,6 +128,7 @@ class AddonLink:
         self._send_lock = trio.StrictFIFOLock()
         self._pending: dict[int | str, _Pending] = {}
         self._connected = trio.Event()
+        self._changed = trio.Event()
         self._said_hello = False
 
     @property
@@ -140,6 +141,11 @@ class AddonLink:
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
+
+    async def wait_until(self, predicate: Callable[[AddonLink], bool]) -> None:
+        """Wait until `predicate(link)` holds; it is checked at every status change."""
+        while not predicate(self):
+            await self._changed.wait()
 
     # --- supervisor -----------------------------------------------------------------
 
@@ -239,6 +245,8 @@ class AddonLink:
             pending.done.set()
 
     def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
         if self.observer is not None:
             self.observer.link_changed(self)
 

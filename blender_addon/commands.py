@@ -158,8 +158,9 @@ def select_objects(params: dict) -> dict:
     chosen = [_object(name) for name in names]
     active = _object(active_name) if active_name else None
     view_layer = bpy.context.view_layer
+    objects = bpy.context.scene.objects  # not view_layer.objects: it lags behind removals
     if not extend:
-        for obj in view_layer.objects:
+        for obj in objects:
             if obj.select_get():
                 obj.select_set(False)
     for obj in chosen:
@@ -169,7 +170,7 @@ def select_objects(params: dict) -> dict:
     elif chosen:
         view_layer.objects.active = chosen[-1]
     current = view_layer.objects.active
-    return {"selection": [o.name for o in view_layer.objects if o.select_get()],
+    return {"selection": [o.name for o in objects if o.select_get()],
             "active": current.name if current is not None else None}
 
 

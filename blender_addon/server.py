@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -343,6 +344,7 @@ class AddonServer:
             except CommandError as error:
                 reply = _error(error.code, error.message)
             except Exception as error:  # a bug or a bpy failure: report, keep serving
+                traceback.print_exc()
                 reply = _error("internal", f"{kind} failed inside Blender: {error!r}")
             conn.send(reply, request, slot)
         finally:

@@ -270,10 +270,12 @@ def _apply_parents(records, updated, created) -> None:
 def _apply_selection(selection, active_name) -> None:
     view_layer = bpy.context.view_layer
     chosen = set(selection)
-    for obj in view_layer.objects:
+    # scene.objects, not view_layer.objects: the view layer lags behind removals.
+    for obj in bpy.context.scene.objects:
         want = obj.name in chosen
         if obj.select_get() != want:
             obj.select_set(want)
     active = bpy.data.objects.get(active_name) if active_name else None
-    if view_layer.objects.active != active and (active is None or active.name in view_layer.objects):
+    if view_layer.objects.active != active and (
+            active is None or active.name in bpy.context.scene.objects):
         view_layer.objects.active = active

@@ -54,11 +54,21 @@ def blender_command(
     return [blender, *background, "--factory-startup", "--python", script, "--", *mode, *addon_args]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM if the launcher dies, even by
+    SIGKILL, so no Blender is left holding the port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run(command: list[str]) -> int:
     """Run Blender in the foreground; stop it cleanly on Ctrl-C or SIGTERM."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
 
     def forward(signum: int, frame: object) -> None:
         if child.poll() is None:

@@ -70,7 +70,8 @@ class BlenderProcess:
         return self.process.returncode
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL, as a crash would: the whole process group (a launcher and its Blender)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
 
@@ -85,7 +86,7 @@ def _pump_output(proc: BlenderProcess) -> None:
 def start(command: list[str], env: dict[str, str]) -> BlenderProcess:
     """Start a Blender and wait (bounded) for the addon's ready line; parse its port."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     proc = BlenderProcess(process, port=0)
     threading.Thread(target=_pump_output, args=(proc,), daemon=True).start()
     while True:

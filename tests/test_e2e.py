@@ -1,0 +1,208 @@
+"""End to end: the real `blender-sessiond` and `blender-session` programs against the
+real addon in a real headless Blender (the bpy module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import blender_procs
+
+pytestmark = pytest.mark.blender
+BIN = Path(sys.executable).parent
+# Bound on waiting for the daemon to see a (new) Blender; heartbeats here are 0.2 s.
+CONNECT_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Programs:
+    def __init__(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path / "data"
+        self.home = tmp_path / "home"
+        self.env = blender_procs.blender_env(self.home)
+        self.addon_port = free_port()
+        self.blender: blender_procs.BlenderProcess | None = None
+        self.daemon: subprocess.Popen[str] | None = None
+
+    def start_blender(self) -> None:
+        command = [str(BIN / "blender-session"), "blender", "--port", str(self.addon_port),
+                   "--factory-scene"]
+        self.blender = blender_procs.start(command, self.env)
+
+    def start_daemon(self) -> None:
+        endpoint = self.data_dir / "control.json"
+        endpoint.unlink(missing_ok=True)
+        self.daemon = subprocess.Popen(
+            [str(BIN / "blender-sessiond"), "--data-dir", str(self.data_dir), "--addon-port",
+             str(self.addon_port), "--control-port", "0", "--heartbeat-interval", "0.2",
+             "--heartbeat-timeout", "2", "--log-format", "json"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert self.daemon.stderr is not None
+        for line in self.daemon.stderr:  # bounded by the daemon's own start-up
+            if '"daemon_started"' in line:
+                break
+        else:
+            raise RuntimeError("blender-sessiond exited before it started")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(BIN / "blender-session"), "--data-dir", str(self.data_dir),
+                                 *args], env=self.env, capture_output=True, text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli("--json", *args).stdout)
+
+    def wait_connected(self, version: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while time.monotonic() < deadline:  # each status call is a full CLI run: its own pacing
+            status = self.json("status")
+            if status["blender"]["connected"] and (version is None or
+                                                   status["blender"]["blender_version"] == version):
+                return status
+        raise AssertionError(f"daemon never connected to Blender: {status}")
+
+    def stop(self) -> None:
+        if self.blender is not None:
+            self.blender.stop()
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(20)
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Iterator[Programs]:
+    blender_procs.require(blender_procs.have_bpy(), "the bpy module (pip install bpy==5.0.1)")
+    programs = Programs(tmp_path)
+    yield programs
+    programs.stop()
+
+
+def object_records(state: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    return {o["name"]: (o["type"], o["data_kind"], [round(v, 5) for v in o["location"]],
+                        [round(v, 5) for v in o["rotation"]], [round(v, 5) for v in o["scale"]],
+                        o["materials"], o["parent"]) for o in state["objects"]}
+
+
+def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    opened = programs.json("open", "--name", "e2e")
+    session_id = opened["session_id"]
+    started = time.time()
+    programs.cli("cmd", "create_object", "kind=monkey", "name=Suzanne", "location=[0,0,2]")
+    programs.cli("cmd", "create_object", "kind=torus", "name=Ring")
+    programs.cli("cmd", "transform_object", "name=Ring", "rotation=[1.5708,0,0]",
+                 "scale=[2,2,2]")
+    programs.cli("cmd", "set_material", "object=Suzanne", "material=Gold",
+                 "color=[1,0.8,0,1]")
+    programs.cli("cmd", "select_objects", 'names=["Ring","Suzanne"]', "active=Suzanne")
+    programs.cli("cmd", "--params", '{"name": "Ring", "new_name": "Halo"}', "rename_object")
+    programs.cli("cmd", "get_scene_info")
+    bad = programs.cli("cmd", "delete_object", "name=Ghost", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("blender-session: not_found:")
+    before = programs.json("state")["scene"]
+    closed = programs.json("close")
+    path = Path(closed["path"])
+    assert path == programs.data_dir / "sessions" / f"{session_id}.json"
+    assert not path.with_suffix(".journal").exists()
+
+    record = json.loads(path.read_text())
+    assert record["format"] == 1 and record["session_id"] == session_id
+    data = record["data"]
+    assert data["session_id"] == session_id and data["name"] == "e2e"
+    assert started - 60 < data["created_at"] <= data["last_activity"] <= data["closed_at"]
+    assert data["blender"] == {"connected": True, "host": "127.0.0.1",
+                               "port": programs.addon_port,
+                               "last_heartbeat": data["blender"]["last_heartbeat"],
+                               "version": "5.0.1", "file": ""}
+    assert data["closed_at"] - data["blender"]["last_heartbeat"] < 5
+    assert sorted(data["state"]["objects"]) == ["Halo", "Suzanne"]
+    assert data["state"]["selection"] == "Suzanne"
+    assert data["state"]["last_command"] == "delete_object"
+    assert data["state"]["last_result"]["status"] == "error"
+    assert object_records(data["state"]["scene"]) == object_records(before)
+    assert data["command_count"] == 8 and data["restored_from"] is None
+    types = [c["type"] for c in data["commands"]]
+    assert types == ["create_object", "create_object", "transform_object", "set_material",
+                     "select_objects", "rename_object", "get_scene_info", "delete_object"]
+    assert [c["seq"] for c in data["commands"]] == list(range(1, 9))
+    assert all(c["client_id"] and c["duration_ms"] >= 0 and c["started_at"] >= started - 60
+               for c in data["commands"])
+    assert data["commands"][0]["params"] == {"kind": "monkey", "name": "Suzanne",
+                                             "location": [0, 0, 2]}
+    assert data["commands"][0]["result"]["name"] == "Suzanne"
+
+    # A fresh Blender replaces this one; the daemon reconnects; restore brings it back.
+    assert programs.blender is not None
+    programs.blender.kill()
+    programs.start_blender()
+    programs.wait_connected()
+    restored = programs.json("restore", "e2e", "--name", "e2e-again")
+    assert restored["restored_from"] == session_id and restored["path"] == "apply_state"
+    assert sorted(restored["created"]) == ["Halo", "Suzanne"] and restored["skipped"] == []
+    after = programs.json("state", restored["session_id"])["scene"]
+    assert object_records(after) == object_records(before)
+    assert after["active"] == "Suzanne" and sorted(after["selection"]) == ["Halo", "Suzanne"]
+    assert after["material_colors"]["Gold"] == pytest.approx([1, 0.8, 0, 1], abs=1e-6)
+    listed = programs.json("list")["sessions"]
+    assert [(s["name"], s["status"]) for s in listed] == [("e2e", "closed"), ("e2e-again", "open")]
+
+
+def test_killed_daemon_recovers_the_open_session(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "crashy")["session_id"]
+    for index in range(5):
+        programs.cli("cmd", "create_object", "kind=cube", f"name=C{index}")
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)
+    programs.daemon.wait()
+    programs.start_daemon()
+    programs.wait_connected()
+    listed = programs.json("list")["sessions"]
+    assert [(s["session_id"], s["status"], s["command_count"]) for s in listed] == [
+        (session_id, "open", 5)]
+    programs.cli("cmd", "-s", "crashy", "delete_object", "name=C0")
+    closed = programs.json("close", "crashy")
+    data = json.loads(Path(closed["path"]).read_text())["data"]
+    assert [c["seq"] for c in data["commands"]] == [1, 2, 3, 4, 5, 6]
+    assert sorted(data["state"]["objects"]) == ["C1", "C2", "C3", "C4"]
+
+
+def test_cli_reports_a_missing_daemon_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "blender-session"), "--data-dir", str(tmp_path), "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and "blender-sessiond" in result.stderr
+
+
+def test_daemon_refuses_a_busy_control_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(BIN / "blender-sessiond"), "--data-dir", str(tmp_path), "--control-port",
+             str(port)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "BLENDER_SESSIOND_LOG_FORMAT": "json"})
+    assert result.returncode == 1
+    assert "pick another with --control-port" in result.stderr

@@ -78,32 +78,59 @@ def run_load(port: int, request: bytes, total: int, in_flight: int) -> dict[str,
     finally:
         client.close()
     latencies.sort()
-    return {"requests": total, "in_flight": in_flight, "seconds": round(elapsed, 4),
-            "per_second": round(total / elapsed, 1),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-            "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 3)}
+    return {
+        "requests": total,
+        "in_flight": in_flight,
+        "seconds": round(elapsed, 4),
+        "per_second": round(total / elapsed, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 3),
+    }
 
 
 def run_clients(port: int, request: bytes, total_each: int, clients: int) -> dict[str, float]:
     results: list[dict[str, float]] = []
-    threads = [threading.Thread(target=lambda: results.append(run_load(port, request, total_each, 1)))
-               for _ in range(clients)]
+    threads = [
+        threading.Thread(target=lambda: results.append(run_load(port, request, total_each, 1)))
+        for _ in range(clients)
+    ]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
-    return {"clients": clients, "requests": total_each * clients, "seconds": round(elapsed, 4),
-            "per_second": round(total_each * clients / elapsed, 1),
-            "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 3)}
+    return {
+        "clients": clients,
+        "requests": total_each * clients,
+        "seconds": round(elapsed, 4),
+        "per_second": round(total_each * clients / elapsed, 1),
+        "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 3),
+    }
 
 
-def start_daemon(data_dir: Path, addon_port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], int, str]:
+def start_daemon(
+    data_dir: Path, addon_port: int, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], int, str]:
     daemon = subprocess.Popen(
-        [str(BIN / "blender-sessiond"), "--data-dir", str(data_dir), "--addon-port",
-         str(addon_port), "--control-port", "0", "--log-format", "json", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(BIN / "blender-sessiond"),
+            "--data-dir",
+            str(data_dir),
+            "--addon-port",
+            str(addon_port),
+            "--control-port",
+            "0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     endpoint = data_dir / "control.json"
     deadline = time.monotonic() + 60
     while not endpoint.exists():
@@ -118,8 +145,9 @@ def start_daemon(data_dir: Path, addon_port: int, env: dict[str, str]) -> tuple[
 def control_call(port: int, token: str, op: str, params: dict[str, Any]) -> Any:
     client = LineClient(port)
     try:
-        client.sock.sendall(json.dumps({"id": 1, "op": op, "params": params,
-                                        "token": token}).encode() + b"\n")
+        client.sock.sendall(
+            json.dumps({"id": 1, "op": op, "params": params, "token": token}).encode() + b"\n"
+        )
         reply = json.loads(client.reader.readline())
     finally:
         client.close()
@@ -138,16 +166,27 @@ def wait_connected(port: int, token: str) -> None:
 
 def bench_headless(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
     env = blender_procs.blender_env(workdir / "home")
-    blender = blender_procs.start(blender_procs.headless_command("--factory-scene",
-                                                                "--allow-execute-code"), env)
+    blender = blender_procs.start(
+        blender_procs.headless_command("--factory-scene", "--allow-execute-code"), env
+    )
     daemon, control_port, token = start_daemon(workdir / "data", blender.port, env)
     try:
         wait_connected(control_port, token)
         session_id = control_call(control_port, token, "session.open", {"name": "bench"})[
-            "session_id"]
+            "session_id"
+        ]
         direct = json.dumps({"id": 1, **TRIVIAL}).encode() + b"\n"
-        through = json.dumps({"id": 1, "op": "session.command", "token": token,
-                              "params": {"session_id": session_id, **TRIVIAL}}).encode() + b"\n"
+        through = (
+            json.dumps(
+                {
+                    "id": 1,
+                    "op": "session.command",
+                    "token": token,
+                    "params": {"session_id": session_id, **TRIVIAL},
+                }
+            ).encode()
+            + b"\n"
+        )
         roundtrip: dict[str, Any] = {}
         for in_flight in (1, 8, 64):
             total = counts["one"] if in_flight == 1 else counts["pipelined"]
@@ -155,8 +194,10 @@ def bench_headless(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
             a = run_load(blender.port, direct, total, in_flight)
             b = run_load(control_port, through, total, in_flight)
             roundtrip[f"in_flight_{in_flight}"] = {
-                "direct": a, "daemon": b,
-                "daemon_over_direct_time": round(a["per_second"] / b["per_second"], 3)}
+                "direct": a,
+                "daemon": b,
+                "daemon_over_direct_time": round(a["per_second"] / b["per_second"], 3),
+            }
         create = bench_create(blender.port, counts["objects"])
         control_call(control_port, token, "session.close", {"session_id": session_id})
         return {"roundtrip": roundtrip, "create_objects": create}
@@ -170,16 +211,27 @@ def bench_create(port: int, count: int) -> dict[str, Any]:
     """`count` cubes via bpy.ops (execute_code) vs via create_object (data API)."""
     client = LineClient(port)
     try:
-        code = ("import bpy, time\nstarted = time.perf_counter()\n"
-                f"for i in range({count}):\n    bpy.ops.mesh.primitive_cube_add(location=(i, 0, 0))\n"
-                "print(time.perf_counter() - started)")
-        client.sock.sendall(json.dumps({"id": 1, "type": "execute_code",
-                                        "params": {"code": code}}).encode() + b"\n")
+        code = (
+            "import bpy, time\nstarted = time.perf_counter()\n"
+            f"for i in range({count}):\n    bpy.ops.mesh.primitive_cube_add(location=(i, 0, 0))\n"
+            "print(time.perf_counter() - started)"
+        )
+        client.sock.sendall(
+            json.dumps({"id": 1, "type": "execute_code", "params": {"code": code}}).encode() + b"\n"
+        )
         reply = json.loads(client.reader.readline())
         ops_s = float(reply["result"]["result"])
-        requests = b"".join(json.dumps({"id": i, "type": "create_object", "params": {
-            "kind": "cube", "name": f"D{i}", "location": [i, 1, 0]}}).encode() + b"\n"
-            for i in range(count))
+        requests = b"".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "type": "create_object",
+                    "params": {"kind": "cube", "name": f"D{i}", "location": [i, 1, 0]},
+                }
+            ).encode()
+            + b"\n"
+            for i in range(count)
+        )
         began = time.perf_counter()
         client.sock.sendall(requests)
         for _ in range(count):
@@ -187,9 +239,12 @@ def bench_create(port: int, count: int) -> dict[str, Any]:
         data_api_s = time.perf_counter() - began
     finally:
         client.close()
-    return {"objects": count, "bpy_ops_seconds": round(ops_s, 3),
-            "data_api_seconds_end_to_end": round(data_api_s, 3),
-            "ops_over_data_api": round(ops_s / data_api_s, 1)}
+    return {
+        "objects": count,
+        "bpy_ops_seconds": round(ops_s, 3),
+        "data_api_seconds_end_to_end": round(data_api_s, 3),
+        "ops_over_data_api": round(ops_s / data_api_s, 1),
+    }
 
 
 def bench_gui(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
@@ -213,14 +268,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, for CI")
     args = parser.parse_args()
-    counts = ({"one": 50, "pipelined": 200, "objects": 20, "gui": 20} if args.smoke else
-              {"one": 3000, "pipelined": 20000, "objects": 1000, "gui": 500})
+    counts = (
+        {"one": 50, "pipelined": 200, "objects": 20, "gui": 20}
+        if args.smoke
+        else {"one": 3000, "pipelined": 20000, "objects": 1000, "gui": 500}
+    )
     with tempfile.TemporaryDirectory(prefix="bss-bench-") as tmp:
         workdir = Path(tmp)
         report = {
-            "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                            "machine": platform.machine(), "smoke": args.smoke,
-                            "gui_blender": shutil.which("blender")},
+            "environment": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "smoke": args.smoke,
+                "gui_blender": shutil.which("blender"),
+            },
             "headless": bench_headless(counts, workdir),
             "gui": bench_gui(counts, workdir),
         }

@@ -37,8 +37,9 @@ def _name(params: dict, key: str = "name", required: bool = True) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= 63:
-        raise CommandError("invalid_params", f"{key!r} must be a name of 1-63 characters, "
-                           f"got {value!r}")
+        raise CommandError(
+            "invalid_params", f"{key!r} must be a name of 1-63 characters, got {value!r}"
+        )
     return value
 
 
@@ -46,10 +47,17 @@ def _vector(params: dict, key: str, size: int = 3) -> list[float] | None:
     value = params.get(key)
     if value is None:
         return None
-    if (not isinstance(value, (list, tuple)) or len(value) != size
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in value)):
-        raise CommandError("invalid_params", f"{key!r} must be {size} finite numbers, got {value!r}")
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != size
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    ):
+        raise CommandError(
+            "invalid_params", f"{key!r} must be {size} finite numbers, got {value!r}"
+        )
     return [float(v) for v in value]
 
 
@@ -63,8 +71,11 @@ def _bool(params: dict, key: str, default: bool = False) -> bool:
 def _object(name: str):
     obj = bpy.data.objects.get(name)
     if obj is None or obj.name not in bpy.context.scene.objects:
-        raise CommandError("not_found", f"no object {name!r} in scene "
-                           f"{bpy.context.scene.name!r} (run get_scene_info to list them)")
+        raise CommandError(
+            "not_found",
+            f"no object {name!r} in scene "
+            f"{bpy.context.scene.name!r} (run get_scene_info to list them)",
+        )
     return obj
 
 
@@ -73,8 +84,9 @@ def _blend_path(params: dict) -> str:
     if not isinstance(path, str) or not path:
         raise CommandError("invalid_params", "'path' must be a file path string")
     if "\x00" in path or not os.path.isabs(path) or not path.endswith(".blend"):
-        raise CommandError("invalid_params",
-                           f"'path' must be an absolute path ending in .blend, got {path!r}")
+        raise CommandError(
+            "invalid_params", f"'path' must be an absolute path ending in .blend, got {path!r}"
+        )
     return path
 
 
@@ -88,8 +100,10 @@ def get_scene_info(params: dict) -> dict:
     return {
         "name": scene.name,
         "object_count": len(objects),
-        "objects": [{"name": o.name, "type": o.type, "location": [float(v) for v in o.location]}
-                    for o in objects],
+        "objects": [
+            {"name": o.name, "type": o.type, "location": [float(v) for v in o.location]}
+            for o in objects
+        ],
         "materials_count": len(bpy.data.materials),
         "frame": scene.frame_current,
         "selection": [o.name for o in objects if o.select_get()],
@@ -102,11 +116,16 @@ def get_object_info(params: dict) -> dict:
     record = snapshot.object_record(obj)
     if obj.type == "MESH" and obj.data is not None:
         mesh = obj.data
-        record["mesh"] = {"vertices": len(mesh.vertices), "edges": len(mesh.edges),
-                          "polygons": len(mesh.polygons)}
+        record["mesh"] = {
+            "vertices": len(mesh.vertices),
+            "edges": len(mesh.edges),
+            "polygons": len(mesh.polygons),
+        }
         corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
-        record["world_bounding_box"] = [[min(c[i] for c in corners) for i in range(3)],
-                                        [max(c[i] for c in corners) for i in range(3)]]
+        record["world_bounding_box"] = [
+            [min(c[i] for c in corners) for i in range(3)],
+            [max(c[i] for c in corners) for i in range(3)],
+        ]
     return record
 
 
@@ -117,8 +136,10 @@ def get_state(params: dict) -> dict:
 def create_object(params: dict) -> dict:
     kind = params.get("kind")
     if kind not in snapshot.OBJECT_KINDS:
-        raise CommandError("invalid_params", f"'kind' must be one of "
-                           f"{', '.join(snapshot.OBJECT_KINDS)}, got {kind!r}")
+        raise CommandError(
+            "invalid_params",
+            f"'kind' must be one of {', '.join(snapshot.OBJECT_KINDS)}, got {kind!r}",
+        )
     name = _name(params, required=False) or kind.replace("_", " ").title().replace(" ", "")
     location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
     obj = snapshot.new_object(kind, name)
@@ -170,8 +191,10 @@ def select_objects(params: dict) -> dict:
     elif chosen:
         view_layer.objects.active = chosen[-1]
     current = view_layer.objects.active
-    return {"selection": [o.name for o in objects if o.select_get()],
-            "active": current.name if current is not None else None}
+    return {
+        "selection": [o.name for o in objects if o.select_get()],
+        "active": current.name if current is not None else None,
+    }
 
 
 def set_material(params: dict) -> dict:
@@ -187,11 +210,17 @@ def set_material(params: dict) -> dict:
 def apply_state(params: dict) -> dict:
     objects = params.get("objects", [])
     if not isinstance(objects, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("type"), str)
-            and all(_vector(o, k) is not None for k in ("location", "rotation", "scale"))
-            for o in objects):
-        raise CommandError("invalid_params", "'objects' must be a list of object records "
-                           "(name, type, location, rotation, scale), as get_state returns")
+        isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and isinstance(o.get("type"), str)
+        and all(_vector(o, k) is not None for k in ("location", "rotation", "scale"))
+        for o in objects
+    ):
+        raise CommandError(
+            "invalid_params",
+            "'objects' must be a list of object records "
+            "(name, type, location, rotation, scale), as get_state returns",
+        )
     return snapshot.apply_state(params, prune=_bool(params, "prune"))
 
 
@@ -222,7 +251,9 @@ def render_thumbnail(params: dict) -> dict:
     width, height = (params.get(k, 256) for k in ("width", "height"))
     for key, value in (("width", width), ("height", height)):
         if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 2048:
-            raise CommandError("invalid_params", f"{key!r} must be an integer 8-2048, got {value!r}")
+            raise CommandError(
+                "invalid_params", f"{key!r} must be an integer 8-2048, got {value!r}"
+            )
     png = _render_png(width, height)
     return {"png_base64": base64.b64encode(png).decode(), "width": width, "height": height}
 
@@ -230,8 +261,14 @@ def render_thumbnail(params: dict) -> dict:
 def _render_png(width: int, height: int) -> bytes:
     scene = bpy.context.scene
     render = scene.render
-    saved = (render.engine, render.resolution_x, render.resolution_y,
-             render.resolution_percentage, render.filepath, scene.camera)
+    saved = (
+        render.engine,
+        render.resolution_x,
+        render.resolution_y,
+        render.resolution_percentage,
+        render.filepath,
+        scene.camera,
+    )
     temporary_camera = None
     fd, path = tempfile.mkstemp(suffix=".png", prefix="bss-thumb-")
     os.close(fd)
@@ -246,8 +283,14 @@ def _render_png(width: int, height: int) -> bytes:
         with open(path, "rb") as file:
             return file.read()
     finally:
-        (render.engine, render.resolution_x, render.resolution_y,
-         render.resolution_percentage, render.filepath, scene.camera) = saved
+        (
+            render.engine,
+            render.resolution_x,
+            render.resolution_y,
+            render.resolution_percentage,
+            render.filepath,
+            scene.camera,
+        ) = saved
         if temporary_camera is not None:
             camera_data = temporary_camera.data
             bpy.data.objects.remove(temporary_camera, do_unlink=True)
@@ -268,10 +311,13 @@ def _framing_camera(scene):
 
 def execute_code(params: dict) -> dict:
     if not _settings["allow_execute_code"]:
-        raise CommandError("forbidden", "execute_code is off: running Python sent over the "
-                           "socket is disabled; turn on 'Allow execute_code' in the addon "
-                           "preferences (or start with --allow-execute-code) if you trust "
-                           "every local process")
+        raise CommandError(
+            "forbidden",
+            "execute_code is off: running Python sent over the "
+            "socket is disabled; turn on 'Allow execute_code' in the addon "
+            "preferences (or start with --allow-execute-code) if you trust "
+            "every local process",
+        )
     code = params.get("code")
     if not isinstance(code, str):
         raise CommandError("invalid_params", "'code' must be a string of Python")
@@ -281,8 +327,9 @@ def execute_code(params: dict) -> dict:
         with contextlib.redirect_stdout(output):
             exec(compile(code, "<execute_code>", "exec"), namespace)
     except Exception as error:
-        raise CommandError("internal", f"code raised {error!r}:\n"
-                           f"{traceback.format_exc(limit=-3)}") from None
+        raise CommandError(
+            "internal", f"code raised {error!r}:\n{traceback.format_exc(limit=-3)}"
+        ) from None
     return {"executed": True, "result": output.getvalue()}
 
 
@@ -303,8 +350,9 @@ COMMANDS = {
     "execute_code": execute_code,
 }
 # Commands after which the scene may have changed (for scene_changed events).
-READ_ONLY = frozenset({"get_scene_info", "get_object_info", "get_state", "render_thumbnail",
-                       "save_blend"})
+READ_ONLY = frozenset(
+    {"get_scene_info", "get_object_info", "get_state", "render_thumbnail", "save_blend"}
+)
 
 
 def dispatch(kind: str, params: dict) -> object:
@@ -313,6 +361,7 @@ def dispatch(kind: str, params: dict) -> object:
         raise CommandError("internal", "scene commands must run on Blender's main thread")
     handler = COMMANDS.get(kind)
     if handler is None:
-        raise CommandError("unknown_command", f"unknown command {kind!r}; known: "
-                           f"{', '.join(sorted(COMMANDS))}")
+        raise CommandError(
+            "unknown_command", f"unknown command {kind!r}; known: {', '.join(sorted(COMMANDS))}"
+        )
     return handler(params)

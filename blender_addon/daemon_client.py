@@ -42,17 +42,26 @@ def call(op: str, params: dict | None = None, data_dir: Path | None = None) -> d
         endpoint = json.loads((directory / "control.json").read_text())
         token = (directory / "control.token").read_text().strip()
     except (OSError, ValueError):
-        raise DaemonError(f"no daemon running for data dir {directory} "
-                          "(start it with: blender-sessiond)") from None
-    request = {"id": 1, "op": op, "params": params or {}, "token": token,
-               "client_id": "blender-addon-" + uuid.uuid4().hex[:8]}
+        raise DaemonError(
+            f"no daemon running for data dir {directory} (start it with: blender-sessiond)"
+        ) from None
+    request = {
+        "id": 1,
+        "op": op,
+        "params": params or {},
+        "token": token,
+        "client_id": "blender-addon-" + uuid.uuid4().hex[:8],
+    }
     try:
-        with socket.create_connection((endpoint["host"], endpoint["port"]), timeout=TIMEOUT_S) as sock:
+        with socket.create_connection(
+            (endpoint["host"], endpoint["port"]), timeout=TIMEOUT_S
+        ) as sock:
             sock.sendall(json.dumps(request).encode() + b"\n")
             reply = sock.makefile("rb").readline()
     except OSError as error:
-        raise DaemonError(f"cannot reach the daemon at {endpoint['host']}:{endpoint['port']}: "
-                          f"{error}") from None
+        raise DaemonError(
+            f"cannot reach the daemon at {endpoint['host']}:{endpoint['port']}: {error}"
+        ) from None
     try:
         decoded = json.loads(reply)
     except ValueError:

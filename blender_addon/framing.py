@@ -167,7 +167,9 @@ def _decode(body: bytes) -> object | FrameError:
     except (UnicodeDecodeError, ValueError) as error:
         return FrameError("bad_request", f"malformed JSON: {error}")
     if not isinstance(value, dict):
-        return FrameError("bad_request", f"request must be a JSON object, got {type(value).__name__}")
+        return FrameError(
+            "bad_request", f"request must be a JSON object, got {type(value).__name__}"
+        )
     return value
 
 

@@ -21,19 +21,32 @@ READY_LINE = "blender-scene-sessions addon listening on"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="blender_addon.headless",
-                                     description="Serve the blender-scene-sessions addon.")
+    parser = argparse.ArgumentParser(
+        prog="blender_addon.headless", description="Serve the blender-scene-sessions addon."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9876, help="0 picks a free port")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="accept non-loopback peers (and a non-loopback --host)")
-    parser.add_argument("--allow-execute-code", action="store_true",
-                        help="let clients run arbitrary Python in this Blender (off by default)")
-    parser.add_argument("--gui", action="store_true",
-                        help="drive the queue from a bpy.app.timers timer (GUI Blender)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="accept non-loopback peers (and a non-loopback --host)",
+    )
+    parser.add_argument(
+        "--allow-execute-code",
+        action="store_true",
+        help="let clients run arbitrary Python in this Blender (off by default)",
+    )
+    parser.add_argument(
+        "--gui",
+        action="store_true",
+        help="drive the queue from a bpy.app.timers timer (GUI Blender)",
+    )
     parser.add_argument("--open", metavar="FILE.blend", help="open this .blend first")
-    parser.add_argument("--factory-scene", action="store_true",
-                        help="start from an empty scene (no default cube, light, camera)")
+    parser.add_argument(
+        "--factory-scene",
+        action="store_true",
+        help="start from an empty scene (no default cube, light, camera)",
+    )
     return parser.parse_args(argv)
 
 
@@ -56,17 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.factory_scene:
         for obj in list(bpy.data.objects):
             bpy.data.objects.remove(obj, do_unlink=True)
-    settings = ServerSettings(host=args.host, port=args.port, allow_remote=args.allow_remote,
-                              allow_execute_code=args.allow_execute_code)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        allow_remote=args.allow_remote,
+        allow_execute_code=args.allow_execute_code,
+    )
     try:
         running = runtime.start(settings, "timer" if args.gui else "pump")
     except OSError as error:
-        print(f"blender-scene-sessions: cannot listen on {args.host}:{args.port}: {error}",
-              file=sys.stderr, flush=True)
+        print(
+            f"blender-scene-sessions: cannot listen on {args.host}:{args.port}: {error}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
-    print(f"{READY_LINE} {args.host}:{running.server.port} "
-          f"(Blender {bpy.app.version_string}, {'timer' if args.gui else 'pump'} mode, "
-          f"execute_code {'on' if args.allow_execute_code else 'off'})", flush=True)
+    print(
+        f"{READY_LINE} {args.host}:{running.server.port} "
+        f"(Blender {bpy.app.version_string}, {'timer' if args.gui else 'pump'} mode, "
+        f"execute_code {'on' if args.allow_execute_code else 'off'})",
+        flush=True,
+    )
     if args.gui:
         return 0  # Blender's event loop takes over; the timer drains the queue
     stop = threading.Event()

@@ -100,13 +100,16 @@ class Runtime:
         scene = bpy.context.scene
         objects = list(scene.objects)
         active = bpy.context.view_layer.objects.active
-        self.server.publish("scene_changed", {
-            "scene": scene.name,
-            "frame": scene.frame_current,
-            "objects": [o.name for o in objects],
-            "selection": [o.name for o in objects if o.select_get()],
-            "active": active.name if active is not None else None,
-        })
+        self.server.publish(
+            "scene_changed",
+            {
+                "scene": scene.name,
+                "frame": scene.frame_current,
+                "objects": [o.name for o in objects],
+                "selection": [o.name for o in objects if o.select_get()],
+                "active": active.name if active is not None else None,
+            },
+        )
 
 
 _runtime: Runtime | None = None
@@ -158,14 +161,18 @@ def _on_load_post(*args) -> None:
 
 
 def _install_handlers() -> None:
-    for handlers, callback in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
-                               (bpy.app.handlers.load_post, _on_load_post)):
+    for handlers, callback in (
+        (bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
+        (bpy.app.handlers.load_post, _on_load_post),
+    ):
         if callback not in handlers:
             handlers.append(callback)
 
 
 def _remove_handlers() -> None:
-    for handlers, callback in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
-                               (bpy.app.handlers.load_post, _on_load_post)):
+    for handlers, callback in (
+        (bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
+        (bpy.app.handlers.load_post, _on_load_post),
+    ):
         while callback in handlers:
             handlers.remove(callback)

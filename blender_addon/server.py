@@ -10,6 +10,7 @@ Standard library only; no bpy in this module.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import queue
 import socket
@@ -137,7 +138,9 @@ class Connection:
 
     def send_event(self, name: str, data: dict) -> None:
         self.event_seq += 1
-        self._outgoing.put(self.decoder.encode({"event": name, "seq": self.event_seq, "data": data}))
+        self._outgoing.put(
+            self.decoder.encode({"event": name, "seq": self.event_seq, "data": data})
+        )
 
     def finish_writing(self) -> None:
         self._outgoing.put(None)
@@ -145,10 +148,8 @@ class Connection:
     def close(self) -> None:
         if not self.closed.is_set():
             self.closed.set()
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self.sock.close()
 
     # --- reading (the reader thread) ------------------------------------------------
@@ -288,8 +289,14 @@ class AddonServer:
             peer = address[0]
             conn = Connection(self, sock, peer)
             if not self.settings.allow_remote and not _is_loopback(peer):
-                conn.send(_error("forbidden", f"remote peer {peer} refused: the addon "
-                                 "accepts loopback connections only"), None, None)
+                conn.send(
+                    _error(
+                        "forbidden",
+                        f"remote peer {peer} refused: the addon accepts loopback connections only",
+                    ),
+                    None,
+                    None,
+                )
                 conn.finish_writing()
                 threading.Thread(target=conn.write_loop, daemon=True).start()
                 continue
@@ -308,10 +315,14 @@ class AddonServer:
         """Runs on: the connection's reader thread."""
         request_id = request.get("id")
         slot = conn.ordered.reserve() if "id" not in request else None
-        if request_id is not None and (isinstance(request_id, bool)
-                                       or not isinstance(request_id, (int, str))):
-            conn.send(_error("bad_request", f"id must be an int or a string, got {request_id!r}"),
-                      None, slot)
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, (int, str))
+        ):
+            conn.send(
+                _error("bad_request", f"id must be an int or a string, got {request_id!r}"),
+                None,
+                slot,
+            )
             return
         kind = request.get("type")
         if not isinstance(kind, str) or not kind:
@@ -321,8 +332,9 @@ class AddonServer:
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            conn.send(_error("invalid_params", f"params of {kind!r} must be an object"),
-                      request, slot)
+            conn.send(
+                _error("invalid_params", f"params of {kind!r} must be an object"), request, slot
+            )
             return
         if kind in IO_TYPES:
             conn.send(self._answer_io(conn, kind, params), request, slot)
@@ -355,22 +367,35 @@ class AddonServer:
         if kind == "ping":
             self.last_ping_at = time.time()
             busy, busy_for_ms, depth = self.main_queue.status()
-            return _ok({"pong": True, "session_id": self.session_id,
-                        "main_thread": {"busy": busy, "busy_for_ms": busy_for_ms,
-                                        "queue_depth": depth}})
+            return _ok(
+                {
+                    "pong": True,
+                    "session_id": self.session_id,
+                    "main_thread": {"busy": busy, "busy_for_ms": busy_for_ms, "queue_depth": depth},
+                }
+            )
         if kind == "hello":
             facts = self.facts
-            return _ok({"protocol": PROTOCOL_VERSION, "addon_version": facts.addon_version,
-                        "blender_version": facts.blender_version, "file": facts.file,
-                        "scene": facts.scene, "commands": list(facts.commands),
-                        "session_id": self.session_id,
-                        "execute_code_enabled": self.settings.allow_execute_code})
+            return _ok(
+                {
+                    "protocol": PROTOCOL_VERSION,
+                    "addon_version": facts.addon_version,
+                    "blender_version": facts.blender_version,
+                    "file": facts.file,
+                    "scene": facts.scene,
+                    "commands": list(facts.commands),
+                    "session_id": self.session_id,
+                    "execute_code_enabled": self.settings.allow_execute_code,
+                }
+            )
         if kind == "attach_session":
             session_id = params.get("session_id")
-            if session_id is not None and (not isinstance(session_id, str)
-                                           or not 0 < len(session_id) <= 200):
-                return _error("invalid_params",
-                              "attach_session needs a session_id string (or null to detach)")
+            if session_id is not None and (
+                not isinstance(session_id, str) or not 0 < len(session_id) <= 200
+            ):
+                return _error(
+                    "invalid_params", "attach_session needs a session_id string (or null to detach)"
+                )
             name = params.get("name")
             self.session_id = session_id
             self.session_name = name if isinstance(name, str) else None
@@ -380,7 +405,9 @@ class AddonServer:
             return _error("invalid_params", "subscribe needs events: a list of strings")
         unknown = sorted(set(events) - KNOWN_EVENTS)
         if unknown:
-            return _error("invalid_params", f"unknown events {unknown}; known: {sorted(KNOWN_EVENTS)}")
+            return _error(
+                "invalid_params", f"unknown events {unknown}; known: {sorted(KNOWN_EVENTS)}"
+            )
         conn.subscribed = set(events)
         return _ok({})
 

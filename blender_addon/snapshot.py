@@ -101,8 +101,15 @@ def _torus(bm, major_segments=48, minor_segments=12, major_radius=1.0, minor_rad
         for j in range(minor_segments):
             phi = 2 * math.pi * j / minor_segments
             radius = major_radius + minor_radius * math.cos(phi)
-            ring.append(bm.verts.new((radius * math.cos(theta), radius * math.sin(theta),
-                                      minor_radius * math.sin(phi))))
+            ring.append(
+                bm.verts.new(
+                    (
+                        radius * math.cos(theta),
+                        radius * math.sin(theta),
+                        minor_radius * math.sin(phi),
+                    )
+                )
+            )
         rings.append(ring)
     for i in range(major_segments):
         ring, next_ring = rings[i], rings[(i + 1) % major_segments]
@@ -121,11 +128,13 @@ def _build_mesh(kind: str, name: str):
         elif kind == "ico_sphere":
             bmesh.ops.create_icosphere(bm, subdivisions=2, radius=1.0)
         elif kind == "cylinder":
-            bmesh.ops.create_cone(bm, cap_ends=True, segments=32, radius1=1.0, radius2=1.0,
-                                  depth=2.0)
+            bmesh.ops.create_cone(
+                bm, cap_ends=True, segments=32, radius1=1.0, radius2=1.0, depth=2.0
+            )
         elif kind == "cone":
-            bmesh.ops.create_cone(bm, cap_ends=True, segments=32, radius1=1.0, radius2=0.0,
-                                  depth=2.0)
+            bmesh.ops.create_cone(
+                bm, cap_ends=True, segments=32, radius1=1.0, radius2=0.0, depth=2.0
+            )
         elif kind == "plane":
             bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=1.0)
         elif kind == "torus":
@@ -151,7 +160,9 @@ def new_object(kind: str, name: str, light_type: str = "POINT"):
     elif kind == "empty":
         data = None
     else:
-        raise CommandError("invalid_params", f"unknown kind {kind!r}; known: {', '.join(OBJECT_KINDS)}")
+        raise CommandError(
+            "invalid_params", f"unknown kind {kind!r}; known: {', '.join(OBJECT_KINDS)}"
+        )
     obj = bpy.data.objects.new(name, data)
     obj[KIND_PROPERTY] = kind
     bpy.context.scene.collection.objects.link(obj)
@@ -161,8 +172,11 @@ def new_object(kind: str, name: str, light_type: str = "POINT"):
 def set_transform(obj, location=None, rotation=None, scale=None) -> bool:
     """Set what is given; return whether anything changed. Runs on: main thread."""
     changed = False
-    for attribute, value in (("location", location), ("rotation_euler", rotation),
-                             ("scale", scale)):
+    for attribute, value in (
+        ("location", location),
+        ("rotation_euler", rotation),
+        ("scale", scale),
+    ):
         if value is not None and _vec(getattr(obj, attribute)) != _vec(value):
             setattr(obj, attribute, value)
             changed = True
@@ -172,8 +186,9 @@ def set_transform(obj, location=None, rotation=None, scale=None) -> bool:
 def assign_material(obj, material_name: str, color=None) -> None:
     """Put a material (made if missing) in the object's first slot. Runs on: main thread."""
     if obj.type not in ("MESH", "CURVE", "SURFACE", "META", "FONT") or obj.data is None:
-        raise CommandError("invalid_params",
-                           f"object {obj.name!r} of type {obj.type} cannot have materials")
+        raise CommandError(
+            "invalid_params", f"object {obj.name!r} of type {obj.type} cannot have materials"
+        )
     material = bpy.data.materials.get(material_name) or bpy.data.materials.new(material_name)
     if color is not None:
         material.diffuse_color = color
@@ -217,14 +232,23 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
         if obj is None:
             kind = record.get("data_kind")
             if kind not in OBJECT_KINDS:
-                skipped.append({"name": name, "reason": f"{record['type'].lower()} object with "
-                                "geometry the addon did not make; only a .blend snapshot "
-                                "can bring it back"})
+                skipped.append(
+                    {
+                        "name": name,
+                        "reason": f"{record['type'].lower()} object with "
+                        "geometry the addon did not make; only a .blend snapshot "
+                        "can bring it back",
+                    }
+                )
                 continue
             obj = new_object(kind, name, record.get("light_type", "POINT"))
             if obj.name != name:
-                skipped.append({"name": name, "reason": f"the name is taken by other data; "
-                                f"made as {obj.name!r}"})
+                skipped.append(
+                    {
+                        "name": name,
+                        "reason": f"the name is taken by other data; made as {obj.name!r}",
+                    }
+                )
             created.append(obj.name)
         elif obj.name not in scene.objects:
             scene.collection.objects.link(obj)
@@ -233,11 +257,13 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
         for material_name in record.get("materials", [])[:1]:
             current = obj.material_slots[0].material if obj.material_slots else None
             color = colors.get(material_name)
-            if current is None or current.name != material_name or (
-                    color is not None and _vec(current.diffuse_color) != _vec(color)):
-                if obj.type == "MESH":
-                    assign_material(obj, material_name, color)
-                    changed = True
+            if obj.type == "MESH" and (
+                current is None
+                or current.name != material_name
+                or (color is not None and _vec(current.diffuse_color) != _vec(color))
+            ):
+                assign_material(obj, material_name, color)
+                changed = True
         visible = bool(record.get("visible", True))
         if bool(obj.visible_get()) != visible:
             obj.hide_set(not visible)
@@ -262,7 +288,10 @@ def _apply_parents(records, updated, created) -> None:
             obj.parent = parent
             # Keep the recorded local transform: the record holds local values.
             obj.location, obj.rotation_euler, obj.scale = (
-                record["location"], record["rotation"], record["scale"])
+                record["location"],
+                record["rotation"],
+                record["scale"],
+            )
             if obj.name not in created and obj.name not in updated:
                 updated.append(obj.name)
 
@@ -277,5 +306,6 @@ def _apply_selection(selection, active_name) -> None:
             obj.select_set(want)
     active = bpy.data.objects.get(active_name) if active_name else None
     if view_layer.objects.active != active and (
-            active is None or active.name in bpy.context.scene.objects):
+        active is None or active.name in bpy.context.scene.objects
+    ):
         view_layer.objects.active = active

@@ -6,6 +6,7 @@ leave their outcome in `_panel_state` for the panel to show.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -28,22 +29,34 @@ def _settings_from_prefs() -> ServerSettings:
     prefs = _prefs()
     if prefs is None:
         return ServerSettings()
-    return ServerSettings(host=prefs.host, port=prefs.port, allow_remote=prefs.allow_remote,
-                          allow_execute_code=prefs.allow_execute_code)
+    return ServerSettings(
+        host=prefs.host,
+        port=prefs.port,
+        allow_remote=prefs.allow_remote,
+        allow_execute_code=prefs.allow_execute_code,
+    )
 
 
 class BSS_Preferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
-    host: StringProperty(name="Host", default="127.0.0.1",
-                         description="Address to listen on; loopback unless remote peers are allowed")
+    host: StringProperty(
+        name="Host",
+        default="127.0.0.1",
+        description="Address to listen on; loopback unless remote peers are allowed",
+    )
     port: IntProperty(name="Port", default=9876, min=1, max=65535)
-    allow_remote: BoolProperty(name="Allow remote peers", default=False,
-                               description="Accept connections from other machines (unsafe)")
+    allow_remote: BoolProperty(
+        name="Allow remote peers",
+        default=False,
+        description="Accept connections from other machines (unsafe)",
+    )
     allow_execute_code: BoolProperty(
-        name="Allow execute_code", default=False,
+        name="Allow execute_code",
+        default=False,
         description="Let clients run arbitrary Python in this Blender. Any local process "
-                    "could then do anything you can")
+        "could then do anything you can",
+    )
     start_on_load: BoolProperty(name="Start server when Blender starts", default=True)
 
     def draw(self, context):
@@ -109,8 +122,10 @@ class BSS_OT_close_session(bpy.types.Operator):
 
     def execute(self, context):
         session_id = runtime.current().server.session_id
-        _in_background(lambda: daemon_client.call("session.close", {"session_id": session_id}),
-                       lambda result: f"saved to {result.get('path')}")
+        _in_background(
+            lambda: daemon_client.call("session.close", {"session_id": session_id}),
+            lambda result: f"saved to {result.get('path')}",
+        )
         return {"FINISHED"}
 
 
@@ -121,8 +136,9 @@ class BSS_OT_refresh_sessions(bpy.types.Operator):
     def execute(self, context):
         def fetch():
             result = daemon_client.call("session.list")
-            _panel_state["sessions"] = [s for s in result.get("sessions", [])
-                                        if s.get("status") == "closed"]
+            _panel_state["sessions"] = [
+                s for s in result.get("sessions", []) if s.get("status") == "closed"
+            ]
             return result
 
         _in_background(fetch, lambda result: f"{len(_panel_state['sessions'])} saved sessions")
@@ -130,8 +146,10 @@ class BSS_OT_refresh_sessions(bpy.types.Operator):
 
 
 def _session_items(self, context):
-    items = [(s["session_id"], s.get("name") or s["session_id"], s["session_id"])
-             for s in _panel_state["sessions"]]
+    items = [
+        (s["session_id"], s.get("name") or s["session_id"], s["session_id"])
+        for s in _panel_state["sessions"]
+    ]
     return items or [("", "(none)", "Refresh the list first")]
 
 
@@ -149,8 +167,10 @@ class BSS_OT_restore_session(bpy.types.Operator):
         if not self.session:
             return {"CANCELLED"}
         session_id = self.session
-        _in_background(lambda: daemon_client.call("session.restore", {"session_id": session_id}),
-                       lambda result: f"restored into {result.get('session_id')}")
+        _in_background(
+            lambda: daemon_client.call("session.restore", {"session_id": session_id}),
+            lambda result: f"restored into {result.get('session_id')}",
+        )
         return {"FINISHED"}
 
 
@@ -186,8 +206,15 @@ class BSS_PT_sessions(bpy.types.Panel):
             box.label(text=_panel_state["message"])
 
 
-CLASSES = (BSS_Preferences, BSS_OT_start_server, BSS_OT_stop_server, BSS_OT_close_session,
-           BSS_OT_refresh_sessions, BSS_OT_restore_session, BSS_PT_sessions)
+CLASSES = (
+    BSS_Preferences,
+    BSS_OT_start_server,
+    BSS_OT_stop_server,
+    BSS_OT_close_session,
+    BSS_OT_refresh_sessions,
+    BSS_OT_restore_session,
+    BSS_PT_sessions,
+)
 
 
 def _start_if_wanted():
@@ -202,10 +229,8 @@ def _start_if_wanted():
 
 def register() -> None:
     for cls in CLASSES:
-        try:
+        with contextlib.suppress(ValueError):  # already registered: register() is idempotent
             bpy.utils.register_class(cls)
-        except ValueError:
-            pass  # already registered: register() is idempotent
     # The context is restricted while add-ons load; start once Blender is up.
     if not bpy.app.background:
         bpy.app.timers.register(_start_if_wanted, first_interval=0.1)
@@ -216,7 +241,5 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_start_if_wanted):
         bpy.app.timers.unregister(_start_if_wanted)
     for cls in reversed(CLASSES):
-        try:
+        with contextlib.suppress(RuntimeError):  # not registered: unregister() is idempotent
             bpy.utils.unregister_class(cls)
-        except RuntimeError:
-            pass  # not registered: unregister() is idempotent

@@ -57,16 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
         "close it to save, restore it later. The daemon's port and token are read from its "
         "data dir.",
     )
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help=f"the daemon's data dir [{ENV_PREFIX}DATA_DIR] "
-                             "(default: the platform's user data dir)")
-    parser.add_argument("--control-port", type=int, default=None,
-                        help="talk to this control port instead of the one the daemon wrote")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"the daemon's data dir [{ENV_PREFIX}DATA_DIR] "
+        "(default: the platform's user data dir)",
+    )
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="talk to this control port instead of the one the daemon wrote",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     # --json is also accepted after the command (`blender-session list --json`).
     json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="print JSON instead of tables")
+    json_flag.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of tables",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_parser = sub.add_parser
 
@@ -81,12 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-id", help="choose the id yourself (makes open idempotent)")
     p = sub.add_parser("cmd", help="send a scene command, e.g. cmd create_object kind=cube")
     p.add_argument("type", help="command type (get_scene_info, create_object, ...)")
-    p.add_argument("pairs", nargs="*", metavar="key=value",
-                   help="params; values are JSON where they parse: location=[1,2,3]")
+    p.add_argument(
+        "pairs",
+        nargs="*",
+        metavar="key=value",
+        help="params; values are JSON where they parse: location=[1,2,3]",
+    )
     p.add_argument("--params", help="params as one JSON object")
     p.add_argument("-s", "--session", help="session id or name (default: the only open one)")
-    for name, text in (("state", "a fresh get_state snapshot of a session's scene"),
-                       ("close", "close a session: final snapshot, save, print where")):
+    for name, text in (
+        ("state", "a fresh get_state snapshot of a session's scene"),
+        ("close", "close a session: final snapshot, save, print where"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
     sub.add_parser("list", help="open and saved sessions")
@@ -104,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9876, help="addon port (default: 9876)")
     p.add_argument("--blender", metavar="PATH", help="a Blender binary (default: the bpy module)")
     p.add_argument("--gui", action="store_true", help="with its window (needs --blender)")
-    p.add_argument("--allow-execute-code", action="store_true",
-                   help="let clients run arbitrary Python in it (off by default)")
-    p.add_argument("--factory-scene", action="store_true",
-                   help="start with an empty scene instead of the default cube, light, camera")
+    p.add_argument(
+        "--allow-execute-code",
+        action="store_true",
+        help="let clients run arbitrary Python in it (off by default)",
+    )
+    p.add_argument(
+        "--factory-scene",
+        action="store_true",
+        help="start with an empty scene instead of the default cube, light, camera",
+    )
     p = sub.add_parser("addon-zip", help="build the installable addon zip")
     p.add_argument("-o", "--output", type=Path, default=Path("blender_scene_sessions.zip"))
     return parser
@@ -132,8 +156,10 @@ def _run(args: argparse.Namespace) -> int:
         from .addon_zip import build_addon_zip
 
         members = build_addon_zip(args.output)
-        print(f"wrote {args.output} ({len(members)} files); install it in Blender: "
-              "Edit > Preferences > Add-ons (or Get Extensions) > Install from Disk")
+        print(
+            f"wrote {args.output} ({len(members)} files); install it in Blender: "
+            "Edit > Preferences > Add-ons (or Get Extensions) > Install from Disk"
+        )
         return 0
     data_dir = (args.data_dir or default_data_dir()).expanduser()
     host, port, token = find_endpoint(data_dir, args.control_port)
@@ -156,8 +182,10 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         session = _only_open_session(client)
     op, params = {
         "status": ("status", {}),
-        "open": ("session.open", {"name": args.__dict__.get("name"),
-                                  "session_id": args.__dict__.get("session_id")}),
+        "open": (
+            "session.open",
+            {"name": args.__dict__.get("name"), "session_id": args.__dict__.get("session_id")},
+        ),
         "list": ("session.list", {}),
         "stats": ("session.stats", {}),
         "state": ("session.state", {"session_id": session}),
@@ -167,11 +195,18 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         "restore": ("session.restore", {"session_id": session, "name": args.__dict__.get("name")}),
     }.get(command, (None, None))
     if command == "cmd":
-        op, params = "session.command", {
-            "session_id": session, "type": args.type,
-            "params": command_params(args.pairs, args.params)}
+        op, params = (
+            "session.command",
+            {
+                "session_id": session,
+                "type": args.type,
+                "params": command_params(args.pairs, args.params),
+            },
+        )
     assert op is not None and params is not None
-    result = msgspec.json.decode(client.call(op, {k: v for k, v in params.items() if v is not None}))
+    result = msgspec.json.decode(
+        client.call(op, {k: v for k, v in params.items() if v is not None})
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -187,22 +222,29 @@ def _only_open_session(client: ControlClient) -> str:
     if not open_sessions:
         raise ClientError("no session is open (run: blender-session open)", "not_found")
     ids = ", ".join(s["session_id"] for s in open_sessions)
-    raise ClientError(f"several sessions are open ({ids}); name one with -s/--session or as an "
-                      "argument", "invalid_params")
+    raise ClientError(
+        f"several sessions are open ({ids}); name one with -s/--session or as an argument",
+        "invalid_params",
+    )
 
 
 def _blender(args: argparse.Namespace) -> int:
     from .launcher import blender_command, run
 
     try:
-        command = blender_command(port=args.port, blender=args.blender, gui=args.gui,
-                                  allow_execute_code=args.allow_execute_code,
-                                  factory_scene=args.factory_scene)
+        command = blender_command(
+            port=args.port,
+            blender=args.blender,
+            gui=args.gui,
+            allow_execute_code=args.allow_execute_code,
+            factory_scene=args.factory_scene,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"blender-session: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"starting Blender for the addon on 127.0.0.1:{args.port}: {' '.join(command)}",
-          flush=True)
+    print(
+        f"starting Blender for the addon on 127.0.0.1:{args.port}: {' '.join(command)}", flush=True
+    )
     return run(command)
 
 
@@ -218,8 +260,9 @@ def _size(size: int) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
@@ -236,21 +279,42 @@ def _render(command: str, result: Any) -> str:
         heartbeat = blender["last_heartbeat"]
         ago = f"{time.time() - heartbeat:.1f} s ago" if heartbeat else "never"
         lines = [
-            f"daemon     {result['daemon_version']} pid {result['pid']}, control {result['control']}",
+            f"daemon     {result['daemon_version']} pid {result['pid']}, "
+            f"control {result['control']}",
             f"data dir   {result['data_dir']}",
             f"blender    {blender['endpoint']}: {blender['status']}"
-            + (f" (Blender {blender['blender_version']}, heartbeat {ago})"
-               if blender["blender_version"] else "")
-            + (f" - {blender['last_error']}" if blender["last_error"] and not blender["connected"]
-               else ""),
+            + (
+                f" (Blender {blender['blender_version']}, heartbeat {ago})"
+                if blender["blender_version"]
+                else ""
+            )
+            + (
+                f" - {blender['last_error']}"
+                if blender["last_error"] and not blender["connected"]
+                else ""
+            ),
             f"sessions   {len(result['open_sessions'])} open",
         ]
-        return "\n".join(lines + [f"  {s['session_id']}  {s['name'] or ''}  "
-                                  f"{s['command_count']} commands" for s in result["open_sessions"]])
+        return "\n".join(
+            lines
+            + [
+                f"  {s['session_id']}  {s['name'] or ''}  {s['command_count']} commands"
+                for s in result["open_sessions"]
+            ]
+        )
     if command == "list":
-        rows = [[s["session_id"], s["name"] or "", s["status"], _when(s["created_at"]),
-                 _when(s["closed_at"]), str(s["command_count"]), _size(s["size_bytes"])]
-                for s in result["sessions"]]
+        rows = [
+            [
+                s["session_id"],
+                s["name"] or "",
+                s["status"],
+                _when(s["created_at"]),
+                _when(s["closed_at"]),
+                str(s["command_count"]),
+                _size(s["size_bytes"]),
+            ]
+            for s in result["sessions"]
+        ]
         text = _table(["SESSION", "NAME", "STATUS", "CREATED", "CLOSED", "COMMANDS", "SIZE"], rows)
         for damaged in result["damaged"]:
             text += f"\ndamaged: {damaged['file']}: {damaged['reason']}"
@@ -258,29 +322,47 @@ def _render(command: str, result: Any) -> str:
     if command == "open":
         state = "opened" if result["created"] else "already open:"
         return f"{state} {result['session_id']}" + (
-            "" if result["blender"]["connected"] else
-            f"\nnote: no Blender connected at {result['blender']['endpoint']} yet")
+            ""
+            if result["blender"]["connected"]
+            else f"\nnote: no Blender connected at {result['blender']['endpoint']} yet"
+        )
     if command == "cmd":
-        return f"#{result['seq']} {result['type']} {result['status']} " \
-               f"({result['duration_ms']:.1f} ms)\n{json.dumps(result['result'], indent=2)}"
+        return (
+            f"#{result['seq']} {result['type']} {result['status']} "
+            f"({result['duration_ms']:.1f} ms)\n{json.dumps(result['result'], indent=2)}"
+        )
     if command == "close":
-        return f"closed {result['session_id']} ({result['command_count']} commands)\n" \
-               f"saved to {result['path']}"
+        return (
+            f"closed {result['session_id']} ({result['command_count']} commands)\n"
+            f"saved to {result['path']}"
+        )
     if command == "restore":
         skipped = "".join(f"\n  skipped {s['name']}: {s['reason']}" for s in result["skipped"])
-        return (f"restored {result['restored_from']} into new session {result['session_id']} "
-                f"via {result['path']}: {len(result['created'])} created, "
-                f"{len(result['updated'])} updated, {len(result['removed'])} removed{skipped}")
+        return (
+            f"restored {result['restored_from']} into new session {result['session_id']} "
+            f"via {result['path']}: {len(result['created'])} created, "
+            f"{len(result['updated'])} updated, {len(result['removed'])} removed{skipped}"
+        )
     if command == "show":
         data = result["data"]
-        rows = [[str(c["seq"]), c["type"], c["status"], f"{c['duration_ms'] or 0:.1f}",
-                 _short(c["params"], 60)] for c in data["commands"]]
-        head = [f"session    {data['session_id']}  {data['name'] or ''}",
-                f"created    {_when(data['created_at'])}   closed {_when(data['closed_at'])}",
-                f"blender    {data['blender']['version'] or '?'} at "
-                f"{data['blender']['host']}:{data['blender']['port']}",
-                f"objects    {', '.join(data['state']['objects']) or '-'}",
-                f"commands   {data['command_count']}"]
+        rows = [
+            [
+                str(c["seq"]),
+                c["type"],
+                c["status"],
+                f"{c['duration_ms'] or 0:.1f}",
+                _short(c["params"], 60),
+            ]
+            for c in data["commands"]
+        ]
+        head = [
+            f"session    {data['session_id']}  {data['name'] or ''}",
+            f"created    {_when(data['created_at'])}   closed {_when(data['closed_at'])}",
+            f"blender    {data['blender']['version'] or '?'} at "
+            f"{data['blender']['host']}:{data['blender']['port']}",
+            f"objects    {', '.join(data['state']['objects']) or '-'}",
+            f"commands   {data['command_count']}",
+        ]
         if data["restored_from"]:
             head.append(f"restored   from {data['restored_from']}")
         return "\n".join(head) + "\n" + _table(["SEQ", "TYPE", "STATUS", "MS", "PARAMS"], rows)
@@ -288,9 +370,15 @@ def _render(command: str, result: Any) -> str:
         return f"deleted {result['session_id']} ({', '.join(result['removed'])})"
     if command == "state":
         scene = result["scene"]
-        return f"scene {scene['scene']!r} frame {scene['frame']}: " \
-               f"{len(scene['objects'])} objects\n" + _table(
-                   ["NAME", "TYPE", "LOCATION", "KIND"],
-                   [[o["name"], o["type"], _short(o["location"], 40), o["data_kind"] or "-"]
-                    for o in scene["objects"]])
+        return (
+            f"scene {scene['scene']!r} frame {scene['frame']}: "
+            f"{len(scene['objects'])} objects\n"
+            + _table(
+                ["NAME", "TYPE", "LOCATION", "KIND"],
+                [
+                    [o["name"], o["type"], _short(o["location"], 40), o["data_kind"] or "-"]
+                    for o in scene["objects"]
+                ],
+            )
+        )
     return json.dumps(result, indent=2)

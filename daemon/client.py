@@ -110,5 +110,7 @@ class ControlClient:
             try:
                 data = self._sock.recv(RECEIVE_CHUNK_BYTES)
             except TimeoutError:
-                raise ClientError("the daemon did not answer in time", ErrorCode.TIMEOUT.value) from None
+                raise ClientError(
+                    "the daemon did not answer in time", ErrorCode.TIMEOUT.value
+                ) from None
             self._conn.receive_data(data)

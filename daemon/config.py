@@ -50,33 +50,71 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add = parser.add_argument
-    add("--data-dir", type=Path, default=default_data_dir(),
+    add(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
         help=f"where sessions and the control token live [{ENV_PREFIX}DATA_DIR] "
-             "(default: the platform's user data dir, e.g. ~/.local/share/blender-scene-sessions)")
-    add("--addon-host", default=_env("ADDON_HOST", "127.0.0.1"),
-        help=f"host of the Blender addon [{ENV_PREFIX}ADDON_HOST] (default: 127.0.0.1)")
-    add("--addon-port", type=int, default=int(_env("ADDON_PORT", str(DEFAULT_ADDON_PORT))),
-        help=f"port of the Blender addon [{ENV_PREFIX}ADDON_PORT] (default: {DEFAULT_ADDON_PORT})")
-    add("--control-port", type=int, default=int(_env("CONTROL_PORT", str(DEFAULT_CONTROL_PORT))),
+        "(default: the platform's user data dir, e.g. ~/.local/share/blender-scene-sessions)",
+    )
+    add(
+        "--addon-host",
+        default=_env("ADDON_HOST", "127.0.0.1"),
+        help=f"host of the Blender addon [{ENV_PREFIX}ADDON_HOST] (default: 127.0.0.1)",
+    )
+    add(
+        "--addon-port",
+        type=int,
+        default=int(_env("ADDON_PORT", str(DEFAULT_ADDON_PORT))),
+        help=f"port of the Blender addon [{ENV_PREFIX}ADDON_PORT] (default: {DEFAULT_ADDON_PORT})",
+    )
+    add(
+        "--control-port",
+        type=int,
+        default=int(_env("CONTROL_PORT", str(DEFAULT_CONTROL_PORT))),
         help=f"loopback port for clients; 0 picks a free one [{ENV_PREFIX}CONTROL_PORT] "
-             f"(default: {DEFAULT_CONTROL_PORT})")
-    add("--heartbeat-interval", type=float, default=float(_env("HEARTBEAT_INTERVAL", "1.0")),
-        help=f"seconds between pings to Blender [{ENV_PREFIX}HEARTBEAT_INTERVAL] (default: 1)")
-    add("--heartbeat-timeout", type=float, default=float(_env("HEARTBEAT_TIMEOUT", "5.0")),
+        f"(default: {DEFAULT_CONTROL_PORT})",
+    )
+    add(
+        "--heartbeat-interval",
+        type=float,
+        default=float(_env("HEARTBEAT_INTERVAL", "1.0")),
+        help=f"seconds between pings to Blender [{ENV_PREFIX}HEARTBEAT_INTERVAL] (default: 1)",
+    )
+    add(
+        "--heartbeat-timeout",
+        type=float,
+        default=float(_env("HEARTBEAT_TIMEOUT", "5.0")),
         help=f"seconds without a pong before Blender counts as gone "
-             f"[{ENV_PREFIX}HEARTBEAT_TIMEOUT] (default: 5)")
-    add("--request-timeout", type=float, default=float(_env("REQUEST_TIMEOUT", "60")),
+        f"[{ENV_PREFIX}HEARTBEAT_TIMEOUT] (default: 5)",
+    )
+    add(
+        "--request-timeout",
+        type=float,
+        default=float(_env("REQUEST_TIMEOUT", "60")),
         help=f"seconds to wait for Blender to answer a command [{ENV_PREFIX}REQUEST_TIMEOUT] "
-             "(default: 60)")
-    add("--journal-fsync", action="store_true",
+        "(default: 60)",
+    )
+    add(
+        "--journal-fsync",
+        action="store_true",
         default=_env("JOURNAL_FSYNC", "0").lower() in ("1", "true", "yes"),
         help=f"fsync the journal after each batch of commands, to survive power loss as well "
-             f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)")
-    add("--log-format", choices=["auto", "console", "json"], default=_env("LOG_FORMAT", "auto"),
+        f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)",
+    )
+    add(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default=_env("LOG_FORMAT", "auto"),
         help=f"console for people, json for machines; auto picks console on a terminal "
-             f"[{ENV_PREFIX}LOG_FORMAT] (default: auto)")
-    add("--log-level", choices=["debug", "info", "warning", "error"],
-        default=_env("LOG_LEVEL", "info"), help=f"[{ENV_PREFIX}LOG_LEVEL] (default: info)")
+        f"[{ENV_PREFIX}LOG_FORMAT] (default: auto)",
+    )
+    add(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL", "info"),
+        help=f"[{ENV_PREFIX}LOG_LEVEL] (default: info)",
+    )
     return parser
 
 

@@ -58,19 +58,26 @@ class Daemon:
         config = self.config
         self.store.prepare()
         token = self.store.load_or_create_token()
-        server = ControlServer(self.manager, token, host=config.control_host,
-                               port=config.control_port)
+        server = ControlServer(
+            self.manager, token, host=config.control_host, port=config.control_port
+        )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.manager.run)
                 self.control_port = port = await nursery.start(server.run)
                 self.manager.control_endpoint = f"{config.control_host}:{port}"
-                endpoint = Endpoint(host=config.control_host, port=port, pid=os.getpid(),
-                                    started_at=time.time())
+                endpoint = Endpoint(
+                    host=config.control_host, port=port, pid=os.getpid(), started_at=time.time()
+                )
                 self.store.write_endpoint(msgspec.json.encode(endpoint))
                 nursery.start_soon(self.link.run)
-                log.info("daemon_started", version=__version__, data_dir=str(config.data_dir),
-                         control=self.manager.control_endpoint, addon=self.link.endpoint)
+                log.info(
+                    "daemon_started",
+                    version=__version__,
+                    data_dir=str(config.data_dir),
+                    control=self.manager.control_endpoint,
+                    addon=self.link.endpoint,
+                )
                 task_status.started(port)
         finally:
             self.store.remove_endpoint()
@@ -92,9 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         trio.run(_main, config)
     except OSError as error:
-        print(f"blender-sessiond: {error.strerror or error} "
-              f"(is another daemon using control port {config.control_port}? "
-              "pick another with --control-port)", file=sys.stderr)
+        print(
+            f"blender-sessiond: {error.strerror or error} "
+            f"(is another daemon using control port {config.control_port}? "
+            "pick another with --control-port)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except BaseExceptionGroup as group:
         oserrors, rest = group.split(OSError)
@@ -103,8 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         first = oserrors.exceptions[0]
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        print(f"blender-sessiond: {first} (is another daemon using control port "
-              f"{config.control_port}? pick another with --control-port)", file=sys.stderr)
+        print(
+            f"blender-sessiond: {first} (is another daemon using control port "
+            f"{config.control_port}? pick another with --control-port)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

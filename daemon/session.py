@@ -121,7 +121,9 @@ class Session:
                     self.selection = None
             case "select_objects":
                 chosen = _selection_decoder.decode(result)
-                self.selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
+                self.selection = chosen.active or (
+                    chosen.selection[0] if chosen.selection else None
+                )
             case "get_scene_info":
                 self.track_scene_info(result)
             case "get_state":
@@ -158,7 +160,6 @@ class Session:
             last_result=self.last_result,
             scene=self.scene,
         )
-
 
     def to_data(
         self, commands: list[CommandRecord], *, closed_at: float | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Literal
 
 import msgspec
 import structlog
@@ -87,8 +88,12 @@ class SessionManager:
                 replayed = await trio.to_thread.run_sync(replay_journal, path)
             except (RecordError, OSError) as error:
                 moved = await self.store.quarantine(path, str(error))
-                log.error("journal_quarantined", session_id=session_id, reason=str(error),
-                          moved_to=str(moved))
+                log.error(
+                    "journal_quarantined",
+                    session_id=session_id,
+                    reason=str(error),
+                    moved_to=str(moved),
+                )
                 continue
             if self.store.exists(session_id):
                 # The record was saved and the crash came before the journal went.
@@ -96,9 +101,13 @@ class SessionManager:
                 continue
             journal = await self.store.open_journal(session_id)
             await self._nursery_or_fail().start(journal.run)
-            session = Session(replayed.session, self.link, journal,
-                              next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
-                              recent=replayed.commands[-RECENT_COMMANDS_KEPT:])
+            session = Session(
+                replayed.session,
+                self.link,
+                journal,
+                next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
+                recent=replayed.commands[-RECENT_COMMANDS_KEPT:],
+            )
             session.command_count = len(replayed.commands)
             if replayed.last_state is not None:
                 session.objects = list(replayed.last_state.objects)
@@ -107,9 +116,13 @@ class SessionManager:
                 session.last_result = replayed.last_state.last_result
                 session.scene = replayed.last_state.scene
             self._open[session_id] = session
-            log.warning("session_recovered", session_id=session_id,
-                        commands=session.command_count, unknown_outcome=replayed.unknown_seqs,
-                        torn_tail_bytes=len(replayed.torn_tail))
+            log.warning(
+                "session_recovered",
+                session_id=session_id,
+                commands=session.command_count,
+                unknown_outcome=replayed.unknown_seqs,
+                torn_tail_bytes=len(replayed.torn_tail),
+            )
 
     def _nursery_or_fail(self) -> trio.Nursery:
         if self._nursery is None:
@@ -250,8 +263,12 @@ class SessionManager:
         seq = session.take_seq()
         started_at = time.time()
         with structlog.contextvars.bound_contextvars(session_id=session.session_id, seq=seq):
-            await self._journal(session, JournalStart(
-                seq=seq, type=type, params=params, started_at=started_at, client_id=client_id))
+            await self._journal(
+                session,
+                JournalStart(
+                    seq=seq, type=type, params=params, started_at=started_at, client_id=client_id
+                ),
+            )
             began = trio.current_time()
             error: RemoteProtocolError | None = None
             result = b"null"
@@ -262,25 +279,53 @@ class SessionManager:
             duration_ms = round((trio.current_time() - began) * 1000, 3)
             if error is None:
                 await self._track(session, type, params, result)
+            status: Literal["success", "error"] = "success" if error is None else "error"
             command = CommandRecord(
-                seq=seq, type=type, params=params,
-                status="success" if error is None else "error",
-                started_at=started_at, duration_ms=duration_ms, client_id=client_id,
+                seq=seq,
+                type=type,
+                params=params,
+                status=status,
+                started_at=started_at,
+                duration_ms=duration_ms,
+                client_id=client_id,
                 result=msgspec.Raw(result),
-                error=None if error is None else ErrorBody(code=error.code.value, message=error.message),
+                error=None
+                if error is None
+                else ErrorBody(code=error.code.value, message=error.message),
             )
             session.record(command)
-            await self._journal(session, JournalDone(
-                seq=seq, status=command.status, duration_ms=duration_ms,
-                result=command.result, error=command.error, state=session.state_record()))
+            await self._journal(
+                session,
+                JournalDone(
+                    seq=seq,
+                    status=status,
+                    duration_ms=duration_ms,
+                    result=command.result,
+                    error=command.error,
+                    state=session.state_record(),
+                ),
+            )
             log.info("command_done", type=type, status=command.status, duration_ms=duration_ms)
-            self.events.publish("command", {
-                "session_id": session.session_id, "seq": seq, "type": type,
-                "status": command.status, "duration_ms": duration_ms})
+            self.events.publish(
+                "command",
+                {
+                    "session_id": session.session_id,
+                    "seq": seq,
+                    "type": type,
+                    "status": command.status,
+                    "duration_ms": duration_ms,
+                },
+            )
         if error is not None:
             raise error
-        return CommandResult(session_id=session.session_id, seq=seq, type=type,
-                             status="success", duration_ms=duration_ms, result=command.result)
+        return CommandResult(
+            session_id=session.session_id,
+            seq=seq,
+            type=type,
+            status="success",
+            duration_ms=duration_ms,
+            result=command.result,
+        )
 
     async def _journal(self, session: Session, line: JournalStart | JournalDone) -> None:
         try:
@@ -323,11 +368,20 @@ class SessionManager:
         del self._open[session.session_id]
         await self._attach_latest()
         path = self.store.path_for(session.session_id)
-        log.info("session_closed", session_id=session.session_id,
-                 commands=session.command_count, path=str(path), snapshot_fresh=fresh)
+        log.info(
+            "session_closed",
+            session_id=session.session_id,
+            commands=session.command_count,
+            path=str(path),
+            snapshot_fresh=fresh,
+        )
         self.events.publish("session_closed", {"session_id": session.session_id, "path": str(path)})
-        return CloseResult(session_id=session.session_id, path=str(path),
-                           command_count=session.command_count, snapshot_fresh=fresh)
+        return CloseResult(
+            session_id=session.session_id,
+            path=str(path),
+            command_count=session.command_count,
+            snapshot_fresh=fresh,
+        )
 
     async def _final_snapshot(self, session: Session) -> bool:
         if not self.link.connected:
@@ -348,15 +402,23 @@ class SessionManager:
         summaries = [self._summary(s) for s in self._open.values()]
         summaries += [
             SessionSummary(
-                session_id=item.summary.session_id, name=item.summary.name, status="closed",
-                created_at=item.summary.created_at, closed_at=item.summary.closed_at,
-                command_count=item.summary.command_count, size_bytes=item.size_bytes,
-                restored_from=item.summary.restored_from)
-            for item in listed if item.summary.session_id not in self._open
+                session_id=item.summary.session_id,
+                name=item.summary.name,
+                status="closed",
+                created_at=item.summary.created_at,
+                closed_at=item.summary.closed_at,
+                command_count=item.summary.command_count,
+                size_bytes=item.size_bytes,
+                restored_from=item.summary.restored_from,
+            )
+            for item in listed
+            if item.summary.session_id not in self._open
         ]
         summaries.sort(key=lambda s: s.created_at)
-        return ListResult(sessions=summaries,
-                          damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged])
+        return ListResult(
+            sessions=summaries,
+            damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged],
+        )
 
     def _summary(self, session: Session) -> SessionSummary:
         try:
@@ -364,9 +426,15 @@ class SessionManager:
         except OSError:
             size = 0
         return SessionSummary(
-            session_id=session.session_id, name=session.name, status="open",
-            created_at=session.created_at, closed_at=None, command_count=session.command_count,
-            size_bytes=size, restored_from=session.restored_from)
+            session_id=session.session_id,
+            name=session.name,
+            status="open",
+            created_at=session.created_at,
+            closed_at=None,
+            command_count=session.command_count,
+            size_bytes=size,
+            restored_from=session.restored_from,
+        )
 
     async def show(self, ref: str) -> bytes:
         """The whole record as JSON: from disk when closed, built from the journal when open."""
@@ -375,15 +443,22 @@ class SessionManager:
         if session is None:
             return _encoder.encode(await self.store.load(session_id))
         replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
-        return _encoder.encode({"format": 1, "session_id": session_id, "status": "open",
-                                "data": session.to_data(replayed.commands)})
+        return _encoder.encode(
+            {
+                "format": 1,
+                "session_id": session_id,
+                "status": "open",
+                "data": session.to_data(replayed.commands),
+            }
+        )
 
     async def delete(self, ref: str) -> DeleteResult:
         session_id = await self.resolve(ref)
         if session_id in self._open:
             raise RemoteProtocolError(
                 ErrorCode.CONFLICT,
-                f"session {session_id} is open; close it first (run: blender-session close {session_id})",
+                f"session {session_id} is open; close it first "
+                f"(run: blender-session close {session_id})",
             )
         removed = await self.store.delete(session_id)
         log.info("session_deleted", session_id=session_id, removed=removed)
@@ -415,26 +490,40 @@ class SessionManager:
         done = await self.command(opened.session_id, "apply_state", msgspec.Raw(params), client_id)
         applied = _apply_result_decoder.decode(done.result)
         return RestoreResult(
-            session_id=opened.session_id, restored_from=source_id, path="apply_state",
-            created=applied.created, updated=applied.updated, removed=applied.removed,
-            skipped=applied.skipped)
+            session_id=opened.session_id,
+            restored_from=source_id,
+            path="apply_state",
+            created=applied.created,
+            updated=applied.updated,
+            removed=applied.removed,
+            skipped=applied.skipped,
+        )
 
     def status(self, *, pid: int | None = None) -> StatusResult:
         return StatusResult(
-            daemon_version=__version__, pid=pid or os.getpid(),
+            daemon_version=__version__,
+            pid=pid or os.getpid(),
             data_dir=str(self.store.data_dir),
             uptime_s=round(trio.current_time() - self._started_at, 3),
-            control=self.control_endpoint, blender=self.link_info(),
-            open_sessions=[self._summary(s) for s in self._open.values()])
+            control=self.control_endpoint,
+            blender=self.link_info(),
+            open_sessions=[self._summary(s) for s in self._open.values()],
+        )
 
     def link_info(self) -> BlenderLinkInfo:
         snap = self.link.snapshot
         return BlenderLinkInfo(
-            endpoint=self.link.endpoint, status=snap.status.value, connected=self.link.connected,
-            blender_version=snap.blender_version, file=snap.file,
-            last_heartbeat=snap.last_heartbeat, busy_for_ms=snap.busy_for_ms,
-            queue_depth=snap.queue_depth, last_error=snap.last_error,
-            execute_code_enabled=snap.execute_code_enabled)
+            endpoint=self.link.endpoint,
+            status=snap.status.value,
+            connected=self.link.connected,
+            blender_version=snap.blender_version,
+            file=snap.file,
+            last_heartbeat=snap.last_heartbeat,
+            busy_for_ms=snap.busy_for_ms,
+            queue_depth=snap.queue_depth,
+            last_error=snap.last_error,
+            execute_code_enabled=snap.execute_code_enabled,
+        )
 
     def open_sessions(self) -> Iterator[Session]:
         return iter(self._open.values())

@@ -25,14 +25,22 @@ def free_port() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=Path("demo-data").resolve(),
-                        help="where the demo daemon keeps its sessions (default: ./demo-data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("demo-data").resolve(),
+        help="where the demo daemon keeps its sessions (default: ./demo-data)",
+    )
     args = parser.parse_args()
     data_dir: Path = args.data_dir
     addon_port = free_port()
     home = Path(tempfile.mkdtemp(prefix="bss-demo-home-"))  # keep Blender out of ~/.config
-    env = {**os.environ, "HOME": str(home), "BLENDER_USER_RESOURCES": str(home / "blender"),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "BLENDER_USER_RESOURCES": str(home / "blender"),
+        "PYTHONUNBUFFERED": "1",
+    }
 
     def cli(*words: str) -> str:
         command = [str(BIN / "blender-session"), "--data-dir", str(data_dir), *words]
@@ -43,9 +51,13 @@ def main() -> int:
             raise SystemExit(f"demo: blender-session {words[0]} failed")
         return result.stdout
 
-    blender = subprocess.Popen([str(BIN / "blender-session"), "blender", "--port",
-                                str(addon_port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    blender = subprocess.Popen(
+        [str(BIN / "blender-session"), "blender", "--port", str(addon_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     daemon = None
     try:
         assert blender.stdout is not None
@@ -56,9 +68,22 @@ def main() -> int:
         else:
             raise SystemExit("demo: Blender did not start")
         daemon = subprocess.Popen(
-            [str(BIN / "blender-sessiond"), "--data-dir", str(data_dir), "--addon-port",
-             str(addon_port), "--control-port", "0", "--log-format", "json"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                str(BIN / "blender-sessiond"),
+                "--data-dir",
+                str(data_dir),
+                "--addon-port",
+                str(addon_port),
+                "--control-port",
+                "0",
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert daemon.stderr is not None
         for line in daemon.stderr:
             if '"link_connected"' in line:
@@ -67,7 +92,8 @@ def main() -> int:
             raise SystemExit("demo: the daemon did not connect to Blender")
         cli("status")
         session_id = json.loads(cli("--json", "open", "--name", f"demo-{int(time.time())}"))[
-            "session_id"]
+            "session_id"
+        ]
         cli("cmd", "create_object", "kind=monkey", "name=Suzanne", "location=[0,0,1]")
         cli("cmd", "set_material", "object=Suzanne", "material=Gold", "color=[1,0.75,0.1,1]")
         cli("cmd", "transform_object", "name=Cube", "scale=[2,2,0.2]")

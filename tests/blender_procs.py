@@ -45,10 +45,13 @@ def blender_env(home: Path) -> dict[str, str]:
     """Keep Blender out of the user's config: HOME and its resource dirs point at `home`."""
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update(HOME=str(home), BLENDER_USER_RESOURCES=str(home / "blender"),
-               BLENDER_USER_CONFIG=str(home / "blender" / "config"),
-               BLENDER_USER_SCRIPTS=str(home / "blender" / "scripts"),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        HOME=str(home),
+        BLENDER_USER_RESOURCES=str(home / "blender"),
+        BLENDER_USER_CONFIG=str(home / "blender" / "config"),
+        BLENDER_USER_SCRIPTS=str(home / "blender" / "scripts"),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -85,8 +88,14 @@ def _pump_output(proc: BlenderProcess) -> None:
 
 def start(command: list[str], env: dict[str, str]) -> BlenderProcess:
     """Start a Blender and wait (bounded) for the addon's ready line; parse its port."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     proc = BlenderProcess(process, port=0)
     threading.Thread(target=_pump_output, args=(proc,), daemon=True).start()
     while True:
@@ -94,8 +103,9 @@ def start(command: list[str], env: dict[str, str]) -> BlenderProcess:
             line = proc.lines.get(timeout=START_TIMEOUT_S)
         except queue.Empty:
             proc.kill()
-            raise RuntimeError(f"Blender did not start within {START_TIMEOUT_S} s: "
-                               f"{''.join(proc.output)[-2000:]}") from None
+            raise RuntimeError(
+                f"Blender did not start within {START_TIMEOUT_S} s: {''.join(proc.output)[-2000:]}"
+            ) from None
         if not line:
             raise RuntimeError(f"Blender exited before serving: {''.join(proc.output)[-3000:]}")
         if READY_LINE in line:
@@ -108,6 +118,19 @@ def headless_command(*addon_args: str) -> list[str]:
 
 
 def gui_command(*addon_args: str, extra: list[str] | None = None) -> list[str]:
-    return ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--factory-startup",
-            *(extra or []), "--python", str(ADDON_DIR / "headless.py"), "--", "--gui",
-            "--port", "0", *addon_args]
+    return [
+        "xvfb-run",
+        "-a",
+        "-s",
+        "-screen 0 1280x800x24",
+        "blender",
+        "--factory-startup",
+        *(extra or []),
+        "--python",
+        str(ADDON_DIR / "headless.py"),
+        "--",
+        "--gui",
+        "--port",
+        "0",
+        *addon_args,
+    ]

@@ -7,6 +7,7 @@ tested inside real Blender (test_addon_*.py); this never replaces those tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -33,7 +34,9 @@ class FakeAddon:
         nursery.start_soon(self.handle, server)
         return client
 
-    async def serve_tcp(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_tcp(
+        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         task_status.started(listeners[0].socket.getsockname()[1])
         await trio.serve_listeners(self.handle, listeners)
@@ -76,34 +79,61 @@ class FakeAddon:
         except KeyError as missing:
             reply = {"status": "error", "code": "not_found", "message": f"no object {missing}"}
         reply["id"] = request.get("id")
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(json.dumps(reply).encode() + b"\n")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     def _record(self, name: str) -> dict:
         obj = self.objects[name]
-        return {"name": name, "type": obj["type"], "location": obj["location"],
-                "rotation": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0], "parent": None,
-                "materials": [], "visible": True, "data_kind": obj["kind"]}
+        return {
+            "name": name,
+            "type": obj["type"],
+            "location": obj["location"],
+            "rotation": [0.0, 0.0, 0.0],
+            "scale": [1.0, 1.0, 1.0],
+            "parent": None,
+            "materials": [],
+            "visible": True,
+            "data_kind": obj["kind"],
+        }
 
     def _state(self) -> dict:
-        return {"scene": "Scene", "frame": 1, "file": "",
-                "objects": [self._record(n) for n in self.objects], "selection": [],
-                "active": None}
+        return {
+            "scene": "Scene",
+            "frame": 1,
+            "file": "",
+            "objects": [self._record(n) for n in self.objects],
+            "selection": [],
+            "active": None,
+        }
 
     def _result(self, kind: str, params: dict) -> object:
         match kind:
             case "hello":
-                return {"protocol": 1, "addon_version": "fake", "blender_version":
-                        self.blender_version, "file": "", "scene": "Scene",
-                        "commands": ["get_state", "create_object", "delete_object",
-                                     "get_scene_info", "apply_state"],
-                        "session_id": self.session_id}
+                return {
+                    "protocol": 1,
+                    "addon_version": "fake",
+                    "blender_version": self.blender_version,
+                    "file": "",
+                    "scene": "Scene",
+                    "commands": [
+                        "get_state",
+                        "create_object",
+                        "delete_object",
+                        "get_scene_info",
+                        "apply_state",
+                    ],
+                    "session_id": self.session_id,
+                }
             case "ping":
-                return {"pong": True, "session_id": self.session_id,
-                        "main_thread": {"busy": self.busy, "busy_for_ms": 3000.0 if self.busy
-                                        else 0.0, "queue_depth": 1 if self.busy else 0}}
+                return {
+                    "pong": True,
+                    "session_id": self.session_id,
+                    "main_thread": {
+                        "busy": self.busy,
+                        "busy_for_ms": 3000.0 if self.busy else 0.0,
+                        "queue_depth": 1 if self.busy else 0,
+                    },
+                }
             case "attach_session":
                 self.session_id = params.get("session_id")
                 return {}
@@ -111,8 +141,11 @@ class FakeAddon:
                 return {}
             case "create_object":
                 name = params.get("name") or params["kind"].title()
-                self.objects[name] = {"type": "MESH", "kind": params["kind"],
-                                      "location": params.get("location", [0.0, 0.0, 0.0])}
+                self.objects[name] = {
+                    "type": "MESH",
+                    "kind": params["kind"],
+                    "location": params.get("location", [0.0, 0.0, 0.0]),
+                }
                 return self._record(name)
             case "delete_object":
                 del self.objects[params["name"]]
@@ -120,13 +153,22 @@ class FakeAddon:
             case "get_state":
                 return self._state()
             case "get_scene_info":
-                return {"name": "Scene", "object_count": len(self.objects), "objects": [
-                    {"name": n, "type": o["type"], "location": o["location"]}
-                    for n, o in self.objects.items()], "materials_count": 0}
+                return {
+                    "name": "Scene",
+                    "object_count": len(self.objects),
+                    "objects": [
+                        {"name": n, "type": o["type"], "location": o["location"]}
+                        for n, o in self.objects.items()
+                    ],
+                    "materials_count": 0,
+                }
             case "apply_state":
                 created = [o["name"] for o in params["objects"] if o["name"] not in self.objects]
                 for o in params["objects"]:
-                    self.objects[o["name"]] = {"type": o["type"], "kind": o["data_kind"],
-                                               "location": o["location"]}
+                    self.objects[o["name"]] = {
+                        "type": o["type"],
+                        "kind": o["data_kind"],
+                        "location": o["location"],
+                    }
                 return {"created": created, "updated": [], "removed": [], "skipped": []}
         return {}

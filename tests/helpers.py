@@ -24,7 +24,9 @@ class AsyncClient:
         self.conn = ControlClientConnection(token, client_id)
 
     @classmethod
-    async def connect(cls, port: int, token: str, client_id: str = "01JTESTCLIENT000000000000") -> AsyncClient:
+    async def connect(
+        cls, port: int, token: str, client_id: str = "01JTESTCLIENT000000000000"
+    ) -> AsyncClient:
         return cls(await trio.open_tcp_stream("127.0.0.1", port), token, client_id)
 
     async def send(self, op: str, params: Any = None) -> int:
@@ -64,8 +66,9 @@ class AsyncClient:
 @asynccontextmanager
 async def running_daemon(data_dir: Path, addon_port: int, **config: Any) -> AsyncIterator[Daemon]:
     settings = {"heartbeat_interval_s": 0.05, "heartbeat_timeout_s": 1.0, **config}
-    daemon = Daemon(DaemonConfig(data_dir=data_dir, addon_port=addon_port, control_port=0,
-                                 **settings))
+    daemon = Daemon(
+        DaemonConfig(data_dir=data_dir, addon_port=addon_port, control_port=0, **settings)
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         yield daemon

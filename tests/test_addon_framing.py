@@ -16,12 +16,14 @@ from blender_addon.server import _is_loopback, _OrderedReplies
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=10,
 )
 requests = st.dictionaries(st.text(max_size=6), json_values, max_size=4).map(
-    lambda params: {"type": "x", "params": params})
+    lambda params: {"type": "x", "params": params}
+)
 
 
 def encode(message: dict, framing: str) -> bytes:
@@ -43,7 +45,7 @@ def frames_of(data: bytes, cuts: list[int]) -> list[object]:
 
 @pytest.mark.parametrize("framing", ["ndjson", "bare", "length"])
 def test_each_framing_whole_bytewise_and_with_extra_bytes(framing: str) -> None:
-    messages = [{"type": "ping"}, {"type": "get_state", "params": {"s": "}{\\\"]"}}]
+    messages = [{"type": "ping"}, {"type": "get_state", "params": {"s": '}{\\"]'}}]
     data = b"".join(encode(m, framing) for m in messages)
     assert frames_of(data, []) == messages
     assert frames_of(data, list(range(1, len(data)))) == messages
@@ -51,9 +53,14 @@ def test_each_framing_whole_bytewise_and_with_extra_bytes(framing: str) -> None:
     assert frames_of(data + extra, []) == messages
 
 
-@given(st.lists(requests, min_size=1, max_size=5), st.sampled_from(["ndjson", "bare", "length"]),
-       st.data())
-def test_any_split_gives_the_same_frames(messages: list[dict], framing: str, data: st.DataObject) -> None:
+@given(
+    st.lists(requests, min_size=1, max_size=5),
+    st.sampled_from(["ndjson", "bare", "length"]),
+    st.data(),
+)
+def test_any_split_gives_the_same_frames(
+    messages: list[dict], framing: str, data: st.DataObject
+) -> None:
     stream = b"".join(encode(m, framing) for m in messages)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=8))))
     assert frames_of(stream, cuts) == messages
@@ -73,8 +80,13 @@ def test_garbage_raises_only_frame_errors(garbage: bytes, chunk: int) -> None:
 
 
 def test_framing_is_detected_from_the_first_byte() -> None:
-    for first, framing in ((b"{", JSON_TEXT), (b"  \n{", JSON_TEXT), (b"\x00", LENGTH_PREFIXED),
-                           (b"\x01", LENGTH_PREFIXED), (b"\xff", LENGTH_PREFIXED)):
+    for first, framing in (
+        (b"{", JSON_TEXT),
+        (b"  \n{", JSON_TEXT),
+        (b"\x00", LENGTH_PREFIXED),
+        (b"\x01", LENGTH_PREFIXED),
+        (b"\xff", LENGTH_PREFIXED),
+    ):
         decoder = FrameDecoder()
         decoder.feed(first)
         decoder.next_frame()
@@ -126,10 +138,21 @@ def test_ordered_replies_wait_for_earlier_slots() -> None:
     assert ordered.complete(slots[0], b"a") == [b"a", b"b", b"c"]
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("localhost", True),
-    ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("10.0.0.1", False), ("::", False),
-    ("example.com", False), ("192.168.1.5", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("::", False),
+        ("example.com", False),
+        ("192.168.1.5", False),
+    ],
+)
 def test_loopback_detection(host: str, loopback: bool) -> None:
     assert _is_loopback(host) is loopback
 
@@ -138,8 +161,12 @@ def test_server_refuses_non_loopback_bind_without_the_preference() -> None:
     from blender_addon.mainthread import MainThreadQueue
     from blender_addon.server import AddonServer, SceneFacts, ServerSettings
 
-    server = AddonServer(ServerSettings(host="0.0.0.0", port=0), MainThreadQueue(),
-                         lambda kind, params: {}, SceneFacts())
+    server = AddonServer(
+        ServerSettings(host="0.0.0.0", port=0),
+        MainThreadQueue(),
+        lambda kind, params: {},
+        SceneFacts(),
+    )
     with pytest.raises(OSError, match="not loopback"):
         server.start()
     assert not server.running

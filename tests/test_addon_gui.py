@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.blender, pytest.mark.gui]
 
 
 def require_gui() -> None:
-    blender_procs.require(blender_procs.have_gui_blender(),
-                          "Debian's blender and xvfb (apt-get install blender xvfb)")
+    blender_procs.require(
+        blender_procs.have_gui_blender(), "Debian's blender and xvfb (apt-get install blender xvfb)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def gui_blender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[blender_pr
     # Stands in for a person editing the scene: renames the default cube from a timer,
     # through bpy directly, not through the addon's socket.
     user_edit = home / "user_edit.py"
-    user_edit.write_text(textwrap.dedent("""
+    user_edit.write_text(
+        textwrap.dedent("""
         import bpy, os
         def edit():
             flag = os.environ["BSS_EDIT_FLAG"]
@@ -40,7 +42,8 @@ def gui_blender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[blender_pr
             bpy.data.objects["Cube"].name = "EditedByHand"
             return None
         bpy.app.timers.register(edit, first_interval=0.05, persistent=True)
-    """))
+    """)
+    )
     env = blender_procs.blender_env(home)
     env["BSS_EDIT_FLAG"] = str(home / "edit-now")
     proc = blender_procs.start(blender_procs.gui_command(extra=["--python", str(user_edit)]), env)
@@ -76,8 +79,10 @@ def test_gui_edit_by_hand_sends_scene_changed(gui_blender: blender_procs.Blender
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             message = client.receive()
-            if message.get("event") == "scene_changed" and \
-                    "EditedByHand" in message["data"]["objects"]:
+            if (
+                message.get("event") == "scene_changed"
+                and "EditedByHand" in message["data"]["objects"]
+            ):
                 assert message["seq"] >= 1
                 return
         pytest.fail("no scene_changed event for an edit made by hand")
@@ -109,7 +114,8 @@ def test_legacy_addon_install_enables_and_serves(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     script = tmp_path / "enable.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import bpy, addon_utils, sys
         bpy.ops.preferences.addon_install(filepath={str(zip_path)!r})
         addon_utils.enable("blender_scene_sessions", default_set=True)
@@ -118,7 +124,8 @@ def test_legacy_addon_install_enables_and_serves(tmp_path: Path) -> None:
         assert hasattr(bpy.types, "BSS_PT_sessions")
         bpy.ops.bss.start_server()
         print("blender-scene-sessions addon listening on 127.0.0.1:{port}", flush=True)
-    """))
+    """)
+    )
     command = ["xvfb-run", "-a", "blender", "--factory-startup", "--python", str(script)]
     proc = blender_procs.start(command, env)
     try:

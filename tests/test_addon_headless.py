@@ -5,6 +5,7 @@ commands, blender-mcp compatibility in both framings, bad input, a busy main thr
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -31,26 +32,41 @@ from . import blender_procs
 from .addon_client import BARE, LENGTH, AddonClient, frame
 
 pytestmark = pytest.mark.blender
-ALL_KINDS = ["cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "plane", "torus", "monkey",
-             "empty", "camera", "light"]
+ALL_KINDS = [
+    "cube",
+    "uv_sphere",
+    "ico_sphere",
+    "cylinder",
+    "cone",
+    "plane",
+    "torus",
+    "monkey",
+    "empty",
+    "camera",
+    "light",
+]
 
 
 @pytest.fixture(scope="module")
 def blender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[blender_procs.BlenderProcess]:
     blender_procs.require(blender_procs.have_bpy(), "the bpy module (pip install bpy==5.0.1)")
     home = tmp_path_factory.mktemp("blender-home")
-    proc = blender_procs.start(blender_procs.headless_command("--factory-scene"),
-                               blender_procs.blender_env(home))
+    proc = blender_procs.start(
+        blender_procs.headless_command("--factory-scene"), blender_procs.blender_env(home)
+    )
     yield proc
     assert proc.stop() == 0, "".join(proc.output)[-2000:]
 
 
 @pytest.fixture(scope="module")
-def blender_with_code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[blender_procs.BlenderProcess]:
+def blender_with_code(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[blender_procs.BlenderProcess]:
     blender_procs.require(blender_procs.have_bpy(), "the bpy module (pip install bpy==5.0.1)")
     home = tmp_path_factory.mktemp("blender-home-code")
-    proc = blender_procs.start(blender_procs.headless_command("--allow-execute-code"),
-                               blender_procs.blender_env(home))
+    proc = blender_procs.start(
+        blender_procs.headless_command("--allow-execute-code"), blender_procs.blender_env(home)
+    )
     yield proc
     proc.stop()
 
@@ -88,9 +104,12 @@ def test_hello_and_ping_decode_with_the_daemon_structs(client: AddonClient) -> N
 
 def test_every_object_kind_is_made_through_the_data_api(client: AddonClient) -> None:
     for kind in ALL_KINDS:
-        record = decode(client.call("create_object", {"kind": kind, "name": f"k_{kind}",
-                                                      "location": [1, 2, 3]}, id=kind),
-                        ObjectRecord)
+        record = decode(
+            client.call(
+                "create_object", {"kind": kind, "name": f"k_{kind}", "location": [1, 2, 3]}, id=kind
+            ),
+            ObjectRecord,
+        )
         assert isinstance(record, ObjectRecord)
         assert record.name == f"k_{kind}" and record.data_kind == kind
         assert record.location == (1.0, 2.0, 3.0)
@@ -106,15 +125,18 @@ def test_every_object_kind_is_made_through_the_data_api(client: AddonClient) -> 
 
 def test_transform_rename_select_material(client: AddonClient) -> None:
     client.ok("create_object", {"kind": "cube", "name": "Box"})
-    moved = client.ok("transform_object", {"name": "Box", "location": [1, 0, 0],
-                                           "rotation": [0, 0, 1.5], "scale": [2, 2, 2]})
+    moved = client.ok(
+        "transform_object",
+        {"name": "Box", "location": [1, 0, 0], "rotation": [0, 0, 1.5], "scale": [2, 2, 2]},
+    )
     assert moved["location"] == [1.0, 0.0, 0.0] and moved["scale"] == [2.0, 2.0, 2.0]
     renamed = client.ok("rename_object", {"name": "Box", "new_name": "Crate"})
     assert renamed["name"] == "Crate"
     chosen = client.ok("select_objects", {"names": ["Crate"]})
     assert chosen == {"selection": ["Crate"], "active": "Crate"}
-    painted = client.ok("set_material", {"object": "Crate", "material": "Red",
-                                         "color": [1, 0, 0, 1]})
+    painted = client.ok(
+        "set_material", {"object": "Crate", "material": "Red", "color": [1, 0, 0, 1]}
+    )
     assert painted["materials"] == ["Red"]
     state = client.ok("get_state")
     assert state["material_colors"]["Red"] == [1.0, 0.0, 0.0, 1.0]
@@ -124,9 +146,19 @@ def test_transform_rename_select_material(client: AddonClient) -> None:
 def test_apply_state_is_idempotent_and_reports_what_it_cannot_make(client: AddonClient) -> None:
     client.ok("create_object", {"kind": "torus", "name": "Ring", "location": [0, 0, 1]})
     snapshot = client.ok("get_state")
-    snapshot["objects"].append({"name": "Scan", "type": "MESH", "location": [0, 0, 0],
-                                "rotation": [0, 0, 0], "scale": [1, 1, 1], "parent": None,
-                                "materials": [], "visible": True, "data_kind": None})
+    snapshot["objects"].append(
+        {
+            "name": "Scan",
+            "type": "MESH",
+            "location": [0, 0, 0],
+            "rotation": [0, 0, 0],
+            "scale": [1, 1, 1],
+            "parent": None,
+            "materials": [],
+            "visible": True,
+            "data_kind": None,
+        }
+    )
     client.ok("delete_object", {"name": "Ring"})
     first = decode(client.call("apply_state", {**snapshot, "prune": True}, id=1), ApplyStateResult)
     assert isinstance(first, ApplyStateResult)
@@ -175,8 +207,13 @@ def test_scene_changed_events_are_coalesced_and_numbered(client: AddonClient) ->
     client.call("subscribe", {"events": ["scene_changed"]}, id="sub")
     client.ok("create_object", {"kind": "cube", "name": "Dragged"})
     for step in range(50):  # a drag: fifty moves in quick succession
-        client.send({"id": f"m{step}", "type": "transform_object",
-                     "params": {"name": "Dragged", "location": [step * 0.1, 0, 0]}})
+        client.send(
+            {
+                "id": f"m{step}",
+                "type": "transform_object",
+                "params": {"name": "Dragged", "location": [step * 0.1, 0, 0]},
+            }
+        )
     replies, events = 0, []
     while replies < 50 or not events or "Dragged" not in events[-1]["data"]["objects"]:
         message = client.receive()
@@ -194,7 +231,9 @@ def test_scene_changed_events_are_coalesced_and_numbered(client: AddonClient) ->
 
 
 @pytest.mark.parametrize("framing", [BARE, LENGTH])
-def test_blender_mcp_clients_work_unchanged(blender: blender_procs.BlenderProcess, framing: str) -> None:
+def test_blender_mcp_clients_work_unchanged(
+    blender: blender_procs.BlenderProcess, framing: str
+) -> None:
     with AddonClient(blender.port, framing) as mcp:
         mcp.send({"type": "get_scene_info", "params": {}})
         reply = mcp.receive()
@@ -206,8 +245,17 @@ def test_blender_mcp_clients_work_unchanged(blender: blender_procs.BlenderProces
         assert mcp.receive()["status"] == "success"
         mcp.send({"type": "get_object_info", "params": {"name": "Mcp"}})
         obj = mcp.receive()["result"]
-        assert {"name", "type", "location", "rotation", "scale", "visible", "materials",
-                "mesh", "world_bounding_box"} <= set(obj)
+        assert {
+            "name",
+            "type",
+            "location",
+            "rotation",
+            "scale",
+            "visible",
+            "materials",
+            "mesh",
+            "world_bounding_box",
+        } <= set(obj)
         mcp.send({"type": "execute_code", "params": {"code": "print(1)"}})
         refused = mcp.receive()
         assert refused["status"] == "error" and refused["message"]
@@ -220,15 +268,17 @@ def test_two_requests_in_one_write_are_both_answered_in_order(
     blender: blender_procs.BlenderProcess, framing: str
 ) -> None:
     with AddonClient(blender.port, framing) as mcp:
-        mcp.sock.sendall(frame({"type": "get_scene_info"}, framing)
-                         + frame({"type": "ping"}, framing))
+        mcp.sock.sendall(
+            frame({"type": "get_scene_info"}, framing) + frame({"type": "ping"}, framing)
+        )
         first, second = mcp.receive(), mcp.receive()
         assert "object_count" in first["result"] and second["result"]["pong"] is True
 
 
 def test_requests_without_ids_are_answered_in_order(client: AddonClient) -> None:
-    client.sock.sendall(b'{"type": "get_state"}\n{"type": "ping"}\n{"type": "get_scene_info"}\n'
-                        b'{"type": "ping"}\n')
+    client.sock.sendall(
+        b'{"type": "get_state"}\n{"type": "ping"}\n{"type": "get_scene_info"}\n{"type": "ping"}\n'
+    )
     replies = [client.receive() for _ in range(4)]
     assert "objects" in replies[0]["result"] and "file" in replies[0]["result"]
     assert replies[1]["result"]["pong"] and replies[3]["result"]["pong"]
@@ -241,16 +291,24 @@ def test_pipelined_requests_with_ids_all_come_back(client: AddonClient) -> None:
 
 
 def test_thousand_objects_through_the_data_api(client: AddonClient) -> None:
-    client.sock.sendall(b"".join(
-        frame({"id": i, "type": "create_object", "params": {"kind": "cube", "name": f"B{i}"}})
-        for i in range(1000)))
+    client.sock.sendall(
+        b"".join(
+            frame({"id": i, "type": "create_object", "params": {"kind": "cube", "name": f"B{i}"}})
+            for i in range(1000)
+        )
+    )
     replies = [client.receive() for _ in range(1000)]
     assert all(r["status"] == "success" for r in replies)
     assert client.ok("get_scene_info")["object_count"] >= 1000
     state = client.ok("get_state")
-    client.ok("apply_state", {**state, "objects": [o for o in state["objects"]
-                                                   if not o["name"].startswith("B")],
-                              "prune": True})
+    client.ok(
+        "apply_state",
+        {
+            **state,
+            "objects": [o for o in state["objects"] if not o["name"].startswith("B")],
+            "prune": True,
+        },
+    )
     assert not any(o["name"].startswith("B") for o in client.ok("get_scene_info")["objects"])
 
 
@@ -266,13 +324,17 @@ def test_thousand_objects_through_the_data_api(client: AddonClient) -> None:
         (b'{"params": {}}\n', "bad_request"),
         (b'{"type": 5}\n', "bad_request"),
         (b'{"type": "teleport"}\n', "unknown_command"),
-        (b'{"type": "create_object", "params": {"kind": "cube", "location": "here"}}\n',
-         "invalid_params"),
+        (
+            b'{"type": "create_object", "params": {"kind": "cube", "location": "here"}}\n',
+            "invalid_params",
+        ),
         (b'{"type": "create_object", "params": [1]}\n', "invalid_params"),
         (b'{"type": "create_object", "params": {"kind": 7}}\n', "invalid_params"),
         (b'{"type": "transform_object", "params": {"name": "Nope"}}\n', "not_found"),
-        (b'{"type": "set_material", "params": {"object": "Camera", "material": "M"}}\n',
-         "not_found"),
+        (
+            b'{"type": "set_material", "params": {"object": "Camera", "material": "M"}}\n',
+            "not_found",
+        ),
         (b'{"id": [1], "type": "ping"}\n', "bad_request"),
         (b'{"type": "open_blend", "params": {"path": "relative.blend"}}\n', "invalid_params"),
         (b'{"type": "select_objects", "params": {"names": "Cube"}}\n', "invalid_params"),
@@ -309,10 +371,8 @@ def test_oversized_frame_is_refused_then_closed(
         if framing == LENGTH:
             big.sock.sendall(b"\x7f\xff\xff\xff")  # claims a 2 GiB frame
         else:
-            try:
+            with contextlib.suppress(OSError):  # the addon may close before taking it all
                 big.sock.sendall(b'{"type": "ping", "pad": "' + b"x" * (17 * 1024 * 1024))
-            except OSError:
-                pass  # the addon may close before taking it all
         reply = big.receive()
         assert reply["code"] == "bad_request" and "over the limit" in reply["message"]
         with pytest.raises((EOFError, OSError)):
@@ -320,7 +380,9 @@ def test_oversized_frame_is_refused_then_closed(
     still_serving(blender.port)
 
 
-def test_client_that_disconnects_mid_request_harms_nothing(blender: blender_procs.BlenderProcess) -> None:
+def test_client_that_disconnects_mid_request_harms_nothing(
+    blender: blender_procs.BlenderProcess,
+) -> None:
     half = socket.create_connection(("127.0.0.1", blender.port))
     half.sendall(b'{"type": "create_object", "params": {"ki')
     half.close()
@@ -337,10 +399,18 @@ def test_ping_answers_within_milliseconds_while_main_thread_is_busy(
     blender_with_code: blender_procs.BlenderProcess,
 ) -> None:
     busy_s = 3.0
-    with AddonClient(blender_with_code.port) as worker, AddonClient(blender_with_code.port) as probe:
+    with (
+        AddonClient(blender_with_code.port) as worker,
+        AddonClient(blender_with_code.port) as probe,
+    ):
         assert probe.ok("hello", {"client": "t"})["execute_code_enabled"] is True
-        worker.send({"id": "sleep", "type": "execute_code",
-                     "params": {"code": f"import time\ntime.sleep({busy_s})"}})
+        worker.send(
+            {
+                "id": "sleep",
+                "type": "execute_code",
+                "params": {"code": f"import time\ntime.sleep({busy_s})"},
+            }
+        )
         pongs = []
         started = time.monotonic()
         while time.monotonic() - started < busy_s - 0.5:
@@ -354,6 +424,8 @@ def test_ping_answers_within_milliseconds_while_main_thread_is_busy(
     assert all(main["busy"] for _, _, main in after_threshold)
     assert all(main["busy_for_ms"] > 250 for _, _, main in after_threshold)
     latencies = sorted(ms for _, ms, _ in pongs)
-    print(f"pong latency while busy: p50 {latencies[len(latencies) // 2]:.2f} ms, "
-          f"max {latencies[-1]:.2f} ms over {len(latencies)} pings")
+    print(
+        f"pong latency while busy: p50 {latencies[len(latencies) // 2]:.2f} ms, "
+        f"max {latencies[-1]:.2f} ms over {len(latencies)} pings"
+    )
     assert latencies[-1] < 1000  # a bound for the test, not a performance target (bench/)

@@ -82,8 +82,9 @@ async def test_missing_or_wrong_token_is_unauthorized_and_nothing_else(
     if token is not None:
         request["token"] = token
     replies = await raw_exchange(daemon.control_port, msgspec.json.encode(request) + b"\n")
-    assert replies == [{"id": 1, "ok": False,
-                        "error": {"code": "unauthorized", "message": "unauthorized"}}]
+    assert replies == [
+        {"id": 1, "ok": False, "error": {"code": "unauthorized", "message": "unauthorized"}}
+    ]
 
 
 async def test_malformed_line_without_token_says_only_unauthorized(daemon: Daemon) -> None:
@@ -97,8 +98,10 @@ async def test_malformed_line_with_token_gets_bad_request_and_connection_goes_on
 ) -> None:
     assert daemon.control_port is not None
     token = token_of(daemon)
-    data = (b'{"id": 1, "op": 7, "token": "%s"}\n' % token.encode()
-            + b'{"id": 2, "op": "status", "token": "%s"}\n' % token.encode())
+    data = (
+        b'{"id": 1, "op": 7, "token": "%s"}\n' % token.encode()
+        + b'{"id": 2, "op": "status", "token": "%s"}\n' % token.encode()
+    )
     first, second = await raw_exchange(daemon.control_port, data)
     assert first["id"] == 1 and first["error"]["code"] == "bad_request"
     assert second["id"] == 2 and second["ok"] is True
@@ -117,14 +120,18 @@ async def test_oversized_frame_is_bad_request_then_close_and_daemon_serves_on(
 # --- ops: happy paths -----------------------------------------------------------------
 
 
-async def test_session_lifecycle_through_every_op(daemon: Daemon, client: AsyncClient, fake: FakeAddon) -> None:
+async def test_session_lifecycle_through_every_op(
+    daemon: Daemon, client: AsyncClient, fake: FakeAddon
+) -> None:
     status = await client.ok("status")
     assert status["blender"]["connected"] and status["blender"]["blender_version"] == "5.0.1"
     opened = await client.ok("session.open", {"name": "demo"})
     session_id = opened["session_id"]
     assert opened["created"] and fake.session_id == session_id  # attached in the addon
-    done = await client.ok("session.command", {"session_id": "demo", "type": "create_object",
-                                               "params": {"kind": "cube", "name": "Box"}})
+    done = await client.ok(
+        "session.command",
+        {"session_id": "demo", "type": "create_object", "params": {"kind": "cube", "name": "Box"}},
+    )
     assert done["seq"] == 1 and done["status"] == "success" and done["result"]["name"] == "Box"
     state = await client.ok("session.state", {"session_id": session_id})
     assert [o["name"] for o in state["scene"]["objects"]] == ["Box"]
@@ -163,10 +170,18 @@ async def test_open_with_client_chosen_id_is_idempotent(client: AsyncClient) -> 
 async def test_command_records_seq_client_and_timing(daemon: Daemon, client: AsyncClient) -> None:
     session_id = (await client.ok("session.open"))["session_id"]
     for index in range(3):
-        await client.ok("session.command", {"session_id": session_id, "type": "create_object",
-                                            "params": {"kind": "cube", "name": f"C{index}"}})
-    await client.error("session.command", {"session_id": session_id, "type": "delete_object",
-                                           "params": {"name": "missing"}})
+        await client.ok(
+            "session.command",
+            {
+                "session_id": session_id,
+                "type": "create_object",
+                "params": {"kind": "cube", "name": f"C{index}"},
+            },
+        )
+    await client.error(
+        "session.command",
+        {"session_id": session_id, "type": "delete_object", "params": {"name": "missing"}},
+    )
     path = Path((await client.ok("session.close", {"session_id": session_id}))["path"])
     data = msgspec.json.decode(path.read_bytes())["data"]
     commands = data["commands"]
@@ -180,7 +195,9 @@ async def test_command_records_seq_client_and_timing(daemon: Daemon, client: Asy
     assert data["command_count"] == 4
 
 
-async def test_watch_streams_session_and_command_events(daemon: Daemon, client: AsyncClient) -> None:
+async def test_watch_streams_session_and_command_events(
+    daemon: Daemon, client: AsyncClient
+) -> None:
     assert daemon.control_port is not None
     watcher = await AsyncClient.connect(daemon.control_port, token_of(daemon))
     await watcher.send("watch")
@@ -240,14 +257,17 @@ async def test_op_errors_are_structured(
 async def test_command_errors_checked_before_blender(client: AsyncClient, fake: FakeAddon) -> None:
     session_id = (await client.ok("session.open"))["session_id"]
     before = len(fake.received)
-    cases = [("hello", {}, "unknown_command"), ("teleport", {}, "unknown_command"),
-             ("create_object", {"kind": "blob"}, "invalid_params"),
-             ("create_object", {"kind": "cube", "location": [1, 2]}, "invalid_params"),
-             ("set_material", {"object": "A", "material": "M", "color": [2, 0, 0, 1]},
-              "invalid_params")]
+    cases = [
+        ("hello", {}, "unknown_command"),
+        ("teleport", {}, "unknown_command"),
+        ("create_object", {"kind": "blob"}, "invalid_params"),
+        ("create_object", {"kind": "cube", "location": [1, 2]}, "invalid_params"),
+        ("set_material", {"object": "A", "material": "M", "color": [2, 0, 0, 1]}, "invalid_params"),
+    ]
     for kind, params, code in cases:
-        got, _ = await client.error("session.command",
-                                    {"session_id": session_id, "type": kind, "params": params})
+        got, _ = await client.error(
+            "session.command", {"session_id": session_id, "type": kind, "params": params}
+        )
         assert got == code
     assert len(fake.received) - before <= 2  # only heartbeats reached the addon
 
@@ -258,8 +278,9 @@ async def test_closed_and_open_sessions_refuse_the_wrong_ops(client: AsyncClient
     assert (await client.error("session.delete", {"session_id": session_id}))[0] == "conflict"
     assert (await client.error("session.restore", {"session_id": session_id}))[0] == "conflict"
     await client.ok("session.close", {"session_id": session_id})
-    code, message = await client.error("session.command", {"session_id": session_id,
-                                                           "type": "get_state"})
+    code, message = await client.error(
+        "session.command", {"session_id": session_id, "type": "get_state"}
+    )
     assert code == "conflict" and "restore" in message
     assert (await client.error("session.open", {"session_id": session_id}))[0] == "conflict"
 
@@ -272,8 +293,9 @@ async def test_commands_when_blender_is_gone_get_a_clear_error(
     await fake.drop_connections()
     with trio.fail_after(WAIT_S):
         await daemon.link.wait_until(lambda link: not link.connected)
-    code, message = await client.error("session.command", {"session_id": session_id,
-                                                           "type": "get_state"})
+    code, message = await client.error(
+        "session.command", {"session_id": session_id, "type": "get_state"}
+    )
     assert code == "blender_unavailable" and "blender-session blender" in message
     status = await client.ok("status")
     assert status["blender"]["connected"] is False
@@ -287,13 +309,17 @@ async def test_commands_when_blender_is_gone_get_a_clear_error(
 # --- many clients ---------------------------------------------------------------------
 
 
-async def test_client_that_stops_reading_does_not_stall_others(daemon: Daemon, client: AsyncClient) -> None:
+async def test_client_that_stops_reading_does_not_stall_others(
+    daemon: Daemon, client: AsyncClient
+) -> None:
     assert daemon.control_port is not None
     session_id = (await client.ok("session.open"))["session_id"]
     hog = await trio.open_tcp_stream("127.0.0.1", daemon.control_port)
     token = token_of(daemon).encode()
-    request = (b'{"op": "session.show", "token": "%s", "params": {"session_id": "%s"}}\n'
-               % (token, session_id.encode()))
+    request = b'{"op": "session.show", "token": "%s", "params": {"session_id": "%s"}}\n' % (
+        token,
+        session_id.encode(),
+    )
     with trio.move_on_after(2):  # push until the socket buffers are full
         while True:
             await hog.send_all(request * 100)
@@ -310,11 +336,20 @@ async def test_pipelined_requests_from_many_clients_get_their_own_replies(
     session_id = (await client.ok("session.open"))["session_id"]
 
     async def one_client(index: int) -> None:
-        other = await AsyncClient.connect(daemon.control_port, token_of(daemon),
-                                          f"01JCLIENT{index:016d}")
-        ids = [await other.send("session.command", {
-            "session_id": session_id, "type": "create_object",
-            "params": {"kind": "cube", "name": f"c{index}-{n}"}}) for n in range(25)]
+        other = await AsyncClient.connect(
+            daemon.control_port, token_of(daemon), f"01JCLIENT{index:016d}"
+        )
+        ids = [
+            await other.send(
+                "session.command",
+                {
+                    "session_id": session_id,
+                    "type": "create_object",
+                    "params": {"kind": "cube", "name": f"c{index}-{n}"},
+                },
+            )
+            for n in range(25)
+        ]
         replies = {}
         for _ in ids:
             reply = await other.receive()
@@ -343,8 +378,14 @@ async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAd
         client = await AsyncClient.connect(first.control_port, token_of(first))
         session_id = (await client.ok("session.open", {"name": "kept"}))["session_id"]
         for index in range(5):
-            await client.ok("session.command", {"session_id": session_id, "type": "create_object",
-                                                "params": {"kind": "cube", "name": f"K{index}"}})
+            await client.ok(
+                "session.command",
+                {
+                    "session_id": session_id,
+                    "type": "create_object",
+                    "params": {"kind": "cube", "name": f"K{index}"},
+                },
+            )
         await client.aclose()
     # Stopped without closing: the journal stays and the next start recovers it.
     async with running_daemon(data_dir, fake.port) as second:  # type: ignore[attr-defined]
@@ -353,8 +394,9 @@ async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAd
         assert second.control_port is not None
         client = await AsyncClient.connect(second.control_port, token_of(second))
         listed = await client.ok("session.list")
-        assert [(s["session_id"], s["status"], s["command_count"]) for s in listed["sessions"]] \
-            == [(session_id, "open", 5)]
+        assert [(s["session_id"], s["status"], s["command_count"]) for s in listed["sessions"]] == [
+            (session_id, "open", 5)
+        ]
         done = await client.ok("session.command", {"session_id": "kept", "type": "get_state"})
         assert done["seq"] == 6
         closed = await client.ok("session.close", {"session_id": "kept"})

@@ -40,18 +40,39 @@ class Programs:
         self.daemon: subprocess.Popen[str] | None = None
 
     def start_blender(self) -> None:
-        command = [str(BIN / "blender-session"), "blender", "--port", str(self.addon_port),
-                   "--factory-scene"]
+        command = [
+            str(BIN / "blender-session"),
+            "blender",
+            "--port",
+            str(self.addon_port),
+            "--factory-scene",
+        ]
         self.blender = blender_procs.start(command, self.env)
 
     def start_daemon(self) -> None:
         endpoint = self.data_dir / "control.json"
         endpoint.unlink(missing_ok=True)
         self.daemon = subprocess.Popen(
-            [str(BIN / "blender-sessiond"), "--data-dir", str(self.data_dir), "--addon-port",
-             str(self.addon_port), "--control-port", "0", "--heartbeat-interval", "0.2",
-             "--heartbeat-timeout", "2", "--log-format", "json"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                str(BIN / "blender-sessiond"),
+                "--data-dir",
+                str(self.data_dir),
+                "--addon-port",
+                str(self.addon_port),
+                "--control-port",
+                "0",
+                "--heartbeat-interval",
+                "0.2",
+                "--heartbeat-timeout",
+                "2",
+                "--log-format",
+                "json",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.daemon.stderr is not None
         for line in self.daemon.stderr:  # bounded by the daemon's own start-up
             if '"daemon_started"' in line:
@@ -60,8 +81,13 @@ class Programs:
             raise RuntimeError("blender-sessiond exited before it started")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "blender-session"), "--data-dir", str(self.data_dir),
-                                 *args], env=self.env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [str(BIN / "blender-session"), "--data-dir", str(self.data_dir), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check:
             assert result.returncode == 0, result.stderr
         return result
@@ -73,8 +99,9 @@ class Programs:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while time.monotonic() < deadline:  # each status call is a full CLI run: its own pacing
             status = self.json("status")
-            if status["blender"]["connected"] and (version is None or
-                                                   status["blender"]["blender_version"] == version):
+            if status["blender"]["connected"] and (
+                version is None or status["blender"]["blender_version"] == version
+            ):
                 return status
         raise AssertionError(f"daemon never connected to Blender: {status}")
 
@@ -95,9 +122,18 @@ def programs(tmp_path: Path) -> Iterator[Programs]:
 
 
 def object_records(state: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    return {o["name"]: (o["type"], o["data_kind"], [round(v, 5) for v in o["location"]],
-                        [round(v, 5) for v in o["rotation"]], [round(v, 5) for v in o["scale"]],
-                        o["materials"], o["parent"]) for o in state["objects"]}
+    return {
+        o["name"]: (
+            o["type"],
+            o["data_kind"],
+            [round(v, 5) for v in o["location"]],
+            [round(v, 5) for v in o["rotation"]],
+            [round(v, 5) for v in o["scale"]],
+            o["materials"],
+            o["parent"],
+        )
+        for o in state["objects"]
+    }
 
 
 def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Programs) -> None:
@@ -109,10 +145,8 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
     started = time.time()
     programs.cli("cmd", "create_object", "kind=monkey", "name=Suzanne", "location=[0,0,2]")
     programs.cli("cmd", "create_object", "kind=torus", "name=Ring")
-    programs.cli("cmd", "transform_object", "name=Ring", "rotation=[1.5708,0,0]",
-                 "scale=[2,2,2]")
-    programs.cli("cmd", "set_material", "object=Suzanne", "material=Gold",
-                 "color=[1,0.8,0,1]")
+    programs.cli("cmd", "transform_object", "name=Ring", "rotation=[1.5708,0,0]", "scale=[2,2,2]")
+    programs.cli("cmd", "set_material", "object=Suzanne", "material=Gold", "color=[1,0.8,0,1]")
     programs.cli("cmd", "select_objects", 'names=["Ring","Suzanne"]', "active=Suzanne")
     programs.cli("cmd", "--params", '{"name": "Ring", "new_name": "Halo"}', "rename_object")
     programs.cli("cmd", "get_scene_info")
@@ -129,10 +163,14 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
     data = record["data"]
     assert data["session_id"] == session_id and data["name"] == "e2e"
     assert started - 60 < data["created_at"] <= data["last_activity"] <= data["closed_at"]
-    assert data["blender"] == {"connected": True, "host": "127.0.0.1",
-                               "port": programs.addon_port,
-                               "last_heartbeat": data["blender"]["last_heartbeat"],
-                               "version": "5.0.1", "file": ""}
+    assert data["blender"] == {
+        "connected": True,
+        "host": "127.0.0.1",
+        "port": programs.addon_port,
+        "last_heartbeat": data["blender"]["last_heartbeat"],
+        "version": "5.0.1",
+        "file": "",
+    }
     assert data["closed_at"] - data["blender"]["last_heartbeat"] < 5
     assert sorted(data["state"]["objects"]) == ["Halo", "Suzanne"]
     assert data["state"]["selection"] == "Suzanne"
@@ -141,13 +179,26 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
     assert object_records(data["state"]["scene"]) == object_records(before)
     assert data["command_count"] == 8 and data["restored_from"] is None
     types = [c["type"] for c in data["commands"]]
-    assert types == ["create_object", "create_object", "transform_object", "set_material",
-                     "select_objects", "rename_object", "get_scene_info", "delete_object"]
+    assert types == [
+        "create_object",
+        "create_object",
+        "transform_object",
+        "set_material",
+        "select_objects",
+        "rename_object",
+        "get_scene_info",
+        "delete_object",
+    ]
     assert [c["seq"] for c in data["commands"]] == list(range(1, 9))
-    assert all(c["client_id"] and c["duration_ms"] >= 0 and c["started_at"] >= started - 60
-               for c in data["commands"])
-    assert data["commands"][0]["params"] == {"kind": "monkey", "name": "Suzanne",
-                                             "location": [0, 0, 2]}
+    assert all(
+        c["client_id"] and c["duration_ms"] >= 0 and c["started_at"] >= started - 60
+        for c in data["commands"]
+    )
+    assert data["commands"][0]["params"] == {
+        "kind": "monkey",
+        "name": "Suzanne",
+        "location": [0, 0, 2],
+    }
     assert data["commands"][0]["result"]["name"] == "Suzanne"
 
     # A fresh Blender replaces this one; the daemon reconnects; restore brings it back.
@@ -180,7 +231,8 @@ def test_killed_daemon_recovers_the_open_session(programs: Programs) -> None:
     programs.wait_connected()
     listed = programs.json("list")["sessions"]
     assert [(s["session_id"], s["status"], s["command_count"]) for s in listed] == [
-        (session_id, "open", 5)]
+        (session_id, "open", 5)
+    ]
     programs.cli("cmd", "-s", "crashy", "delete_object", "name=C0")
     closed = programs.json("close", "crashy")
     data = json.loads(Path(closed["path"]).read_text())["data"]
@@ -189,8 +241,12 @@ def test_killed_daemon_recovers_the_open_session(programs: Programs) -> None:
 
 
 def test_cli_reports_a_missing_daemon_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([str(BIN / "blender-session"), "--data-dir", str(tmp_path), "status"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BIN / "blender-session"), "--data-dir", str(tmp_path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1 and "blender-sessiond" in result.stderr
 
@@ -201,8 +257,17 @@ def test_daemon_refuses_a_busy_control_port(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [str(BIN / "blender-sessiond"), "--data-dir", str(tmp_path), "--control-port",
-             str(port)], capture_output=True, text=True, timeout=60,
-            env={**os.environ, "BLENDER_SESSIOND_LOG_FORMAT": "json"})
+            [
+                str(BIN / "blender-sessiond"),
+                "--data-dir",
+                str(tmp_path),
+                "--control-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "BLENDER_SESSIOND_LOG_FORMAT": "json"},
+        )
     assert result.returncode == 1
     assert "pick another with --control-port" in result.stderr

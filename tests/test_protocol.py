@@ -99,8 +99,10 @@ def test_link_pairs_responses_with_pending_requests() -> None:
     second, _ = conn.send_request("ping")
     assert data == b'{"type":"get_state","id":1}\n'  # empty params are left off
     assert conn.pending_requests == {first: "get_state", second: "ping"}
-    conn.receive_data(b'{"id": 2, "status": "success", "result": {"pong": true}}\n'
-                      b'{"id": 1, "status": "error", "code": "busy_timeout", "message": "m"}\n')
+    conn.receive_data(
+        b'{"id": 2, "status": "success", "result": {"pong": true}}\n'
+        b'{"id": 1, "status": "error", "code": "busy_timeout", "message": "m"}\n'
+    )
     reply_two, reply_one = conn.next_event(), conn.next_event()
     assert isinstance(reply_two, ResponseReceived) and reply_two.request_type == "ping"
     assert isinstance(reply_two.response, LinkSuccess)
@@ -121,8 +123,10 @@ def test_link_late_response_after_forget_has_no_request_type() -> None:
 
 def test_link_detects_event_seq_gap() -> None:
     conn = LinkConnection()
-    conn.receive_data(b'{"event": "scene_changed", "seq": 1, "data": {}}\n'
-                      b'{"event": "scene_changed", "seq": 4, "data": {}}\n')
+    conn.receive_data(
+        b'{"event": "scene_changed", "seq": 1, "data": {}}\n'
+        b'{"event": "scene_changed", "seq": 4, "data": {}}\n'
+    )
     first, second = conn.next_event(), conn.next_event()
     assert isinstance(first, EventReceived) and first.missed == 0
     assert isinstance(second, EventReceived) and second.missed == 2
@@ -169,7 +173,9 @@ def test_control_request_round_trip_between_client_and_server() -> None:
     ("line", "expected_id"),
     [(b"not json", None), (b"[1, 2]", None), (b'{"id": 9, "op": 5}', 9), (b'{"id": 3}', 3)],
 )
-def test_control_bad_message_keeps_framing_and_carries_the_id(line: bytes, expected_id: object) -> None:
+def test_control_bad_message_keeps_framing_and_carries_the_id(
+    line: bytes, expected_id: object
+) -> None:
     server = ControlServerConnection()
     server.receive_data(line + b'\n{"op": "status", "token": "t"}\n')
     bad = server.next_event()
@@ -180,9 +186,13 @@ def test_control_bad_message_keeps_framing_and_carries_the_id(line: bytes, expec
 
 def test_control_error_reply_shape() -> None:
     data = ControlServerConnection.send_error(
-        4, RemoteProtocolError(ErrorCode.NOT_FOUND, "no session 'x'"))
+        4, RemoteProtocolError(ErrorCode.NOT_FOUND, "no session 'x'")
+    )
     assert msgspec.json.decode(data) == {
-        "id": 4, "ok": False, "error": {"code": "not_found", "message": "no session 'x'"}}
+        "id": 4,
+        "ok": False,
+        "error": {"code": "not_found", "message": "no session 'x'"},
+    }
 
 
 # --- properties ---------------------------------------------------------------------
@@ -190,21 +200,35 @@ def test_control_error_reply_shape() -> None:
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 vec3 = st.tuples(finite, finite, finite)
 names = st.text(min_size=1, max_size=20)
 object_records = st.builds(
-    ObjectRecord, name=names, type=st.sampled_from(["MESH", "EMPTY", "LIGHT"]),
-    location=vec3, rotation=vec3, scale=vec3, parent=st.none() | names,
-    materials=st.lists(names, max_size=3), visible=st.booleans(),
-    data_kind=st.none() | st.sampled_from(["cube", "torus"]))
-scene_states = st.builds(SceneState, scene=names, frame=st.integers(0, 10000), file=st.text(max_size=30),
-                         objects=st.lists(object_records, max_size=5),
-                         selection=st.lists(names, max_size=3), active=st.none() | names)
+    ObjectRecord,
+    name=names,
+    type=st.sampled_from(["MESH", "EMPTY", "LIGHT"]),
+    location=vec3,
+    rotation=vec3,
+    scale=vec3,
+    parent=st.none() | names,
+    materials=st.lists(names, max_size=3),
+    visible=st.booleans(),
+    data_kind=st.none() | st.sampled_from(["cube", "torus"]),
+)
+scene_states = st.builds(
+    SceneState,
+    scene=names,
+    frame=st.integers(0, 10000),
+    file=st.text(max_size=30),
+    objects=st.lists(object_records, max_size=5),
+    selection=st.lists(names, max_size=3),
+    active=st.none() | names,
+)
 
 
 @given(scene_states)
@@ -212,18 +236,21 @@ def test_scene_state_survives_encode_decode(state: SceneState) -> None:
     assert msgspec.json.decode(msgspec.json.encode(state), type=SceneState) == state
 
 
-@given(st.lists(st.tuples(st.sampled_from(sorted(COMMAND_PARAMS)), json_values), max_size=8),
-       st.data())
+@given(
+    st.lists(st.tuples(st.sampled_from(sorted(COMMAND_PARAMS)), json_values), max_size=8), st.data()
+)
 def test_link_any_split_of_the_stream_gives_the_same_events(
     requests: list[tuple[str, object]], data: st.DataObject
 ) -> None:
     sender = LinkConnection()
-    stream = b"".join(sender.send_request(kind, msgspec.json.encode(params))[1]
-                      for kind, params in requests)
+    stream = b"".join(
+        sender.send_request(kind, msgspec.json.encode(params))[1] for kind, params in requests
+    )
     # The same bytes, answered by an addon, split at arbitrary points.
     replies = b"".join(
         msgspec.json.encode({"id": i + 1, "status": "success", "result": params}) + b"\n"
-        for i, (_, params) in enumerate(requests))
+        for i, (_, params) in enumerate(requests)
+    )
     cuts = sorted(data.draw(st.lists(st.integers(0, len(replies)), max_size=6)))
     receiver = LinkConnection()
     for _ in requests:
@@ -257,7 +284,9 @@ def test_garbage_into_link_raises_only_protocol_errors(garbage: bytes, chunk: in
 
 @settings(max_examples=300)
 @given(st.binary(max_size=300), st.integers(1, 50))
-def test_garbage_into_control_server_raises_only_protocol_errors(garbage: bytes, chunk: int) -> None:
+def test_garbage_into_control_server_raises_only_protocol_errors(
+    garbage: bytes, chunk: int
+) -> None:
     conn = ControlServerConnection(max_frame_bytes=256)
     try:
         for start in range(0, len(garbage), chunk):

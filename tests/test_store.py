@@ -34,43 +34,112 @@ from daemon.store.files import atomic_write
 
 # Every key of PROTOCOL.md §3's example record, at each level.
 RECORD_KEYS = {"format", "session_id", "saved_at", "data"}
-DATA_KEYS = {"session_id", "name", "created_at", "last_activity", "closed_at", "blender", "state",
-             "command_count", "restored_from", "snapshot", "commands", "data"}
+DATA_KEYS = {
+    "session_id",
+    "name",
+    "created_at",
+    "last_activity",
+    "closed_at",
+    "blender",
+    "state",
+    "command_count",
+    "restored_from",
+    "snapshot",
+    "commands",
+    "data",
+}
 BLENDER_KEYS = {"connected", "host", "port", "last_heartbeat", "version", "file"}
 STATE_KEYS = {"objects", "selection", "last_command", "last_result", "scene"}
-COMMAND_KEYS = {"seq", "type", "params", "status", "started_at", "duration_ms", "client_id",
-                "result"}
+COMMAND_KEYS = {
+    "seq",
+    "type",
+    "params",
+    "status",
+    "started_at",
+    "duration_ms",
+    "client_id",
+    "result",
+}
 
 HOSTILE_IDS = [
-    "../etc/passwd", "..", ".", "", "/", "/etc/passwd", "scene-20260101-000000-0000abcd/../x",
-    "scene-20260101-000000-0000abcd\x00", "\x00", "scene-20260101-000000-0000ABCD",
-    "scene-20260101-000000-0000abc", "scene-20260101-000000-0000abcde", "a" * 5000,
+    "../etc/passwd",
+    "..",
+    ".",
+    "",
+    "/",
+    "/etc/passwd",
+    "scene-20260101-000000-0000abcd/../x",
+    "scene-20260101-000000-0000abcd\x00",
+    "\x00",
+    "scene-20260101-000000-0000ABCD",
+    "scene-20260101-000000-0000abc",
+    "scene-20260101-000000-0000abcde",
+    "a" * 5000,
     "scene-٢٠٢٦٠١٠١-000000-0000abcd",  # Arabic-Indic digits match \d, not [0-9]
-    "scene-20260101-000000-0000abcd\n", " scene-20260101-000000-0000abcd",
-    "scene-20260101-000000-0000abcd ", "scene-20260101‐000000-0000abcd",  # unicode hyphen
+    "scene-20260101-000000-0000abcd\n",
+    " scene-20260101-000000-0000abcd",
+    "scene-20260101-000000-0000abcd ",
+    "scene-20260101‐000000-0000abcd",  # unicode hyphen
     "ѕcene-20260101-000000-0000abcd",  # Cyrillic s
-    "scene-20260101-000000-0000abcd.json", "scene-20260101-000000-../../x",
-    "C:\\Windows", "\\\\server\\share", "~", "~/x", "$HOME", "scene-*", "scene-?", "%2e%2e%2f",
-    "..%2f..%2f", "scene-20260101-000000-0000abcd/", "/scene-20260101-000000-0000abcd",
-    "sessions/scene-20260101-000000-0000abcd", "\u202escene", "scene\u200b-20260101",
-    "scene-20260101-000000-0000abcd\r", "\t", "NUL", "CON", "scene-00000000-000000-",
-    "scene--20260101-000000-0000abcd", "SCENE-20260101-000000-0000abcd",
-    "scene-2026010-1000000-0000abcd", "ｓｃｅｎｅ-20260101-000000-0000abcd",  # fullwidth
-    "scene-20260101-000000-0000abcd;rm -rf /", "scene-20260101-000000-0000abcd|x",
-    "scene-20260101-000000-0000abc\u0301", "..\\..\\x", "scene-20260101-000000-0000abcd%00",
-    "scene-20260101-000000-0000abcd\\..", "scene-99999999-999999-zzzzzzzz",
+    "scene-20260101-000000-0000abcd.json",
+    "scene-20260101-000000-../../x",
+    "C:\\Windows",
+    "\\\\server\\share",
+    "~",
+    "~/x",
+    "$HOME",
+    "scene-*",
+    "scene-?",
+    "%2e%2e%2f",
+    "..%2f..%2f",
+    "scene-20260101-000000-0000abcd/",
+    "/scene-20260101-000000-0000abcd",
+    "sessions/scene-20260101-000000-0000abcd",
+    "\u202escene",
+    "scene\u200b-20260101",
+    "scene-20260101-000000-0000abcd\r",
+    "\t",
+    "NUL",
+    "CON",
+    "scene-00000000-000000-",
+    "scene--20260101-000000-0000abcd",
+    "SCENE-20260101-000000-0000abcd",
+    "scene-2026010-1000000-0000abcd",
+    "ｓｃｅｎｅ-20260101-000000-0000abcd",  # fullwidth
+    "scene-20260101-000000-0000abcd;rm -rf /",
+    "scene-20260101-000000-0000abcd|x",
+    "scene-20260101-000000-0000abc\u0301",
+    "..\\..\\x",
+    "scene-20260101-000000-0000abcd%00",
+    "scene-20260101-000000-0000abcd\\..",
+    "scene-99999999-999999-zzzzzzzz",
 ]
 
 
 def make_data(session_id: str, **changes: object) -> SessionData:
     data = SessionData(
-        session_id=session_id, name="demo", created_at=1.5, last_activity=2.5, closed_at=3.5,
+        session_id=session_id,
+        name="demo",
+        created_at=1.5,
+        last_activity=2.5,
+        closed_at=3.5,
         blender=BlenderInfo(connected=False, last_heartbeat=2.0, version="5.0.1"),
         state=SessionState(objects=["Cube"], selection="Cube", last_command="create_object"),
-        command_count=1, restored_from=None, snapshot=None,
-        commands=[CommandRecord(seq=1, type="create_object", params=msgspec.Raw(b'{"kind":"cube"}'),
-                                status="success", started_at=1.6, duration_ms=4.2,
-                                client_id="01J", result=msgspec.Raw(b'{"name":"Cube"}'))],
+        command_count=1,
+        restored_from=None,
+        snapshot=None,
+        commands=[
+            CommandRecord(
+                seq=1,
+                type="create_object",
+                params=msgspec.Raw(b'{"kind":"cube"}'),
+                status="success",
+                started_at=1.6,
+                duration_ms=4.2,
+                client_id="01J",
+                result=msgspec.Raw(b'{"name":"Cube"}'),
+            )
+        ],
     )
     return msgspec.structs.replace(data, **changes)
 
@@ -90,7 +159,7 @@ async def test_saved_record_has_every_field_of_protocol_section_3(store: Session
     assert set(on_disk["data"]) == DATA_KEYS
     assert set(on_disk["data"]["blender"]) == BLENDER_KEYS
     assert set(on_disk["data"]["state"]) == STATE_KEYS
-    assert COMMAND_KEYS <= set(on_disk["data"]["commands"][0])
+    assert set(on_disk["data"]["commands"][0]) >= COMMAND_KEYS
     assert on_disk["session_id"] == on_disk["data"]["session_id"] == session_id
     loaded = await store.load(session_id)
     assert loaded.data == make_data(session_id)
@@ -124,7 +193,8 @@ async def test_newer_format_is_refused_whole_and_listed_as_damaged(store: Sessio
     session_id = new_session_id()
     store.path_for(session_id).write_bytes(
         b'{"format": 2, "session_id": "%s", "saved_at": "x", "data": {"brand": "new"}}'
-        % session_id.encode())
+        % session_id.encode()
+    )
     with pytest.raises(RecordError) as caught:
         await store.load(session_id)
     assert "format 2, newer than this daemon reads (1)" in caught.value.message
@@ -187,7 +257,7 @@ def test_write_failing_at_any_step_leaves_the_old_record(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, failing_call, fail)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         atomic_write(target, b"new" * 1000)
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
@@ -213,8 +283,9 @@ def test_record_killed_mid_write_is_old_or_new_never_torn(tmp_path: Path) -> Non
     target = tmp_path / "record.json"
     target.write_bytes(b"A" * 300_000)
     for attempt in range(20):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)],
-                                  stdout=subprocess.PIPE)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE
+        )
         assert writer.stdout is not None
         for _ in range(1 + attempt % 7):  # vary where in the write loop the kill lands
             writer.stdout.readline()
@@ -226,15 +297,22 @@ def test_record_killed_mid_write_is_old_or_new_never_torn(tmp_path: Path) -> Non
 # --- journal --------------------------------------------------------------------------
 
 
-async def test_journal_replay_marks_unknown_outcome_and_drops_torn_tail(store: SessionStore) -> None:
+async def test_journal_replay_marks_unknown_outcome_and_drops_torn_tail(
+    store: SessionStore,
+) -> None:
     session_id = new_session_id()
     journal = await store.open_journal(session_id)
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        await journal.append(JournalOpen(session=make_data(session_id, commands=[], closed_at=None)))
+        await journal.append(
+            JournalOpen(session=make_data(session_id, commands=[], closed_at=None))
+        )
         for seq in (1, 2, 3):
-            await journal.append(JournalStart(seq=seq, type="create_object", params=NULL,
-                                              started_at=float(seq), client_id="c"))
+            await journal.append(
+                JournalStart(
+                    seq=seq, type="create_object", params=NULL, started_at=float(seq), client_id="c"
+                )
+            )
         await journal.append(JournalDone(seq=1, status="success", duration_ms=1.0))
         await journal.append(JournalDone(seq=3, status="error", duration_ms=2.0))
         await journal.close()
@@ -242,7 +320,10 @@ async def test_journal_replay_marks_unknown_outcome_and_drops_torn_tail(store: S
         file.write(b'{"kind": "done", "seq": 2, "sta')  # the crash cut this line short
     replayed = replay_journal(journal.path)
     assert [(c.seq, c.status) for c in replayed.commands] == [
-        (1, "success"), (2, "unknown"), (3, "error")]
+        (1, "success"),
+        (2, "unknown"),
+        (3, "error"),
+    ]
     assert replayed.unknown_seqs == [2]
     assert replayed.torn_tail.startswith(b'{"kind": "done"')
     assert replayed.session.session_id == session_id
@@ -251,7 +332,7 @@ async def test_journal_replay_marks_unknown_outcome_and_drops_torn_tail(store: S
 async def test_journal_damaged_in_the_middle_is_an_error(store: SessionStore) -> None:
     path = store.path_for(new_session_id(), ".journal")
     path.write_bytes(b'{"kind": "open"}\nGARBAGE\n{"kind": "start"}\n')
-    with pytest.raises(RecordError, match="line 1 is damaged|line 2 is damaged"):
+    with pytest.raises(RecordError, match=r"line [12] is damaged"):
         replay_journal(path)
 
 
@@ -263,8 +344,10 @@ async def test_journal_concurrent_appends_are_all_written_once(store: SessionSto
         await journal.append(JournalOpen(session=make_data(session_id, commands=[])))
         async with trio.open_nursery() as writers:
             for seq in range(1, 501):
-                writers.start_soon(journal.append, JournalStart(
-                    seq=seq, type="t", params=NULL, started_at=0.0, client_id=None))
+                writers.start_soon(
+                    journal.append,
+                    JournalStart(seq=seq, type="t", params=NULL, started_at=0.0, client_id=None),
+                )
         await journal.close()
     lines = journal.path.read_bytes().splitlines()
     assert len(lines) == 501
@@ -279,13 +362,17 @@ async def test_journal_write_failure_is_raised_to_every_waiter(
     failures = []
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(
-            OSError(28, "No space left on device")))
+        monkeypatch.setattr(
+            os,
+            "write",
+            lambda fd, data: (_ for _ in ()).throw(OSError(28, "No space left on device")),
+        )
 
         async def append(seq: int) -> None:
             try:
-                await journal.append(JournalStart(seq=seq, type="t", params=NULL,
-                                                  started_at=0.0, client_id=None))
+                await journal.append(
+                    JournalStart(seq=seq, type="t", params=NULL, started_at=0.0, client_id=None)
+                )
             except OSError as error:
                 failures.append(error.errno)
 

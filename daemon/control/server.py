@@ -118,8 +118,8 @@ class ControlServer:
                     nursery.start_soon(
                         self._serve_request, request, outbox.clone(), limiter, borrower, watches
                     )
-                case BadMessage(error=error, request_id=request_id, token=token):
-                    problem = error if self._authorized(token) else _unauthorized()
+                case BadMessage(error=bad_request, request_id=request_id, token=token):
+                    problem = bad_request if self._authorized(token) else _unauthorized()
                     await outbox.send(conn.send_error(request_id, problem))
                 case ConnectionClosed():
                     return
@@ -177,7 +177,9 @@ class ControlServer:
                 )
             await outbox.send(reply)
 
-    async def _watch(self, request_id: RequestId | None, outbox: trio.MemorySendChannel[bytes]) -> None:
+    async def _watch(
+        self, request_id: RequestId | None, outbox: trio.MemorySendChannel[bytes]
+    ) -> None:
         """Stream events until the client hangs up (which cancels this task)."""
         encode = partial(ControlServerConnection.send_event, request_id)
         with self.manager.events.subscribe() as events:

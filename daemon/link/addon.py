@@ -180,7 +180,7 @@ class AddonLink:
 
     def _backoff_s(self, failures: int) -> float:
         """Capped exponential backoff with equal jitter: never 0, never over the cap."""
-        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2**failures)
+        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0**failures)
         return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
@@ -211,7 +211,9 @@ class AddonLink:
                 f"{self.config.heartbeat_timeout_s} s; is this the blender-scene-sessions addon?"
             ) from None
         except msgspec.DecodeError as error:
-            raise _LinkLost(f"{self.endpoint} answered hello with something else: {error}") from None
+            raise _LinkLost(
+                f"{self.endpoint} answered hello with something else: {error}"
+            ) from None
         return hello
 
     def _on_hello(self, hello: HelloResult) -> None:
@@ -223,8 +225,13 @@ class AddonLink:
         snap.last_error = ""
         snap.status = LinkStatus.CONNECTED
         self._connected.set()
-        log.info("link_connected", endpoint=self.endpoint, blender=hello.blender_version,
-                 addon=hello.addon_version, file=hello.file)
+        log.info(
+            "link_connected",
+            endpoint=self.endpoint,
+            blender=hello.blender_version,
+            addon=hello.addon_version,
+            file=hello.file,
+        )
         self._notify()
 
     def _lost(self, reason: str) -> None:
@@ -297,8 +304,13 @@ class AddonLink:
         snap.queue_depth = pong.main_thread.queue_depth
         snap.last_heartbeat = time.time()
         if changed:
-            log.info("link_status", endpoint=self.endpoint, status=status.value,
-                     busy_for_ms=snap.busy_for_ms, queue_depth=snap.queue_depth)
+            log.info(
+                "link_status",
+                endpoint=self.endpoint,
+                status=status.value,
+                busy_for_ms=snap.busy_for_ms,
+                queue_depth=snap.queue_depth,
+            )
         self._notify()
 
     # --- requests -------------------------------------------------------------------
@@ -354,12 +366,16 @@ class AddonLink:
 
     def unavailable_error(self, *, lost: bool = False) -> RemoteProtocolError:
         if lost:
-            message = (f"the connection to Blender at {self.endpoint} was lost before it "
-                       "answered; the command may or may not have run")
+            message = (
+                f"the connection to Blender at {self.endpoint} was lost before it "
+                "answered; the command may or may not have run"
+            )
         else:
             reason = f" ({self.snapshot.last_error})" if self.snapshot.last_error else ""
-            message = (f"no Blender connected at {self.endpoint}{reason}; start one with "
-                       "the addon (run: blender-session blender)")
+            message = (
+                f"no Blender connected at {self.endpoint}{reason}; start one with "
+                "the addon (run: blender-session blender)"
+            )
         return RemoteProtocolError(ErrorCode.BLENDER_UNAVAILABLE, message)
 
 

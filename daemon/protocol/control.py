@@ -47,7 +47,7 @@ class _LineConnection:
         self._eof = False
         self.state = ConnectionState.OPEN
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if data:
             self._buffer.feed(data)
         else:
@@ -105,7 +105,10 @@ class ControlServerConnection(_LineConnection):
 
     @staticmethod
     def send_event(request_id: RequestId | None, event: str, data: bytes) -> bytes:
-        return _encoder.encode(ControlEvent(id=request_id, event=event, data=msgspec.Raw(data))) + b"\n"
+        return (
+            _encoder.encode(ControlEvent(id=request_id, event=event, data=msgspec.Raw(data)))
+            + b"\n"
+        )
 
 
 class ControlClientConnection(_LineConnection):

@@ -25,7 +25,7 @@ class LineBuffer:
     def __len__(self) -> int:
         return len(self._data) - self._start
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._data += data
 
     def maybe_extract_line(self) -> bytes | None:

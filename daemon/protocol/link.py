@@ -41,7 +41,9 @@ class LinkConnection:
         self.pending_requests: dict[RequestId, str] = {}  # id -> command type
         self._last_event_seq: int | None = None
 
-    def send_request(self, type: str, params: msgspec.Raw | bytes | None = None) -> tuple[int, bytes]:
+    def send_request(
+        self, type: str, params: msgspec.Raw | bytes | None = None
+    ) -> tuple[int, bytes]:
         """Allocate an id, remember the request as pending, and return the bytes to send."""
         if self.state is not ConnectionState.OPEN:
             transition(self.state, Input.MESSAGE)  # raises: the connection is done
@@ -55,7 +57,7 @@ class LinkConnection:
         """Stop waiting for a request (it timed out); a late response is then dropped."""
         self.pending_requests.pop(request_id, None)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if data:
             self._buffer.feed(data)
         else:
@@ -106,7 +108,9 @@ class LinkConnection:
                     framing_lost=True,
                 ) from None
             return self._event(event)
-        request_type = self.pending_requests.pop(response.id, None) if response.id is not None else None
+        request_type = (
+            self.pending_requests.pop(response.id, None) if response.id is not None else None
+        )
         return ResponseReceived(response.id, response, request_type)
 
     def _event(self, event: LinkEvent) -> EventReceived:

@@ -37,18 +37,18 @@ class Message(Struct, frozen=True, kw_only=True, omit_defaults=True):
 # --- §1 addon link: envelopes --------------------------------------------------------
 
 
-class LinkRequest(Message):
+class LinkRequest(Message, frozen=True):
     type: str
     id: RequestId | None = None
     params: Raw = EMPTY_OBJECT
 
 
-class LinkSuccess(Message, tag_field="status", tag="success"):
+class LinkSuccess(Message, tag_field="status", tag="success", frozen=True):
     result: Raw
     id: RequestId | None = None
 
 
-class LinkFailure(Message, tag_field="status", tag="error"):
+class LinkFailure(Message, tag_field="status", tag="error", frozen=True):
     code: str = "internal"
     message: str = ""
     id: RequestId | None = None
@@ -57,7 +57,7 @@ class LinkFailure(Message, tag_field="status", tag="error"):
 LinkResponse = LinkSuccess | LinkFailure
 
 
-class LinkEvent(Message):
+class LinkEvent(Message, frozen=True):
     event: str
     seq: int
     data: Raw = EMPTY_OBJECT
@@ -66,12 +66,12 @@ class LinkEvent(Message):
 # --- §1 addon link: handshake and liveness -------------------------------------------
 
 
-class HelloParams(Message):
+class HelloParams(Message, frozen=True):
     client: str
     protocol: int = 1
 
 
-class HelloResult(Message):
+class HelloResult(Message, frozen=True):
     protocol: int
     addon_version: str
     blender_version: str
@@ -82,31 +82,31 @@ class HelloResult(Message):
     execute_code_enabled: bool = False
 
 
-class MainThreadStatus(Message):
+class MainThreadStatus(Message, frozen=True):
     busy: bool
     busy_for_ms: float
     queue_depth: int
 
 
-class PongResult(Message):
+class PongResult(Message, frozen=True):
     pong: bool
     main_thread: MainThreadStatus
     session_id: str | None = None
 
 
-class AttachSessionParams(Message):
+class AttachSessionParams(Message, frozen=True):
     session_id: str | None  # None: no session is attached any more
     name: str | None = None
 
 
-class SubscribeParams(Message):
+class SubscribeParams(Message, frozen=True):
     events: list[str] = []
 
 
 # --- §1 addon link: scene commands ---------------------------------------------------
 
 
-class ObjectRecord(Message):
+class ObjectRecord(Message, frozen=True):
     name: str
     type: str
     location: Vec3
@@ -122,7 +122,7 @@ class ObjectRecord(Message):
 MaterialColors = dict[str, RGBA]
 
 
-class SceneState(Message):
+class SceneState(Message, frozen=True):
     """The result of `get_state`, and the params of `apply_state` (plus `prune`)."""
 
     scene: str
@@ -134,13 +134,13 @@ class SceneState(Message):
     material_colors: MaterialColors = {}  # additive: material name -> RGBA
 
 
-class SceneObjectSummary(Message):
+class SceneObjectSummary(Message, frozen=True):
     name: str
     type: str
     location: Vec3
 
 
-class SceneInfo(Message):
+class SceneInfo(Message, frozen=True):
     """blender-mcp's get_scene_info shape, plus `frame`, `selection`, `active`."""
 
     name: str
@@ -152,15 +152,15 @@ class SceneInfo(Message):
     active: str | None = None
 
 
-class NoParams(Message):
+class NoParams(Message, frozen=True):
     pass
 
 
-class ObjectNameParams(Message):
+class ObjectNameParams(Message, frozen=True):
     name: ObjectName
 
 
-class CreateObjectParams(Message):
+class CreateObjectParams(Message, frozen=True):
     kind: ObjectKind
     name: ObjectName | None = None
     location: Vec3 | None = None
@@ -168,31 +168,31 @@ class CreateObjectParams(Message):
     scale: Vec3 | None = None
 
 
-class TransformObjectParams(Message):
+class TransformObjectParams(Message, frozen=True):
     name: ObjectName
     location: Vec3 | None = None
     rotation: Vec3 | None = None
     scale: Vec3 | None = None
 
 
-class RenameObjectParams(Message):
+class RenameObjectParams(Message, frozen=True):
     name: ObjectName
     new_name: ObjectName
 
 
-class SelectObjectsParams(Message):
+class SelectObjectsParams(Message, frozen=True):
     names: list[ObjectName]
     active: ObjectName | None = None
     extend: bool = False
 
 
-class SetMaterialParams(Message):
+class SetMaterialParams(Message, frozen=True):
     object: ObjectName
     material: ObjectName
     color: RGBA | None = None
 
 
-class ApplyStateParams(Message):
+class ApplyStateParams(Message, frozen=True):
     scene: str = ""
     frame: int = 1
     file: str = ""
@@ -203,33 +203,33 @@ class ApplyStateParams(Message):
     prune: bool = False
 
 
-class SkippedObject(Message):
+class SkippedObject(Message, frozen=True):
     name: str
     reason: str
 
 
-class ApplyStateResult(Message):
+class ApplyStateResult(Message, frozen=True):
     created: list[str]
     updated: list[str]
     removed: list[str]
     skipped: list[SkippedObject]
 
 
-class PathParams(Message):
+class PathParams(Message, frozen=True):
     path: Annotated[str, Meta(min_length=1, max_length=4096)]
 
 
-class PathResult(Message):
+class PathResult(Message, frozen=True):
     path: str
     bytes: int
 
 
-class RenderThumbnailParams(Message):
+class RenderThumbnailParams(Message, frozen=True):
     width: Annotated[int, Meta(ge=8, le=2048)] = 256
     height: Annotated[int, Meta(ge=8, le=2048)] = 256
 
 
-class ExecuteCodeParams(Message):
+class ExecuteCodeParams(Message, frozen=True):
     code: Annotated[str, Meta(max_length=1_000_000)]
 
 
@@ -257,7 +257,7 @@ LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
 # --- §2 control protocol -------------------------------------------------------------
 
 
-class ControlRequest(Message):
+class ControlRequest(Message, frozen=True):
     op: str
     id: RequestId | None = None
     params: Raw = EMPTY_OBJECT
@@ -265,7 +265,7 @@ class ControlRequest(Message):
     client_id: str | None = None
 
 
-class ErrorBody(Message):
+class ErrorBody(Message, frozen=True):
     code: str
     message: str
 
@@ -274,19 +274,19 @@ class Reply(Struct, frozen=True, kw_only=True):
     """Base for control replies: every field is always on the wire (`ok` included)."""
 
 
-class ControlOk(Reply, kw_only=True):
+class ControlOk(Reply, kw_only=True, frozen=True):
     id: RequestId | None
     ok: Literal[True] = True
     result: Raw
 
 
-class ControlFailure(Reply, kw_only=True):
+class ControlFailure(Reply, kw_only=True, frozen=True):
     id: RequestId | None
     ok: Literal[False] = False
     error: ErrorBody
 
 
-class ControlResponse(Message):
+class ControlResponse(Message, frozen=True):
     """What a client decodes: either shape of the server's reply, or a watch event
     (then `event` is set and `ok` is None)."""
 
@@ -298,7 +298,7 @@ class ControlResponse(Message):
     data: Raw = NULL
 
 
-class ControlEvent(Message):
+class ControlEvent(Message, frozen=True):
     """A `watch` stream item: `{"id": <the watch request's id>, "event": ..., "data": ...}`."""
 
     event: str

@@ -7,35 +7,35 @@ from msgspec import Raw
 from .messages import EMPTY_OBJECT, NULL, Message, SkippedObject
 
 
-class NoParams(Message):
+class NoParams(Message, frozen=True):
     pass
 
 
-class OpenParams(Message):
+class OpenParams(Message, frozen=True):
     name: str | None = None
     session_id: str | None = None  # client-chosen: makes open idempotent
 
 
-class SessionRefParams(Message):
+class SessionRefParams(Message, frozen=True):
     session_id: str  # an id, or a unique session name
 
 
-class CommandParams(Message):
+class CommandParams(Message, frozen=True):
     session_id: str
     type: str
     params: Raw = EMPTY_OBJECT
 
 
-class RestoreParams(Message):
+class RestoreParams(Message, frozen=True):
     session_id: str
     name: str | None = None
 
 
-class Reply(Message, omit_defaults=False):
+class Reply(Message, omit_defaults=False, frozen=True):
     """Op results keep every field, nulls included, so clients see the whole shape."""
 
 
-class BlenderLinkInfo(Reply):
+class BlenderLinkInfo(Reply, frozen=True):
     endpoint: str
     status: str
     connected: bool
@@ -48,7 +48,7 @@ class BlenderLinkInfo(Reply):
     execute_code_enabled: bool
 
 
-class SessionSummary(Reply):
+class SessionSummary(Reply, frozen=True):
     session_id: str
     name: str | None
     status: str  # "open" or "closed"
@@ -59,17 +59,17 @@ class SessionSummary(Reply):
     restored_from: str | None
 
 
-class DamagedEntry(Reply):
+class DamagedEntry(Reply, frozen=True):
     file: str
     reason: str
 
 
-class ListResult(Reply):
+class ListResult(Reply, frozen=True):
     sessions: list[SessionSummary]
     damaged: list[DamagedEntry]
 
 
-class OpenResult(Reply):
+class OpenResult(Reply, frozen=True):
     session_id: str
     name: str | None
     created: bool  # False when a client-chosen id named a session already open
@@ -77,7 +77,7 @@ class OpenResult(Reply):
     blender: BlenderLinkInfo
 
 
-class CommandResult(Reply):
+class CommandResult(Reply, frozen=True):
     session_id: str
     seq: int
     type: str
@@ -86,24 +86,24 @@ class CommandResult(Reply):
     result: Raw = NULL
 
 
-class StateResult(Reply):
+class StateResult(Reply, frozen=True):
     session_id: str
     scene: Raw
 
 
-class CloseResult(Reply):
+class CloseResult(Reply, frozen=True):
     session_id: str
     path: str
     command_count: int
     snapshot_fresh: bool  # False when Blender was gone and the last snapshot was kept
 
 
-class DeleteResult(Reply):
+class DeleteResult(Reply, frozen=True):
     session_id: str
     removed: list[str]
 
 
-class RestoreResult(Reply):
+class RestoreResult(Reply, frozen=True):
     session_id: str
     restored_from: str
     path: str  # which restore path was taken: "apply_state"
@@ -113,7 +113,7 @@ class RestoreResult(Reply):
     skipped: list[SkippedObject]
 
 
-class StatusResult(Reply):
+class StatusResult(Reply, frozen=True):
     daemon_version: str
     pid: int
     data_dir: str
@@ -123,7 +123,7 @@ class StatusResult(Reply):
     open_sessions: list[SessionSummary]
 
 
-class StatsResult(Reply):
+class StatsResult(Reply, frozen=True):
     session_count: int
     total_size_bytes: int
     total_size_mb: float

@@ -17,7 +17,7 @@ class Record(Struct, frozen=True, kw_only=True):
     """Records keep every field on disk, nulls included: §3 names them all."""
 
 
-class BlenderInfo(Record, kw_only=True):
+class BlenderInfo(Record, kw_only=True, frozen=True):
     connected: bool = False
     host: str = "127.0.0.1"
     port: int = 9876
@@ -26,13 +26,13 @@ class BlenderInfo(Record, kw_only=True):
     file: str = ""
 
 
-class LastResult(Record, kw_only=True):
+class LastResult(Record, kw_only=True, frozen=True):
     status: str
     code: str | None = None
     message: str | None = None
 
 
-class SessionState(Record, kw_only=True):
+class SessionState(Record, kw_only=True, frozen=True):
     objects: list[str] = []
     selection: str | None = None  # Phase 4 meaning: the active/selected object's name
     last_command: str | None = None
@@ -40,7 +40,7 @@ class SessionState(Record, kw_only=True):
     scene: Raw = NULL  # the last get_state snapshot
 
 
-class SnapshotInfo(Record, kw_only=True):
+class SnapshotInfo(Record, kw_only=True, frozen=True):
     blend: str | None = None
     blender_version: str | None = None
     thumbnail: str | None = None
@@ -49,7 +49,7 @@ class SnapshotInfo(Record, kw_only=True):
 CommandStatus = Literal["success", "error", "unknown"]
 
 
-class CommandRecord(Record, kw_only=True):
+class CommandRecord(Record, kw_only=True, frozen=True):
     seq: int
     type: str
     params: Raw
@@ -61,7 +61,7 @@ class CommandRecord(Record, kw_only=True):
     error: ErrorBody | None = None
 
 
-class SessionData(Record, kw_only=True):
+class SessionData(Record, kw_only=True, frozen=True):
     session_id: str
     name: str | None
     created_at: float
@@ -76,14 +76,14 @@ class SessionData(Record, kw_only=True):
     data: dict[str, Raw] = {}
 
 
-class SessionRecord(Record, kw_only=True):
+class SessionRecord(Record, kw_only=True, frozen=True):
     format: int
     session_id: str
     saved_at: str
     data: SessionData
 
 
-class RecordSummary(Record, kw_only=True):
+class RecordSummary(Record, kw_only=True, frozen=True):
     """What `list` shows of a record, decoded without its command list."""
 
     session_id: str
@@ -97,13 +97,13 @@ class RecordSummary(Record, kw_only=True):
 # --- journal lines: one JSON object per line, `kind` says which ----------------------
 
 
-class JournalOpen(Record, tag_field="kind", tag="open", kw_only=True):
+class JournalOpen(Record, tag_field="kind", tag="open", kw_only=True, frozen=True):
     """First line: what the session is, so a crash can be recovered from here alone."""
 
     session: SessionData
 
 
-class JournalStart(Record, tag_field="kind", tag="start", kw_only=True):
+class JournalStart(Record, tag_field="kind", tag="start", kw_only=True, frozen=True):
     """Written (and waited for) before a command goes to Blender."""
 
     seq: int
@@ -113,7 +113,7 @@ class JournalStart(Record, tag_field="kind", tag="start", kw_only=True):
     client_id: str | None
 
 
-class JournalDone(Record, tag_field="kind", tag="done", kw_only=True):
+class JournalDone(Record, tag_field="kind", tag="done", kw_only=True, frozen=True):
     seq: int
     status: Literal["success", "error"]
     duration_ms: float
@@ -131,13 +131,17 @@ class _FormatProbe(Struct):
 
 _format_decoder = msgspec.json.Decoder(_FormatProbe)
 _record_decoder = msgspec.json.Decoder(SessionRecord)
+
+
 class _SummaryEnvelope(Struct):
     format: int
     data: RecordSummary
 
 
 _summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
-_journal_decoder = msgspec.json.Decoder(JournalLine)
+_journal_decoder: msgspec.json.Decoder[JournalOpen | JournalStart | JournalDone] = (
+    msgspec.json.Decoder(JournalLine)
+)
 _encoder = msgspec.json.Encoder()
 
 

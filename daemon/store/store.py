@@ -3,6 +3,7 @@ writes there."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import secrets
@@ -100,10 +101,10 @@ class SessionStore:
     def exists(self, session_id: str) -> bool:
         return self.path_for(session_id).exists()
 
-    async def list(self) -> tuple[list[ListedRecord], list[DamagedRecord]]:
+    async def list(self) -> tuple[builtins.list[ListedRecord], builtins.list[DamagedRecord]]:
         return await trio.to_thread.run_sync(self._list_sync)
 
-    def _list_sync(self) -> tuple[list[ListedRecord], list[DamagedRecord]]:
+    def _list_sync(self) -> tuple[builtins.list[ListedRecord], builtins.list[DamagedRecord]]:
         listed: list[ListedRecord] = []
         damaged: list[DamagedRecord] = []
         for path in sorted(self.sessions_dir.glob("scene-*.json")):
@@ -123,12 +124,12 @@ class SessionStore:
                 total += self.path_for(session_id, suffix).stat().st_size
         return total
 
-    async def delete(self, session_id: str) -> list[str]:
+    async def delete(self, session_id: str) -> builtins.list[str]:
         """Remove every file of a closed session. Raises not_found if it has no record."""
         if not self.exists(session_id):
             raise _not_found(session_id)
 
-        def remove_all() -> list[str]:
+        def remove_all() -> builtins.list[str]:
             return [
                 self.path_for(session_id, suffix).name
                 for suffix in SESSION_FILE_SUFFIXES
@@ -164,7 +165,7 @@ class SessionStore:
 
     # --- journals -------------------------------------------------------------------
 
-    def journal_paths(self) -> list[Path]:
+    def journal_paths(self) -> builtins.list[Path]:
         return sorted(self.sessions_dir.glob("scene-*.journal"))
 
     async def open_journal(self, session_id: str) -> JournalWriter:

@@ -12,6 +12,7 @@ timer drives the queue and Blender's own event loop runs as usual.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # `kill -USR1 <pid>` prints every thread's stack: for diagnosing a stuck Blender.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         running.pump_until(stop)
     finally:
+        print("blender-scene-sessions addon stopping", flush=True)
         runtime.stop()
         print("blender-scene-sessions addon stopped", flush=True)
     return 0

@@ -4,6 +4,7 @@ missing, except in CI (CI=true), where a missing Blender is a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import queue
@@ -68,7 +69,13 @@ class BlenderProcess:
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # Stuck: ask for every thread's stack (headless.py registers SIGUSR1),
+                # so the failure shows where, then kill.
+                with contextlib.suppress(OSError):
+                    os.killpg(self.process.pid, signal.SIGUSR1)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(2)
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
 

@@ -93,7 +93,7 @@ def _pump_output(proc: BlenderProcess) -> None:
     proc.lines.put("")  # EOF
 
 
-def start(command: list[str], env: dict[str, str]) -> BlenderProcess:
+def start(command: list[str], env: dict[str, str], ready: str = READY_LINE) -> BlenderProcess:
     """Start a Blender and wait (bounded) for the addon's ready line; parse its port."""
     process = subprocess.Popen(
         command,
@@ -115,8 +115,9 @@ def start(command: list[str], env: dict[str, str]) -> BlenderProcess:
             ) from None
         if not line:
             raise RuntimeError(f"Blender exited before serving: {''.join(proc.output)[-3000:]}")
-        if READY_LINE in line:
-            proc.port = int(line.split(READY_LINE)[1].split()[0].rsplit(":", 1)[1])
+        if ready in line:
+            if ready == READY_LINE:
+                proc.port = int(line.split(READY_LINE)[1].split()[0].rsplit(":", 1)[1])
             return proc
 
 

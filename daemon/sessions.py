@@ -523,6 +523,7 @@ class SessionManager:
             queue_depth=snap.queue_depth,
             last_error=snap.last_error,
             execute_code_enabled=snap.execute_code_enabled,
+            found=snap.found,
         )
 
     def open_sessions(self) -> Iterator[Session]:

@@ -28,6 +28,15 @@ from ..protocol import (
     RemoteProtocolError,
     ResponseReceived,
 )
+from ..protocol.identify import (
+    CLOSES_EACH_REQUEST,
+    LENGTH_PREFIXED_PROBE,
+    OTHER_PROTOCOL,
+    SILENT,
+    advice,
+    identify_length_reply,
+    identify_text_reply,
+)
 from ..protocol.messages import (
     AttachSessionParams,
     HelloParams,
@@ -81,6 +90,7 @@ class LinkSnapshot:
     queue_depth: int = 0
     last_error: str = ""
     reconnects: int = 0
+    found: str = ""  # what answered instead of this project's addon, when not ours
 
 
 class LinkObserver(Protocol):
@@ -90,6 +100,14 @@ class LinkObserver(Protocol):
 
 class _LinkLost(Exception):
     pass
+
+
+class _ForeignPeer(_LinkLost):
+    """Something other than this project's addon answers on the port."""
+
+    def __init__(self, found: str, endpoint: str) -> None:
+        super().__init__(advice(found, endpoint))
+        self.found = found
 
 
 class _Pending:
@@ -167,7 +185,7 @@ class AddonLink:
                     trio.BrokenResourceError,
                     trio.ClosedResourceError,
                 ) as group:
-                    self._lost(_first_message(group))
+                    self._lost(_first_message(group), _found_in(group))
                     if self._said_hello:
                         failures = 0
                 finally:
@@ -180,7 +198,7 @@ class AddonLink:
 
     def _backoff_s(self, failures: int) -> float:
         """Capped exponential backoff with equal jitter: never 0, never over the cap."""
-        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0**failures)
+        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0 ** min(failures, 32))
         return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
@@ -206,15 +224,32 @@ class AddonLink:
                     await self._call("attach_session", self.attached)
                 await self._call("subscribe", SubscribeParams(events=["scene_changed"]))
         except trio.TooSlowError:
-            raise _LinkLost(
-                f"{self.endpoint} accepted the connection but did not answer hello within "
-                f"{self.config.heartbeat_timeout_s} s; is this the blender-scene-sessions addon?"
-            ) from None
+            # Silence: a length-prefixed blender-mcp waits for 2 GB after our "{"... ask it
+            # in its own framing on a second connection.
+            raise _ForeignPeer(await self._probe_length_prefixed(), self.endpoint) from None
         except msgspec.DecodeError as error:
             raise _LinkLost(
                 f"{self.endpoint} answered hello with something else: {error}"
             ) from None
         return hello
+
+    async def _probe_length_prefixed(self) -> str:
+        received = b""
+        with trio.move_on_after(self.config.heartbeat_timeout_s):
+            stream = await self._connect(self.config.host, self.config.port)
+            try:
+                await stream.send_all(LENGTH_PREFIXED_PROBE)
+                while data := await stream.receive_some(RECEIVE_CHUNK_BYTES):
+                    received += data
+                    found = identify_length_reply(received)
+                    if found:
+                        return found
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                await trio.aclose_forcefully(stream)
+            return CLOSES_EACH_REQUEST if received else SILENT
+        return SILENT
 
     def _on_hello(self, hello: HelloResult) -> None:
         snap = self.snapshot
@@ -222,7 +257,7 @@ class AddonLink:
         snap.addon_version, snap.commands = hello.addon_version, hello.commands
         snap.execute_code_enabled = hello.execute_code_enabled
         snap.last_heartbeat = time.time()
-        snap.last_error = ""
+        snap.last_error = snap.found = ""
         snap.status = LinkStatus.CONNECTED
         self._connected.set()
         log.info(
@@ -234,10 +269,13 @@ class AddonLink:
         )
         self._notify()
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, found: str = "") -> None:
         was_connected = self.connected
         self.snapshot.status = LinkStatus.DISCONNECTED
         self.snapshot.last_error = reason
+        if found and found != self.snapshot.found:
+            log.error("wrong_addon_on_port", endpoint=self.endpoint, found=found, advice=reason)
+        self.snapshot.found = found
         if self._connected.is_set():
             self._connected = trio.Event()
         if was_connected:
@@ -260,10 +298,12 @@ class AddonLink:
     # --- reading --------------------------------------------------------------------
 
     async def _read_loop(self, conn: LinkConnection, stream: trio.abc.Stream) -> None:
+        received_any = False
         while True:
             data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
             conn.receive_data(data)
-            while (event := conn.next_event()) is not NEED_DATA:
+            received_any = received_any or bool(data)
+            while (event := self._next_event(conn, ended=not data)) is not NEED_DATA:
                 match event:
                     case ResponseReceived(request_id=request_id, response=response):
                         pending = self._pending.get(request_id) if request_id is not None else None
@@ -274,7 +314,27 @@ class AddonLink:
                         if link_event.event == "scene_changed" and self.observer is not None:
                             self.observer.scene_changed(self, link_event.data, missed)
                     case ConnectionClosed():
+                        if not self._said_hello:
+                            raise _ForeignPeer(CLOSES_EACH_REQUEST if received_any else
+                                               f"{CLOSES_EACH_REQUEST} (without answering)",
+                                               self.endpoint)
                         raise _LinkLost(f"{self.endpoint} closed the connection")
+            if not self._said_hello:
+                # Every complete line is handled; a JSON object left over with no newline
+                # is how the older blender-mcp addon answers.
+                found = identify_text_reply(conn.unterminated_tail())
+                if found:
+                    raise _ForeignPeer(found, self.endpoint)
+
+    def _next_event(self, conn: LinkConnection, *, ended: bool) -> object:
+        try:
+            return conn.next_event()
+        except RemoteProtocolError:
+            if self._said_hello:
+                raise
+            # Not our addon: it closed mid-reply, or sent something that is not NDJSON.
+            raise _ForeignPeer(CLOSES_EACH_REQUEST if ended else OTHER_PROTOCOL,
+                               self.endpoint) from None
 
     # --- heartbeat ------------------------------------------------------------------
 
@@ -379,11 +439,21 @@ class AddonLink:
         return RemoteProtocolError(ErrorCode.BLENDER_UNAVAILABLE, message)
 
 
-def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     leaf: BaseException = group
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
+    leaf = _leaf(group)
     return str(leaf) or type(leaf).__name__
+
+
+def _found_in(group: BaseExceptionGroup[BaseException]) -> str:
+    leaf = _leaf(group)
+    return leaf.found if isinstance(leaf, _ForeignPeer) else ""
 
 
 def _known_code(code: str) -> ErrorCode:

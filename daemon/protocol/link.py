@@ -53,6 +53,10 @@ class LinkConnection:
         self.pending_requests[request_id] = type
         return request_id, data
 
+    def unterminated_tail(self) -> bytes:
+        """Bytes received after the last complete line (to name a foreign peer)."""
+        return self._buffer.unterminated_tail()
+
     def forget(self, request_id: RequestId) -> None:
         """Stop waiting for a request (it timed out); a late response is then dropped."""
         self.pending_requests.pop(request_id, None)

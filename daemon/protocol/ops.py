@@ -46,6 +46,7 @@ class BlenderLinkInfo(Reply, frozen=True):
     queue_depth: int
     last_error: str
     execute_code_enabled: bool
+    found: str  # what answers on the addon port instead of this project's addon, if any
 
 
 class SessionSummary(Reply, frozen=True):

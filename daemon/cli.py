@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="bring a closed session's scene back into Blender")
     p.add_argument("session", help="session id or name")
     p.add_argument("--name", help="name for the new session")
+    p = sub.add_parser("set-data", help="attach a JSON value to a session (null removes it)")
+    p.add_argument("key")
+    p.add_argument("value", help="JSON; a bare word is taken as a string")
+    p.add_argument("-s", "--session", help="session id or name (default: the only open one)")
     sub.add_parser("stats", help="storage statistics")
     sub.add_parser("watch", help="stream session, command and heartbeat events (Ctrl-C stops)")
 
@@ -178,7 +182,7 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
                 print(f"{datetime.now():%H:%M:%S} {item.event:<15} {_short(data)}", flush=True)
         return 0
     session = getattr(args, "session", None)
-    if command in ("cmd", "state", "close") and not session:
+    if command in ("cmd", "state", "close", "set-data") and not session:
         session = _only_open_session(client)
     op, params = {
         "status": ("status", {}),
@@ -194,6 +198,9 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         "delete": ("session.delete", {"session_id": session}),
         "restore": ("session.restore", {"session_id": session, "name": args.__dict__.get("name")}),
     }.get(command, (None, None))
+    if command == "set-data":
+        value = _parse_value(args.value)
+        op, params = "session.set_data", {"session_id": session, "key": args.key, "value": value}
     if command == "cmd":
         op, params = (
             "session.command",
@@ -204,9 +211,8 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
             },
         )
     assert op is not None and params is not None
-    result = msgspec.json.decode(
-        client.call(op, {k: v for k, v in params.items() if v is not None})
-    )
+    sent = {k: v for k, v in params.items() if v is not None or k == "value"}
+    result = msgspec.json.decode(client.call(op, sent))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -33,6 +33,7 @@ from .protocol.ops import (
     OpenResult,
     RestoreResult,
     SessionSummary,
+    SetDataResult,
     StateResult,
     StatsResult,
     StatusResult,
@@ -40,6 +41,7 @@ from .protocol.ops import (
 from .session import OPAQUE_COMMANDS, RECENT_COMMANDS_KEPT, Session, new_session_data
 from .store import (
     CommandRecord,
+    JournalData,
     JournalDone,
     JournalOpen,
     JournalStart,
@@ -54,6 +56,8 @@ from .store import (
 from .watch import Broadcaster
 
 log = structlog.get_logger("sessions")
+# Free-form values are for notes and small structured data, not assets: 1 MiB each.
+MAX_DATA_VALUE_BYTES = 1024 * 1024
 _encoder = msgspec.json.Encoder()
 _apply_state_decoder = msgspec.json.Decoder(ApplyStateParams)
 _apply_result_decoder = msgspec.json.Decoder(ApplyStateResult)
@@ -177,6 +181,7 @@ class SessionManager:
         name: str | None = None,
         session_id: str | None = None,
         restored_from: str | None = None,
+        data: dict[str, msgspec.Raw] | None = None,
     ) -> OpenResult:
         if name is not None:
             check_session_name(name)
@@ -194,16 +199,17 @@ class SessionManager:
         if name is not None:
             await self._check_name_free(name)
         session_id = session_id or new_session_id()
-        data = new_session_data(session_id, name, self.link, restored_from)
+        opened = new_session_data(session_id, name, self.link, restored_from)
+        opened = msgspec.structs.replace(opened, data=dict(data or {}))
         journal = await self.store.open_journal(session_id)
         await self._nursery_or_fail().start(journal.run)
         try:
-            await journal.append(JournalOpen(session=data))
+            await journal.append(JournalOpen(session=opened))
         except OSError as error:
             await journal.close()
             await self.store.remove_journal(session_id)
             raise _storage_error(error) from None
-        session = Session(data, self.link, journal)
+        session = Session(opened, self.link, journal)
         self._open[session_id] = session
         await self._attach_latest()
         log.info("session_opened", session_id=session_id, name=name, restored_from=restored_from)
@@ -327,7 +333,9 @@ class SessionManager:
             result=command.result,
         )
 
-    async def _journal(self, session: Session, line: JournalStart | JournalDone) -> None:
+    async def _journal(
+        self, session: Session, line: JournalStart | JournalDone | JournalData
+    ) -> None:
         try:
             await session.journal.append(line)
         except OSError as error:
@@ -486,7 +494,7 @@ class SessionManager:
             raise self.link.unavailable_error()
         snapshot = _apply_state_decoder.decode(scene)
         params = _encoder.encode(msgspec.structs.replace(snapshot, prune=True))
-        opened = await self.open(name=name, restored_from=source_id)
+        opened = await self.open(name=name, restored_from=source_id, data=record.data.data)
         done = await self.command(opened.session_id, "apply_state", msgspec.Raw(params), client_id)
         applied = _apply_result_decoder.decode(done.result)
         return RestoreResult(
@@ -498,6 +506,21 @@ class SessionManager:
             removed=applied.removed,
             skipped=applied.skipped,
         )
+
+    async def set_data(self, ref: str, key: str, value: msgspec.Raw) -> SetDataResult:
+        """Attach a JSON value to an open session under `key` (null removes it)."""
+        session = await self._open_session(ref)
+        if len(value) > MAX_DATA_VALUE_BYTES:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"value for {key!r} is {len(value)} bytes; the limit is {MAX_DATA_VALUE_BYTES}",
+            )
+        await self._journal(session, JournalData(key=key, value=value))
+        if bytes(value) == b"null":
+            session.data.pop(key, None)
+        else:
+            session.data[key] = value
+        return SetDataResult(session_id=session.session_id, key=key, keys=sorted(session.data))
 
     def status(self, *, pid: int | None = None) -> StatusResult:
         return StatusResult(

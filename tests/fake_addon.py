@@ -163,8 +163,10 @@ class FakeAddon:
                     "materials_count": 0,
                 }
             case "apply_state":
-                created = [o["name"] for o in params["objects"] if o["name"] not in self.objects]
-                for o in params["objects"]:
+                created = [
+                    o["name"] for o in params.get("objects", []) if o["name"] not in self.objects
+                ]
+                for o in params.get("objects", []):
                     self.objects[o["name"]] = {
                         "type": o["type"],
                         "kind": o["data_kind"],

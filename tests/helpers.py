@@ -10,44 +10,19 @@ from typing import Any
 import msgspec
 import trio
 
+from daemon.aclient import AsyncControlClient
 from daemon.config import DaemonConfig
 from daemon.main import Daemon
-from daemon.protocol import NEED_DATA, ConnectionClosed, ControlClientConnection
-from daemon.protocol.messages import ControlResponse
 
 
-class AsyncClient:
-    """A trio client for the control port, on the same sans-I/O core as the CLI."""
-
-    def __init__(self, stream: trio.SocketStream, token: str, client_id: str) -> None:
-        self.stream = stream
-        self.conn = ControlClientConnection(token, client_id)
+class AsyncClient(AsyncControlClient):
+    """The daemon's async client, with assertions for tests."""
 
     @classmethod
-    async def connect(
+    async def connect(  # type: ignore[override]
         cls, port: int, token: str, client_id: str = "01JTESTCLIENT000000000000"
     ) -> AsyncClient:
         return cls(await trio.open_tcp_stream("127.0.0.1", port), token, client_id)
-
-    async def send(self, op: str, params: Any = None) -> int:
-        body = None if params is None else msgspec.json.encode(params)
-        request_id, data = self.conn.send_request(op, body)
-        await self.stream.send_all(data)
-        return request_id
-
-    async def receive(self) -> ControlResponse:
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, ControlResponse):
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise EOFError("daemon closed the connection")
-            assert event is NEED_DATA
-            self.conn.receive_data(await self.stream.receive_some(1 << 16))
-
-    async def call(self, op: str, params: Any = None) -> ControlResponse:
-        await self.send(op, params)
-        return await self.receive()
 
     async def ok(self, op: str, params: Any = None) -> Any:
         reply = await self.call(op, params)
@@ -58,9 +33,6 @@ class AsyncClient:
         reply = await self.call(op, params)
         assert reply.ok is False and reply.error is not None, reply
         return reply.error.code, reply.error.message
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 @asynccontextmanager

@@ -159,6 +159,47 @@ async def test_session_lifecycle_through_every_op(
     assert deleted["removed"] == [f"{session_id}.json"]
 
 
+async def test_free_form_data_persists_survives_restart_and_comes_back_on_restore(
+    tmp_path: Path, fake: FakeAddon
+) -> None:
+    data_dir = tmp_path / "data"
+    value = {"notes": ["chair", {"legs": 4}], "ok": True, "ratio": 0.5}
+    async with running_daemon(data_dir, fake.port) as first:  # type: ignore[attr-defined]
+        with trio.fail_after(WAIT_S):
+            await first.link.wait_connected()
+        assert first.control_port is not None
+        client = await AsyncClient.connect(first.control_port, token_of(first))
+        session_id = (await client.ok("session.open", {"name": "with-data"}))["session_id"]
+        await client.ok(
+            "session.set_data", {"session_id": session_id, "key": "brief", "value": value}
+        )
+        await client.ok("session.set_data", {"session_id": session_id, "key": "tmp", "value": 1})
+        result = await client.ok(
+            "session.set_data", {"session_id": session_id, "key": "tmp", "value": None}
+        )
+        assert result["keys"] == ["brief"]
+        code, message = await client.error(
+            "session.set_data", {"session_id": session_id, "key": "", "value": 1}
+        )
+        assert code == "invalid_params" and "$.key" in message
+        code, _ = await client.error("session.set_data", {"session_id": session_id, "key": "k"})
+        assert code == "invalid_params"
+        await client.aclose()
+    # A daemon stopped without closing: the data comes back from the journal.
+    async with running_daemon(data_dir, fake.port) as second:  # type: ignore[attr-defined]
+        with trio.fail_after(WAIT_S):
+            await second.link.wait_connected()
+        assert second.control_port is not None
+        client = await AsyncClient.connect(second.control_port, token_of(second))
+        closed = await client.ok("session.close", {"session_id": session_id})
+        record = msgspec.json.decode(Path(closed["path"]).read_bytes())
+        assert record["data"]["data"] == {"brief": value}
+        restored = await client.ok("session.restore", {"session_id": session_id})
+        shown = await client.ok("session.show", {"session_id": restored["session_id"]})
+        assert shown["data"]["data"] == {"brief": value}
+        await client.aclose()
+
+
 async def test_open_with_client_chosen_id_is_idempotent(client: AsyncClient) -> None:
     chosen = "scene-20260101-120000-0000abcd"
     first = await client.ok("session.open", {"session_id": chosen})
@@ -232,6 +273,7 @@ async def test_command_logs_one_canonical_line_with_bound_ids(client: AsyncClien
     [
         ("session.nope", {}, "unknown_command", "unknown op 'session.nope'"),
         ("session.export", {}, "unknown_command", "not implemented"),
+        ("session.set_data", {"session_id": "x", "key": "k", "value": 1}, "not_found", "x"),
         ("session.open", {"name": 5}, "invalid_params", "$.name"),
         ("session.open", {"session_id": "../../etc"}, "invalid_params", "expected scene-"),
         ("session.show", {"session_id": "scene-20260101-000000-0000abcd"}, "not_found", "list"),

@@ -61,13 +61,18 @@ async def closes_after_each_request(stream: trio.SocketStream) -> None:
 
 @pytest.mark.parametrize(
     ("handler", "found", "within_s"),
-    [(bare_json_blender_mcp, BLENDER_MCP_BARE, 1.0),
-     (length_prefixed_blender_mcp, BLENDER_MCP_LENGTH, 2.0 + 1.0),
-     (closes_after_each_request, CLOSES_EACH_REQUEST, 1.0)],
+    [
+        (bare_json_blender_mcp, BLENDER_MCP_BARE, 1.0),
+        (length_prefixed_blender_mcp, BLENDER_MCP_LENGTH, 2.0 + 1.0),
+        (closes_after_each_request, CLOSES_EACH_REQUEST, 1.0),
+    ],
 )
 async def test_daemon_names_what_answers_on_the_addon_port(
-    tmp_path: Path, nursery: trio.Nursery,
-    handler: Callable[[trio.SocketStream], Awaitable[None]], found: str, within_s: float,
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    found: str,
+    within_s: float,
 ) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -86,8 +91,11 @@ async def test_daemon_names_what_answers_on_the_addon_port(
         assert blender["connected"] is False
         assert "not the blender-scene-sessions addon" in blender["last_error"]
         assert "blender-session blender" in blender["last_error"]
-        code, message = await client.error("session.command", {"session_id": "x", "type": "ping"})
-        assert code in ("not_found", "unknown_command")
+        session_id = (await client.ok("session.open"))["session_id"]
+        code, message = await client.error(
+            "session.command", {"session_id": session_id, "type": "get_state"}
+        )
+        assert code == "blender_unavailable" and found in message
         await client.aclose()
 
 

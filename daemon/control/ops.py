@@ -16,6 +16,7 @@ from ..protocol.ops import (
     OpenParams,
     RestoreParams,
     SessionRefParams,
+    SetDataParams,
 )
 from ..sessions import SessionManager
 
@@ -91,6 +92,11 @@ async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id))
 
 
+async def _set_data(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, SetDataParams, "session.set_data")
+    return _encoder.encode(await ctx.manager.set_data(p.session_id, p.key, p.value))
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status,
     "session.open": _open,
@@ -102,12 +108,13 @@ HANDLERS: dict[str, Handler] = {
     "session.delete": _delete,
     "session.stats": _stats,
     "session.restore": _restore,
+    "session.set_data": _set_data,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})
 # In PROTOCOL.md §2 but built by a later issue: answered with a clear error, not "unknown".
 PLANNED_OPS = frozenset(
-    {"session.export", "session.import", "session.cleanup", "session.set_data", "session.thumbnail"}
+    {"session.export", "session.import", "session.cleanup", "session.thumbnail"}
 )
 
 

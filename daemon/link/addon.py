@@ -198,7 +198,9 @@ class AddonLink:
 
     def _backoff_s(self, failures: int) -> float:
         """Capped exponential backoff with equal jitter: never 0, never over the cap."""
-        ceiling = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0 ** min(failures, 32))
+        ceiling = min(
+            self.config.reconnect_max_s, self.config.reconnect_initial_s * 2.0 ** min(failures, 32)
+        )
         return ceiling / 2 + self._jitter.uniform(0, ceiling / 2)
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
@@ -315,9 +317,12 @@ class AddonLink:
                             self.observer.scene_changed(self, link_event.data, missed)
                     case ConnectionClosed():
                         if not self._said_hello:
-                            raise _ForeignPeer(CLOSES_EACH_REQUEST if received_any else
-                                               f"{CLOSES_EACH_REQUEST} (without answering)",
-                                               self.endpoint)
+                            raise _ForeignPeer(
+                                CLOSES_EACH_REQUEST
+                                if received_any
+                                else f"{CLOSES_EACH_REQUEST} (without answering)",
+                                self.endpoint,
+                            )
                         raise _LinkLost(f"{self.endpoint} closed the connection")
             if not self._said_hello:
                 # Every complete line is handled; a JSON object left over with no newline
@@ -333,8 +338,9 @@ class AddonLink:
             if self._said_hello:
                 raise
             # Not our addon: it closed mid-reply, or sent something that is not NDJSON.
-            raise _ForeignPeer(CLOSES_EACH_REQUEST if ended else OTHER_PROTOCOL,
-                               self.endpoint) from None
+            raise _ForeignPeer(
+                CLOSES_EACH_REQUEST if ended else OTHER_PROTOCOL, self.endpoint
+            ) from None
 
     # --- heartbeat ------------------------------------------------------------------
 

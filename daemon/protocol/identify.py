@@ -17,12 +17,17 @@ OTHER_PROTOCOL = "a server that speaks another protocol"
 
 # A request that every blender-mcp release answers, framed the newer way.
 LENGTH_PREFIXED_PROBE_BODY = b'{"type": "get_scene_info", "params": {}}'
-LENGTH_PREFIXED_PROBE = struct.pack(">I", len(LENGTH_PREFIXED_PROBE_BODY)) + LENGTH_PREFIXED_PROBE_BODY
+LENGTH_PREFIXED_PROBE = (
+    struct.pack(">I", len(LENGTH_PREFIXED_PROBE_BODY)) + LENGTH_PREFIXED_PROBE_BODY
+)
 
 
 def _blender_mcp_shaped(value: object) -> bool:
-    return isinstance(value, dict) and value.get("status") in ("success", "error") and (
-        "result" in value or "message" in value)
+    return (
+        isinstance(value, dict)
+        and value.get("status") in ("success", "error")
+        and ("result" in value or "message" in value)
+    )
 
 
 def identify_text_reply(received: bytes) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from msgspec import Raw
+from typing import Annotated
+
+from msgspec import Meta, Raw
 
 from .messages import EMPTY_OBJECT, NULL, Message, SkippedObject
 
@@ -24,6 +26,15 @@ class CommandParams(Message, frozen=True):
     session_id: str
     type: str
     params: Raw = EMPTY_OBJECT
+
+
+DataKey = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class SetDataParams(Message, frozen=True):
+    session_id: str
+    key: DataKey
+    value: Raw  # any JSON value; `null` removes the key
 
 
 class RestoreParams(Message, frozen=True):
@@ -112,6 +123,12 @@ class RestoreResult(Reply, frozen=True):
     updated: list[str]
     removed: list[str]
     skipped: list[SkippedObject]
+
+
+class SetDataResult(Reply, frozen=True):
+    session_id: str
+    key: str
+    keys: list[str]
 
 
 class StatusResult(Reply, frozen=True):

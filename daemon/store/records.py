@@ -122,7 +122,14 @@ class JournalDone(Record, tag_field="kind", tag="done", kw_only=True, frozen=Tru
     state: SessionState | None = None  # the session's state after the command
 
 
-JournalLine = JournalOpen | JournalStart | JournalDone
+class JournalData(Record, tag_field="kind", tag="data", kw_only=True, frozen=True):
+    """A free-form value a client attached (`value` null: the key was removed)."""
+
+    key: str
+    value: Raw
+
+
+JournalLine = JournalOpen | JournalStart | JournalDone | JournalData
 
 
 class _FormatProbe(Struct):
@@ -139,7 +146,7 @@ class _SummaryEnvelope(Struct):
 
 
 _summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
-_journal_decoder: msgspec.json.Decoder[JournalOpen | JournalStart | JournalDone] = (
+_journal_decoder: msgspec.json.Decoder[JournalOpen | JournalStart | JournalDone | JournalData] = (
     msgspec.json.Decoder(JournalLine)
 )
 _encoder = msgspec.json.Encoder()

@@ -12,6 +12,7 @@ from ..protocol.errors import ErrorCode
 from .files import read_lines
 from .records import (
     CommandRecord,
+    JournalData,
     JournalDone,
     JournalOpen,
     JournalStart,
@@ -24,7 +25,7 @@ from .records import (
 
 @dataclass
 class ReplayedJournal:
-    session: SessionData  # as opened; its `commands` are empty
+    session: SessionData  # as opened, with the data set since; its `commands` are empty
     commands: list[CommandRecord]
     last_state: SessionState | None
     torn_tail: bytes = b""  # a last line cut short by a crash, dropped
@@ -38,6 +39,7 @@ def replay_journal(path: Path) -> ReplayedJournal:
     started: dict[int, JournalStart] = {}
     commands: list[CommandRecord] = []
     last_state: SessionState | None = None
+    data: dict[str, msgspec.Raw] = {}
     for number, raw in enumerate(lines, start=1):
         try:
             line = decode_journal_line(raw)
@@ -48,6 +50,12 @@ def replay_journal(path: Path) -> ReplayedJournal:
         match line:
             case JournalOpen():
                 opened = line
+                data = dict(line.session.data)
+            case JournalData(key=key, value=value):
+                if bytes(value) == b"null":
+                    data.pop(key, None)
+                else:
+                    data[key] = value
             case JournalStart():
                 started[line.seq] = line
             case JournalDone():
@@ -86,4 +94,5 @@ def replay_journal(path: Path) -> ReplayedJournal:
             )
         )
     commands.sort(key=lambda command: command.seq)
-    return ReplayedJournal(opened.session, commands, last_state, torn_tail, unknown)
+    session = msgspec.structs.replace(opened.session, data=data)
+    return ReplayedJournal(session, commands, last_state, torn_tail, unknown)

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="storage statistics")
     sub.add_parser("watch", help="stream session, command and heartbeat events (Ctrl-C stops)")
 
+    sub.add_parser("mcp", help="serve MCP on stdio (for AI agents); see the README's snippet")
     p = sub.add_parser("blender", help="start a Blender with the addon serving")
     p.add_argument("--port", type=int, default=9876, help="addon port (default: 9876)")
     p.add_argument("--blender", metavar="PATH", help="a Blender binary (default: the bpy module)")
@@ -166,6 +167,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     data_dir = (args.data_dir or default_data_dir()).expanduser()
+    if args.command == "mcp":
+        from .mcp_server import run as run_mcp
+
+        run_mcp(data_dir, args.control_port)
+        return 0
     host, port, token = find_endpoint(data_dir, args.control_port)
     with ControlClient(host, port, token) as client:
         return _client_command(client, args)

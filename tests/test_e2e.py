@@ -8,117 +8,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import blender_procs
+from .programs import BIN, Programs
 
 pytestmark = pytest.mark.blender
-BIN = Path(sys.executable).parent
-# Bound on waiting for the daemon to see a (new) Blender; heartbeats here are 0.2 s.
-CONNECT_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Programs:
-    def __init__(self, tmp_path: Path) -> None:
-        self.data_dir = tmp_path / "data"
-        self.home = tmp_path / "home"
-        self.env = blender_procs.blender_env(self.home)
-        self.addon_port = free_port()
-        self.blender: blender_procs.BlenderProcess | None = None
-        self.daemon: subprocess.Popen[str] | None = None
-
-    def start_blender(self) -> None:
-        command = [
-            str(BIN / "blender-session"),
-            "blender",
-            "--port",
-            str(self.addon_port),
-            "--factory-scene",
-        ]
-        self.blender = blender_procs.start(command, self.env)
-
-    def start_daemon(self) -> None:
-        endpoint = self.data_dir / "control.json"
-        endpoint.unlink(missing_ok=True)
-        self.daemon = subprocess.Popen(
-            [
-                str(BIN / "blender-sessiond"),
-                "--data-dir",
-                str(self.data_dir),
-                "--addon-port",
-                str(self.addon_port),
-                "--control-port",
-                "0",
-                "--heartbeat-interval",
-                "0.2",
-                "--heartbeat-timeout",
-                "2",
-                "--log-format",
-                "json",
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.daemon.stderr is not None
-        for line in self.daemon.stderr:  # bounded by the daemon's own start-up
-            if '"daemon_started"' in line:
-                break
-        else:
-            raise RuntimeError("blender-sessiond exited before it started")
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "blender-session"), "--data-dir", str(self.data_dir), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli("--json", *args).stdout)
-
-    def wait_connected(self, version: str | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while time.monotonic() < deadline:  # each status call is a full CLI run: its own pacing
-            status = self.json("status")
-            if status["blender"]["connected"] and (
-                version is None or status["blender"]["blender_version"] == version
-            ):
-                return status
-        raise AssertionError(f"daemon never connected to Blender: {status}")
-
-    def stop(self) -> None:
-        if self.blender is not None:
-            self.blender.stop()
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            self.daemon.wait(20)
-
-
-@pytest.fixture
-def programs(tmp_path: Path) -> Iterator[Programs]:
-    blender_procs.require(blender_procs.have_bpy(), "the bpy module (pip install bpy==5.0.1)")
-    programs = Programs(tmp_path)
-    yield programs
-    programs.stop()
 
 
 def object_records(state: dict[str, Any]) -> dict[str, tuple[Any, ...]]:

@@ -1,0 +1,5 @@
+"""Fixtures shared across test modules."""
+
+from .programs import programs
+
+__all__ = ["programs"]

@@ -69,9 +69,14 @@ class SessionBridge:
 
     async def close(self) -> None:
         if self.session_id is not None and self.opened_here:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                with contextlib.suppress(ClientError):  # closed elsewhere: nothing left to save
-                    await self.client.result("session.close", {"session_id": self.session_id})
+            # Shielded and bounded: the client is gone, but its work must still be saved.
+            # A session closed elsewhere (ClientError) has nothing left to save.
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(30),
+                contextlib.suppress(ClientError),
+            ):
+                await self.client.result("session.close", {"session_id": self.session_id})
             self.session_id = None
 
 

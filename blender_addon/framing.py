@@ -51,7 +51,7 @@ class FrameDecoder:
         self._in_string = False
         self.lost = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buffer += data
 
     def next_frame(self) -> object | FrameError | None:

@@ -294,6 +294,11 @@ def _render(command: str, result: Any) -> str:
             f"daemon     {result['daemon_version']} pid {result['pid']}, "
             f"control {result['control']}",
             f"data dir   {result['data_dir']}",
+            *(
+                [f"proxy      {result['proxy']} (for clients of the addon)"]
+                if result["proxy"]
+                else []
+            ),
             f"blender    {blender['endpoint']}: {blender['status']}"
             + (
                 f" (Blender {blender['blender_version']}, heartbeat {ago})"

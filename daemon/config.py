@@ -27,6 +27,7 @@ class DaemonConfig:
     addon_port: int = DEFAULT_ADDON_PORT
     control_host: str = "127.0.0.1"
     control_port: int = DEFAULT_CONTROL_PORT
+    proxy_port: int | None = None  # off unless set; 0 picks a free port
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("CONTROL_PORT", str(DEFAULT_CONTROL_PORT))),
         help=f"loopback port for clients; 0 picks a free one [{ENV_PREFIX}CONTROL_PORT] "
         f"(default: {DEFAULT_CONTROL_PORT})",
+    )
+    proxy_default = _env("PROXY_PORT", "")
+    add(
+        "--proxy-port",
+        type=int,
+        default=int(proxy_default) if proxy_default else None,
+        help="also listen on this loopback port for clients written for the addon "
+        "(blender-mcp's server: set its BLENDER_PORT to this); their commands are recorded "
+        "in the session bound to this Blender; 0 picks a free port "
+        f"[{ENV_PREFIX}PROXY_PORT] (default: off)",
     )
     add(
         "--heartbeat-interval",
@@ -123,7 +134,12 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     args = parser.parse_args(argv)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= args.heartbeat_interval:
         parser.error("--heartbeat-timeout must be longer than --heartbeat-interval, both > 0")
-    for flag, port in (("--addon-port", args.addon_port), ("--control-port", args.control_port)):
+    ports = (
+        ("--addon-port", args.addon_port),
+        ("--control-port", args.control_port),
+        ("--proxy-port", args.proxy_port or 0),
+    )
+    for flag, port in ports:
         if not 0 <= port <= 65535:
             parser.error(f"{flag} {port} is not a port number (0-65535)")
     return DaemonConfig(
@@ -131,6 +147,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         addon_host=args.addon_host,
         addon_port=args.addon_port,
         control_port=args.control_port,
+        proxy_port=args.proxy_port,
         heartbeat_interval_s=args.heartbeat_interval,
         heartbeat_timeout_s=args.heartbeat_timeout,
         request_timeout_s=args.request_timeout,

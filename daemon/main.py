@@ -17,6 +17,7 @@ from .config import DaemonConfig, parse_args
 from .control import ControlServer
 from .link import AddonLink, LinkConfig
 from .logs import configure_logging
+from .proxy import ProxyServer
 from .sessions import SessionManager
 from .store import SessionStore
 
@@ -31,6 +32,7 @@ class Endpoint(msgspec.Struct, frozen=True):
     pid: int
     started_at: float
     daemon_version: str = __version__
+    proxy_port: int | None = None
 
 
 class Daemon:
@@ -52,6 +54,7 @@ class Daemon:
         self.manager = SessionManager(self.store, self.link)
         self.link.observer = self.manager
         self.control_port: int | None = None
+        self.proxy_port: int | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. `started()` reports the control port once clients may connect."""
@@ -66,8 +69,18 @@ class Daemon:
                 await nursery.start(self.manager.run)
                 self.control_port = port = await nursery.start(server.run)
                 self.manager.control_endpoint = f"{config.control_host}:{port}"
+                if config.proxy_port is not None:
+                    proxy = ProxyServer(
+                        self.manager, host=config.control_host, port=config.proxy_port
+                    )
+                    self.proxy_port = await nursery.start(proxy.run)
+                    self.manager.proxy_endpoint = f"{config.control_host}:{self.proxy_port}"
                 endpoint = Endpoint(
-                    host=config.control_host, port=port, pid=os.getpid(), started_at=time.time()
+                    host=config.control_host,
+                    port=port,
+                    pid=os.getpid(),
+                    started_at=time.time(),
+                    proxy_port=self.proxy_port,
                 )
                 self.store.write_endpoint(msgspec.json.encode(endpoint))
                 nursery.start_soon(self.link.run)

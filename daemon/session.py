@@ -91,6 +91,9 @@ class Session:
 
     def record(self, command: CommandRecord) -> None:
         self.recent.append(command)
+        self.last_activity = time.time()
+        if command.housekeeping:
+            return
         self.command_count += 1
         self.last_activity = time.time()
         self.last_command = command.type

@@ -68,6 +68,7 @@ class SessionManager:
         self.store = store
         self.link = link
         self.control_endpoint = control_endpoint
+        self.proxy_endpoint: str | None = None
         self.events = Broadcaster()
         self._open: dict[str, Session] = {}
         self._nursery: trio.Nursery | None = None
@@ -112,7 +113,7 @@ class SessionManager:
                 next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
                 recent=replayed.commands[-RECENT_COMMANDS_KEPT:],
             )
-            session.command_count = len(replayed.commands)
+            session.command_count = sum(not c.housekeeping for c in replayed.commands)
             if replayed.last_state is not None:
                 session.objects = list(replayed.last_state.objects)
                 session.selection = replayed.last_state.selection
@@ -349,6 +350,52 @@ class SessionManager:
         except (msgspec.DecodeError, RemoteProtocolError) as error:
             log.warning("state_tracking_failed", type=type, reason=str(error))
 
+    async def bound_session_id(self) -> str:
+        """The session bound to this daemon's Blender: the newest open one, or a new
+        session opened for it (the proxy's clients never open sessions themselves)."""
+        open_ids = [sid for sid, session in self._open.items() if not session.closing]
+        if open_ids:
+            return open_ids[-1]
+        opened = await self.open(name=f"proxy {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        return opened.session_id
+
+    async def record_housekeeping(
+        self, ref: str, type: str, params: msgspec.Raw, result: bytes, client_id: str | None
+    ) -> None:
+        """Record a probe the proxy answered itself, tagged as housekeeping."""
+        session = await self._open_session(ref)
+        seq = session.take_seq()
+        started_at = time.time()
+        await self._journal(
+            session,
+            JournalStart(
+                seq=seq,
+                type=type,
+                params=params,
+                started_at=started_at,
+                client_id=client_id,
+                housekeeping=True,
+            ),
+        )
+        await self._journal(
+            session,
+            JournalDone(seq=seq, status="success", duration_ms=0.0, result=msgspec.Raw(result)),
+        )
+        session.record(
+            CommandRecord(
+                seq=seq,
+                type=type,
+                params=params,
+                status="success",
+                started_at=started_at,
+                duration_ms=0.0,
+                client_id=client_id,
+                result=msgspec.Raw(result),
+                housekeeping=True,
+            )
+        )
+        log.info("housekeeping_answered", session_id=session.session_id, type=type, seq=seq)
+
     async def state(self, ref: str) -> StateResult:
         session = await self._open_session(ref)
         scene = await self.link.request("get_state")
@@ -529,6 +576,7 @@ class SessionManager:
             data_dir=str(self.store.data_dir),
             uptime_s=round(trio.current_time() - self._started_at, 3),
             control=self.control_endpoint,
+            proxy=self.proxy_endpoint,
             blender=self.link_info(),
             open_sessions=[self._summary(s) for s in self._open.values()],
         )

@@ -47,7 +47,7 @@ class Programs:
         ]
         self.blender = blender_procs.start(command, self.env)
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, *extra: str) -> None:
         endpoint = self.data_dir / "control.json"
         endpoint.unlink(missing_ok=True)
         self.daemon = subprocess.Popen(
@@ -65,6 +65,7 @@ class Programs:
                 "2",
                 "--log-format",
                 "json",
+                *extra,
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,

@@ -137,6 +137,7 @@ class StatusResult(Reply, frozen=True):
     data_dir: str
     uptime_s: float
     control: str
+    proxy: str | None  # the recording proxy's host:port, when it runs
     blender: BlenderLinkInfo
     open_sessions: list[SessionSummary]
 

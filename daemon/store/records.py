@@ -59,6 +59,9 @@ class CommandRecord(Record, kw_only=True, frozen=True):
     client_id: str | None
     result: Raw = NULL
     error: ErrorBody | None = None
+    # A blender-mcp client's probe (get_polyhaven_status...), answered by the proxy
+    # itself: kept in the history, not counted as a scene command.
+    housekeeping: bool = False
 
 
 class SessionData(Record, kw_only=True, frozen=True):
@@ -111,6 +114,7 @@ class JournalStart(Record, tag_field="kind", tag="start", kw_only=True, frozen=T
     params: Raw
     started_at: float
     client_id: str | None
+    housekeeping: bool = False
 
 
 class JournalDone(Record, tag_field="kind", tag="done", kw_only=True, frozen=True):

@@ -73,6 +73,7 @@ def replay_journal(path: Path) -> ReplayedJournal:
                         client_id=start.client_id,
                         result=line.result,
                         error=line.error,
+                        housekeeping=start.housekeeping,
                     )
                 )
                 if line.state is not None:

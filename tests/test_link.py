@@ -182,7 +182,7 @@ async def test_lost_connection_fails_pending_request(autojump_clock: trio.abc.Cl
         link, _ = await start_link(nursery, fake)
 
         async def drop_soon() -> None:
-            await trio.sleep(1)
+            await trio.sleep(1)  # virtual time: autojump_clock
             await fake.drop_connections()
 
         nursery.start_soon(drop_soon)

@@ -51,7 +51,14 @@ class SessionBridge:
             raise ToolError(f"{error.code}: {error.message}") from None
 
     async def current_session(self, ctx: Context) -> str:
+        """The session tools record into: on first use, the newest open session if
+        there is one (left open at the end), else a new one named after the client
+        (closed and saved when the client goes away)."""
         if self.session_id is None:
+            open_sessions = (await self.call("status"))["open_sessions"]
+            if open_sessions:
+                self.session_id = open_sessions[-1]["session_id"]
+                return self.session_id
             client_info = getattr(ctx.session.client_params, "client_info", None)
             client = getattr(client_info, "name", None) or "mcp-client"
             name = f"{client} {time.strftime('%Y-%m-%d %H:%M:%S')}"

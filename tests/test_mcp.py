@@ -93,3 +93,24 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
     ]
     assert [c["status"] for c in data["commands"]] == ["success", "success", "error", "success"]
     assert "Ring" in data["state"]["objects"] and data["data"] == {"brief": {"goal": "a ring"}}
+
+
+async def test_mcp_client_joins_an_open_session_and_leaves_it_open(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "mine")["session_id"]
+    server = StdioServerParameters(
+        command=str(BIN / "blender-session"),
+        args=["--data-dir", str(programs.data_dir), "mcp"],
+        env=programs.env,
+    )
+    with trio.fail_after(MCP_TIMEOUT_S):
+        async with (
+            stdio_client(server) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            structured(await session.call_tool("create_object", {"kind": "cube", "name": "Joined"}))
+    (still_open,) = programs.json("status")["open_sessions"]
+    assert still_open["session_id"] == session_id and still_open["command_count"] == 1

@@ -25,6 +25,7 @@ class AddonClient:
         self.framing = framing
         self.buffer = b""
         self.decoder = json.JSONDecoder()
+        self.events: list[dict[str, Any]] = []  # events that arrived while awaiting a reply
 
     def close(self) -> None:
         self.sock.close()
@@ -62,11 +63,14 @@ class AddonClient:
             self.buffer += data
 
     def call(self, kind: str, params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        """Send one request and return its reply; events that come first are kept aside."""
         message: dict[str, Any] = {"type": kind, **extra}
         if params is not None:
             message["params"] = params
         self.send(message)
-        return self.receive()
+        while "event" in (reply := self.receive()):
+            self.events.append(reply)
+        return reply
 
     def ok(self, kind: str, params: dict[str, Any] | None = None) -> Any:
         reply = self.call(kind, params, id=kind)

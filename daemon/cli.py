@@ -7,6 +7,7 @@ one-line reason when the daemon refuses, 3 when no daemon can be reached.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -115,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="bring a closed session's scene back into Blender")
     p.add_argument("session", help="session id or name")
     p.add_argument("--name", help="name for the new session")
+    p.add_argument(
+        "--path",
+        choices=["auto", "blend", "state", "replay"],
+        default="auto",
+        help="restore from the .blend snapshot, the state snapshot, or by replaying "
+        "the recorded commands (default: auto, the best available)",
+    )
+    p = sub.add_parser("thumbnail", help="a PNG of a session's scene (rendered now if open)")
+    p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="where to write the PNG")
     p = sub.add_parser("set-data", help="attach a JSON value to a session (null removes it)")
     p.add_argument("key")
     p.add_argument("value", help="JSON; a bare word is taken as a string")
@@ -188,7 +199,7 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
                 print(f"{datetime.now():%H:%M:%S} {item.event:<15} {_short(data)}", flush=True)
         return 0
     session = getattr(args, "session", None)
-    if command in ("cmd", "state", "close", "set-data") and not session:
+    if command in ("cmd", "state", "close", "set-data", "thumbnail") and not session:
         session = _only_open_session(client)
     op, params = {
         "status": ("status", {}),
@@ -202,7 +213,15 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         "close": ("session.close", {"session_id": session}),
         "show": ("session.show", {"session_id": session}),
         "delete": ("session.delete", {"session_id": session}),
-        "restore": ("session.restore", {"session_id": session, "name": args.__dict__.get("name")}),
+        "restore": (
+            "session.restore",
+            {
+                "session_id": session,
+                "name": args.__dict__.get("name"),
+                "path": args.__dict__.get("path"),
+            },
+        ),
+        "thumbnail": ("session.thumbnail", {"session_id": session}),
     }.get(command, (None, None))
     if command == "set-data":
         value = _parse_value(args.value)
@@ -219,6 +238,10 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
     assert op is not None and params is not None
     sent = {k: v for k, v in params.items() if v is not None or k == "value"}
     result = msgspec.json.decode(client.call(op, sent))
+    if command == "thumbnail":
+        png = base64.b64decode(result.pop("png_base64"))
+        args.output.write_bytes(png)
+        result["path"] = str(args.output)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -355,6 +378,7 @@ def _render(command: str, result: Any) -> str:
         )
     if command == "restore":
         skipped = "".join(f"\n  skipped {s['name']}: {s['reason']}" for s in result["skipped"])
+        skipped += "".join(f"\n  note: {note}" for note in result["notes"])
         return (
             f"restored {result['restored_from']} into new session {result['session_id']} "
             f"via {result['path']}: {len(result['created'])} created, "
@@ -382,7 +406,16 @@ def _render(command: str, result: Any) -> str:
         ]
         if data["restored_from"]:
             head.append(f"restored   from {data['restored_from']}")
+        snapshot = data["snapshot"] or {}
+        if snapshot.get("blend") or snapshot.get("thumbnail"):
+            head.append(
+                f"snapshot   .blend: {snapshot.get('blend') or '-'} (Blender "
+                f"{snapshot.get('blender_version') or '?'}), thumbnail: "
+                f"{snapshot.get('thumbnail') or '-'}"
+            )
         return "\n".join(head) + "\n" + _table(["SEQ", "TYPE", "STATUS", "MS", "PARAMS"], rows)
+    if command == "thumbnail":
+        return f"wrote {result['path']} ({result['bytes']} bytes)"
     if command == "delete":
         return f"deleted {result['session_id']} ({', '.join(result['removed'])})"
     if command == "state":

@@ -32,6 +32,8 @@ class DaemonConfig:
     heartbeat_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
     journal_fsync: bool = False
+    blend_snapshots: bool = True
+    thumbnails: bool = True
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -114,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)",
     )
     add(
+        "--no-blend-snapshot",
+        action="store_true",
+        default=_env("NO_BLEND_SNAPSHOT", "0").lower() in ("1", "true", "yes"),
+        help="do not save a .blend of the scene beside each closed session "
+        f"[{ENV_PREFIX}NO_BLEND_SNAPSHOT] (default: saved, when Blender runs on this machine)",
+    )
+    add(
+        "--no-thumbnails",
+        action="store_true",
+        default=_env("NO_THUMBNAILS", "0").lower() in ("1", "true", "yes"),
+        help=f"do not render a thumbnail when a session closes [{ENV_PREFIX}NO_THUMBNAILS]",
+    )
+    add(
         "--log-format",
         choices=["auto", "console", "json"],
         default=_env("LOG_FORMAT", "auto"),
@@ -152,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         request_timeout_s=args.request_timeout,
         journal_fsync=args.journal_fsync,
+        blend_snapshots=not args.no_blend_snapshot,
+        thumbnails=not args.no_thumbnails,
         log_format=args.log_format,
         log_level=args.log_level,
     )

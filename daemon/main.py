@@ -51,7 +51,12 @@ class Daemon:
                 request_timeout_s=config.request_timeout_s,
             )
         )
-        self.manager = SessionManager(self.store, self.link)
+        self.manager = SessionManager(
+            self.store,
+            self.link,
+            blend_snapshots=config.blend_snapshots,
+            thumbnails=config.thumbnails,
+        )
         self.link.observer = self.manager
         self.control_port: int | None = None
         self.proxy_port: int | None = None

@@ -4,6 +4,7 @@ to the disk only through `SessionStore`. No sockets here."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Iterator
@@ -31,14 +32,18 @@ from .protocol.ops import (
     DeleteResult,
     ListResult,
     OpenResult,
+    RestorePath,
     RestoreResult,
     SessionSummary,
     SetDataResult,
     StateResult,
     StatsResult,
     StatusResult,
+    ThumbnailResult,
 )
+from .restore import restore as restore_session
 from .session import OPAQUE_COMMANDS, RECENT_COMMANDS_KEPT, Session, new_session_data
+from .snapshots import render_thumbnail, take_snapshots
 from .store import (
     CommandRecord,
     JournalData,
@@ -64,7 +69,17 @@ _apply_result_decoder = msgspec.json.Decoder(ApplyStateResult)
 
 
 class SessionManager:
-    def __init__(self, store: SessionStore, link: AddonLink, *, control_endpoint: str = "") -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        link: AddonLink,
+        *,
+        control_endpoint: str = "",
+        blend_snapshots: bool = True,
+        thumbnails: bool = True,
+    ) -> None:
+        self.blend_snapshots = blend_snapshots
+        self.thumbnails = thumbnails
         self.store = store
         self.link = link
         self.control_endpoint = control_endpoint
@@ -408,6 +423,14 @@ class SessionManager:
         try:
             await session.idle.wait()
             fresh = await self._final_snapshot(session)
+            if fresh:
+                session.snapshot = await take_snapshots(
+                    self.link,
+                    self.store,
+                    session.session_id,
+                    blend=self.blend_snapshots,
+                    thumbnail=self.thumbnails,
+                )
             await session.journal.close()
             replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
             data = session.to_data(replayed.commands, closed_at=time.time())
@@ -523,36 +546,35 @@ class SessionManager:
         totals = await self.store.stats()
         return msgspec.convert({**totals, "open_sessions": len(self._open)}, StatsResult)
 
-    async def restore(self, ref: str, name: str | None, client_id: str | None) -> RestoreResult:
-        """Open a new session from a closed record and apply its last snapshot to Blender."""
-        source_id = await self.resolve(ref)
-        if source_id in self._open:
-            raise RemoteProtocolError(
-                ErrorCode.CONFLICT, f"session {source_id} is still open; close it before restoring"
-            )
-        record = await self.store.load(source_id)
-        scene = record.data.state.scene
-        if bytes(scene) == b"null":
-            raise RemoteProtocolError(
-                ErrorCode.NOT_FOUND,
-                f"session {source_id} has no scene snapshot to restore (it closed without Blender)",
-            )
-        if not self.link.connected:
-            raise self.link.unavailable_error()
-        snapshot = _apply_state_decoder.decode(scene)
-        params = _encoder.encode(msgspec.structs.replace(snapshot, prune=True))
-        opened = await self.open(name=name, restored_from=source_id, data=record.data.data)
-        done = await self.command(opened.session_id, "apply_state", msgspec.Raw(params), client_id)
-        applied = _apply_result_decoder.decode(done.result)
-        return RestoreResult(
-            session_id=opened.session_id,
-            restored_from=source_id,
-            path="apply_state",
-            created=applied.created,
-            updated=applied.updated,
-            removed=applied.removed,
-            skipped=applied.skipped,
+    async def restore(
+        self, ref: str, name: str | None, client_id: str | None, path: RestorePath = "auto"
+    ) -> RestoreResult:
+        """Open a new session from a closed record and bring its scene back (restore.py)."""
+        return await restore_session(self, ref, name, path, client_id)
+
+    async def thumbnail(self, ref: str) -> ThumbnailResult:
+        """A PNG of the scene: rendered now (and stored) for an open session, the stored
+        one for a closed session."""
+        session_id = await self.resolve(ref)
+        session = self._open.get(session_id)
+        if session is not None:
+            if not self.link.connected:
+                raise self.link.unavailable_error()
+            png = await render_thumbnail(self.link)
+            try:
+                await self.store.write_thumbnail(session_id, png)
+            except OSError as error:
+                raise _storage_error(error) from None
+        else:
+            if not self.store.exists(session_id):
+                raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+            png = await self.store.read_thumbnail(session_id)
+        return ThumbnailResult(
+            session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
         )
+
+    def is_open(self, session_id: str) -> bool:
+        return session_id in self._open
 
     async def set_data(self, ref: str, key: str, value: msgspec.Raw) -> SetDataResult:
         """Attach a JSON value to an open session under `key` (null removes it)."""

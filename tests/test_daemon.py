@@ -150,7 +150,7 @@ async def test_session_lifecycle_through_every_op(
     fake.objects.clear()
     restored = await client.ok("session.restore", {"session_id": "demo", "name": "again"})
     assert restored["restored_from"] == session_id and restored["created"] == ["Box"]
-    assert restored["path"] == "apply_state"
+    assert restored["path"] == "state"
     assert "Box" in fake.objects
     new_record = await client.ok("session.show", {"session_id": "again"})
     assert new_record["data"]["restored_from"] == session_id

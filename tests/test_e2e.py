@@ -104,8 +104,8 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
     programs.blender.kill()
     programs.start_blender()
     programs.wait_connected()
-    restored = programs.json("restore", "e2e", "--name", "e2e-again")
-    assert restored["restored_from"] == session_id and restored["path"] == "apply_state"
+    restored = programs.json("restore", "e2e", "--name", "e2e-again", "--path", "state")
+    assert restored["restored_from"] == session_id and restored["path"] == "state"
     assert sorted(restored["created"]) == ["Halo", "Suzanne"] and restored["skipped"] == []
     after = programs.json("state", restored["session_id"])["scene"]
     assert object_records(after) == object_records(before)

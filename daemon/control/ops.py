@@ -89,7 +89,12 @@ async def _stats(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, RestoreParams, "session.restore")
-    return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id))
+    return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path))
+
+
+async def _thumbnail(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, SessionRefParams, "session.thumbnail")
+    return _encoder.encode(await ctx.manager.thumbnail(p.session_id))
 
 
 async def _set_data(ctx: OpContext, params: msgspec.Raw) -> bytes:
@@ -109,13 +114,12 @@ HANDLERS: dict[str, Handler] = {
     "session.stats": _stats,
     "session.restore": _restore,
     "session.set_data": _set_data,
+    "session.thumbnail": _thumbnail,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})
 # In PROTOCOL.md §2 but built by a later issue: answered with a clear error, not "unknown".
-PLANNED_OPS = frozenset(
-    {"session.export", "session.import", "session.cleanup", "session.thumbnail"}
-)
+PLANNED_OPS = frozenset({"session.export", "session.import", "session.cleanup"})
 
 
 def lookup(op: str) -> Handler:

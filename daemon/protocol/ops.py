@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta, Raw
 
@@ -37,9 +37,13 @@ class SetDataParams(Message, frozen=True):
     value: Raw  # any JSON value; `null` removes the key
 
 
+RestorePath = Literal["auto", "blend", "state", "replay"]
+
+
 class RestoreParams(Message, frozen=True):
     session_id: str
     name: str | None = None
+    path: RestorePath = "auto"  # auto: the best source available
 
 
 class Reply(Message, omit_defaults=False, frozen=True):
@@ -118,11 +122,18 @@ class DeleteResult(Reply, frozen=True):
 class RestoreResult(Reply, frozen=True):
     session_id: str
     restored_from: str
-    path: str  # which restore path was taken: "apply_state"
+    path: str  # which restore path was taken: "blend", "state" or "replay"
     created: list[str]
     updated: list[str]
     removed: list[str]
     skipped: list[SkippedObject]
+    notes: list[str]  # why this path, and anything a person should know
+
+
+class ThumbnailResult(Reply, frozen=True):
+    session_id: str
+    png_base64: str
+    bytes: int
 
 
 class SetDataResult(Reply, frozen=True):

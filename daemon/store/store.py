@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from ..protocol.errors import ErrorCode, RemoteProtocolError
-from .files import atomic_write, remove_durably
+from .files import atomic_write, fsync_dir, remove_durably
 from .ids import parse_session_id
 from .journal import JournalWriter
 from .records import (
@@ -162,6 +162,57 @@ class SessionStore:
             return target
 
         return await trio.to_thread.run_sync(move)
+
+    # --- snapshot files ---------------------------------------------------------------
+
+    async def write_thumbnail(self, session_id: str, png: bytes) -> str:
+        path = self.path_for(session_id, ".png")
+        await trio.to_thread.run_sync(atomic_write, path, png)
+        return path.name
+
+    async def read_thumbnail(self, session_id: str) -> bytes:
+        try:
+            return await trio.to_thread.run_sync(self.path_for(session_id, ".png").read_bytes)
+        except FileNotFoundError:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"session {session_id} has no thumbnail (it closed without Blender, or "
+                "thumbnails were off)",
+            ) from None
+
+    async def sync_written(self, path: Path) -> None:
+        """Make a file another process (Blender) wrote durable: fsync it and its dir."""
+
+        def sync() -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(path.parent)
+
+        await trio.to_thread.run_sync(sync)
+
+    def working_copy_path(self, session_id: str) -> Path:
+        """Where a restored session's .blend lives, so saves in Blender never touch the
+        snapshot it came from."""
+        checked = self.path_for(session_id).stem
+        return self.data_dir / "restored" / f"{checked}.blend"
+
+    async def copy_snapshot(self, source_id: str, target: Path) -> Path:
+        source = self.path_for(source_id, ".blend")
+
+        def copy() -> None:
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            atomic_write(target, source.read_bytes())
+
+        try:
+            await trio.to_thread.run_sync(copy)
+        except FileNotFoundError:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND, f"session {source_id} has no .blend snapshot"
+            ) from None
+        return target
 
     # --- journals -------------------------------------------------------------------
 

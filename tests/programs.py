@@ -37,13 +37,14 @@ class Programs:
         self.blender: blender_procs.BlenderProcess | None = None
         self.daemon: subprocess.Popen[str] | None = None
 
-    def start_blender(self) -> None:
+    def start_blender(self, *extra: str) -> None:
         command = [
             str(BIN / "blender-session"),
             "blender",
             "--port",
             str(self.addon_port),
             "--factory-scene",
+            *extra,
         ]
         self.blender = blender_procs.start(command, self.env)
 

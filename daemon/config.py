@@ -32,6 +32,7 @@ class DaemonConfig:
     heartbeat_timeout_s: float = 5.0
     request_timeout_s: float = 60.0
     journal_fsync: bool = False
+    max_in_flight_per_client: int = 128
     blend_snapshots: bool = True
     thumbnails: bool = True
     log_format: str = "auto"
@@ -116,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)",
     )
     add(
+        "--max-in-flight-per-client",
+        type=int,
+        default=int(_env("MAX_IN_FLIGHT_PER_CLIENT", "128")),
+        help="requests one client (by client_id) may have in flight; more are answered "
+        f"'busy' [{ENV_PREFIX}MAX_IN_FLIGHT_PER_CLIENT] (default: 128)",
+    )
+    add(
         "--no-blend-snapshot",
         action="store_true",
         default=_env("NO_BLEND_SNAPSHOT", "0").lower() in ("1", "true", "yes"),
@@ -167,6 +175,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         request_timeout_s=args.request_timeout,
         journal_fsync=args.journal_fsync,
+        max_in_flight_per_client=args.max_in_flight_per_client,
         blend_snapshots=not args.no_blend_snapshot,
         thumbnails=not args.no_thumbnails,
         log_format=args.log_format,

@@ -67,7 +67,11 @@ class Daemon:
         self.store.prepare()
         token = self.store.load_or_create_token()
         server = ControlServer(
-            self.manager, token, host=config.control_host, port=config.control_port
+            self.manager,
+            token,
+            host=config.control_host,
+            port=config.control_port,
+            max_in_flight_per_client=config.max_in_flight_per_client,
         )
         try:
             async with trio.open_nursery() as nursery:

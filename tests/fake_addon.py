@@ -53,6 +53,7 @@ class FakeAddon:
         self.connections += 1
         self.streams.append(stream)
         buffer = b""
+        send_lock = trio.Lock()  # one writer at a time, like the real addon's writer thread
         try:
             async with trio.open_nursery() as nursery:
                 while True:
@@ -64,11 +65,11 @@ class FakeAddon:
                         line, buffer = buffer.split(b"\n", 1)
                         request = json.loads(line)
                         self.received.append(request)
-                        nursery.start_soon(self._answer, stream, request)
+                        nursery.start_soon(self._answer, stream, send_lock, request)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the daemon side went away
 
-    async def _answer(self, stream: trio.abc.Stream, request: dict) -> None:
+    async def _answer(self, stream: trio.abc.Stream, send_lock: trio.Lock, request: dict) -> None:
         kind, params = request["type"], request.get("params", {})
         if kind == "ping" and not self.answer_pings:
             return
@@ -80,7 +81,8 @@ class FakeAddon:
             reply = {"status": "error", "code": "not_found", "message": f"no object {missing}"}
         reply["id"] = request.get("id")
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
+            async with send_lock:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
 
     def _record(self, name: str) -> dict:
         obj = self.objects[name]

@@ -445,3 +445,34 @@ async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAd
         record = msgspec.json.decode(Path(closed["path"]).read_bytes())
         assert [c["seq"] for c in record["data"]["commands"]] == [1, 2, 3, 4, 5, 6]
         await client.aclose()
+
+
+async def test_client_over_its_in_flight_limit_gets_busy_others_do_not(
+    tmp_path: Path, fake: FakeAddon
+) -> None:
+    fake.command_delay_s = 0.5
+    async with running_daemon(
+        tmp_path / "data",
+        fake.port,  # type: ignore[attr-defined]
+        max_in_flight_per_client=4,
+    ) as daemon:
+        with trio.fail_after(WAIT_S):
+            await daemon.link.wait_connected()
+        assert daemon.control_port is not None
+        greedy = await AsyncClient.connect(daemon.control_port, token_of(daemon), "01JGREEDY")
+        other = await AsyncClient.connect(daemon.control_port, token_of(daemon), "01JOTHER")
+        session_id = (await other.ok("session.open"))["session_id"]
+        command = {"session_id": session_id, "type": "get_state"}
+        for _ in range(6):
+            await greedy.send("session.command", command)
+        with trio.fail_after(WAIT_S):
+            replies = [await greedy.receive() for _ in range(6)]
+            assert (await other.ok("session.command", command))["status"] == "success"
+        codes = sorted(r.error.code if r.error else "ok" for r in replies)
+        assert codes == ["busy", "busy", "ok", "ok", "ok", "ok"]
+        busy = next(r.error for r in replies if r.error)
+        assert busy is not None and "4 requests in flight" in busy.message
+        with trio.fail_after(WAIT_S):  # once answered, the client may send again
+            assert (await greedy.ok("session.command", command))["status"] == "success"
+        await greedy.aclose()
+        await other.aclose()

@@ -37,6 +37,9 @@ MAX_IN_FLIGHT_PER_CONNECTION = 256
 # Replies waiting for a slow reader before request tasks block on it.
 OUTBOX_REPLIES = 256
 RECEIVE_CHUNK_BYTES = 64 * 1024
+# Requests one client (by client_id) may have in flight before the excess is answered
+# `busy` at once: deep enough for pipelining, a clear signal instead of a silent queue.
+DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 128
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -48,7 +51,11 @@ class ControlServer:
         *,
         host: str = "127.0.0.1",
         port: int = 9877,
+        max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
     ) -> None:
+        self.max_in_flight_per_client = max_in_flight_per_client
+        # client_id -> requests in flight, across all of that client's connections.
+        self._in_flight: dict[str, int] = {}
         if host not in LOOPBACK_HOSTS:
             raise ValueError(
                 f"control host {host!r} is not loopback; the control port only listens on "
@@ -113,10 +120,20 @@ class ControlServer:
                     if not self._authorized(request.token):
                         await outbox.send(conn.send_error(request.id, _unauthorized()))
                         continue
+                    client_key = request.client_id or f"connection-{id(conn)}"
+                    if not self._take_slot(client_key):
+                        await outbox.send(conn.send_error(request.id, self._busy(request)))
+                        continue
                     borrower = object()
                     await limiter.acquire_on_behalf_of(borrower)
                     nursery.start_soon(
-                        self._serve_request, request, outbox.clone(), limiter, borrower, watches
+                        self._serve_request,
+                        request,
+                        outbox.clone(),
+                        limiter,
+                        borrower,
+                        client_key,
+                        watches,
                     )
                 case BadMessage(error=bad_request, request_id=request_id, token=token):
                     problem = bad_request if self._authorized(token) else _unauthorized()
@@ -128,6 +145,28 @@ class ControlServer:
                     data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
                     conn.receive_data(data)
 
+    def _take_slot(self, key: str) -> bool:
+        count = self._in_flight.get(key, 0)
+        if count >= self.max_in_flight_per_client:
+            return False
+        self._in_flight[key] = count + 1
+        return True
+
+    def _release_slot(self, key: str) -> None:
+        count = self._in_flight.get(key, 0) - 1
+        if count <= 0:
+            self._in_flight.pop(key, None)
+        else:
+            self._in_flight[key] = count
+
+    def _busy(self, request: ControlRequest) -> RemoteProtocolError:
+        who = f"client {request.client_id}" if request.client_id else "this connection"
+        return RemoteProtocolError(
+            ErrorCode.BUSY,
+            f"{who} already has {self.max_in_flight_per_client} requests in flight; "
+            "wait for replies before sending more",
+        )
+
     def _authorized(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self._token)
 
@@ -137,6 +176,7 @@ class ControlServer:
         outbox: trio.MemorySendChannel[bytes],
         limiter: trio.CapacityLimiter,
         borrower: object,
+        client_key: str,
         watches: set[trio.CancelScope],
     ) -> None:
         """The handler edge: every exception becomes a wire error here, and only here."""
@@ -145,6 +185,7 @@ class ControlServer:
                 await self._serve_request_to(request, outbox, watches)
         finally:
             limiter.release_on_behalf_of(borrower)
+            self._release_slot(client_key)
 
     async def _serve_request_to(
         self,

@@ -95,9 +95,22 @@ class SessionManager:
         """Own the journal writers; recover sessions left open by a crash; then wait."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._quarantine_damaged_records()
             await self._recover_open_sessions()
             task_status.started()
             await trio.sleep_forever()
+
+    async def _quarantine_damaged_records(self) -> None:
+        """Move records that cannot be read (torn, corrupt, newer format) aside, so the
+        rest are served; they stay listed as damaged, and nothing is deleted."""
+        _, damaged = await self.store.list()
+        for entry in damaged:
+            if entry.file.startswith("quarantine/"):
+                continue
+            moved = await self.store.quarantine(self.store.sessions_dir / entry.file, entry.reason)
+            log.error(
+                "record_quarantined", file=entry.file, reason=entry.reason, moved_to=str(moved)
+            )
 
     async def _recover_open_sessions(self) -> None:
         for path in self.store.journal_paths():

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from . import blender_procs
 BIN = Path(sys.executable).parent
 # Bound on waiting for the daemon to see a (new) Blender; heartbeats here are 0.2 s.
 CONNECT_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
@@ -36,6 +39,7 @@ class Programs:
         self.addon_port = free_port()
         self.blender: blender_procs.BlenderProcess | None = None
         self.daemon: subprocess.Popen[str] | None = None
+        self.daemon_log: collections.deque[str] = collections.deque(maxlen=2000)
 
     def start_blender(self, *extra: str) -> None:
         command = [
@@ -74,11 +78,21 @@ class Programs:
             text=True,
         )
         assert self.daemon.stderr is not None
-        for line in self.daemon.stderr:  # bounded by the daemon's own start-up
+        started = threading.Event()
+        threading.Thread(
+            target=self._drain_log, args=(self.daemon.stderr, started), daemon=True
+        ).start()
+        # Bounded by the daemon's own start-up; a daemon that dies sets it too.
+        if not started.wait(START_TIMEOUT_S) or self.daemon.poll() is not None:
+            raise RuntimeError(f"blender-sessiond did not start: {list(self.daemon_log)[-20:]}")
+
+    def _drain_log(self, stream: IO[str], started: threading.Event) -> None:
+        """Keep reading the daemon's log, so a full pipe never blocks the daemon."""
+        for line in stream:
+            self.daemon_log.append(line)
             if '"daemon_started"' in line:
-                break
-        else:
-            raise RuntimeError("blender-sessiond exited before it started")
+                started.set()
+        started.set()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

@@ -476,3 +476,43 @@ async def test_client_over_its_in_flight_limit_gets_busy_others_do_not(
             assert (await greedy.ok("session.command", command))["status"] == "success"
         await greedy.aclose()
         await other.aclose()
+
+
+async def test_damaged_records_and_journals_are_quarantined_and_the_rest_served(
+    tmp_path: Path, fake: FakeAddon
+) -> None:
+    data_dir = tmp_path / "data"
+    sessions = data_dir / "sessions"
+    async with running_daemon(data_dir, fake.port) as first:  # type: ignore[attr-defined]
+        with trio.fail_after(WAIT_S):
+            await first.link.wait_connected()
+        assert first.control_port is not None
+        client = await AsyncClient.connect(first.control_port, token_of(first))
+        good = (await client.ok("session.open", {"name": "good"}))["session_id"]
+        await client.ok("session.close", {"session_id": good})
+        await client.aclose()
+    good_record = (sessions / f"{good}.json").read_bytes()
+    (sessions / "scene-20260101-000000-0000aaaa.json").write_bytes(good_record[:40])  # torn
+    (sessions / "scene-20260101-000000-0000bbbb.json").write_bytes(b"\x00garbage\xff")
+    (sessions / "scene-20260101-000000-0000cccc.json").write_bytes(
+        b'{"format": 9, "session_id": "scene-20260101-000000-0000cccc", "data": {}}'
+    )
+    (sessions / "scene-20260101-000000-0000dddd.journal").write_bytes(b"not json\n{}\n")
+    async with running_daemon(data_dir, fake.port) as second:  # type: ignore[attr-defined]
+        assert second.control_port is not None
+        client = await AsyncClient.connect(second.control_port, token_of(second))
+        listed = await client.ok("session.list")
+        assert [s["session_id"] for s in listed["sessions"]] == [good]
+        damaged = {d["file"].split("-", 2)[-1]: d["reason"] for d in listed["damaged"]}
+        assert set(damaged) == {
+            "scene-20260101-000000-0000aaaa.json",
+            "scene-20260101-000000-0000bbbb.json",
+            "scene-20260101-000000-0000cccc.json",
+            "scene-20260101-000000-0000dddd.journal",
+        }
+        assert "newer than this daemon reads" in damaged["scene-20260101-000000-0000cccc.json"]
+        assert all(d["file"].startswith("quarantine/") for d in listed["damaged"])
+        assert sorted(p.name for p in sessions.iterdir()) == [f"{good}.json"]
+        assert len(list((data_dir / "quarantine").glob("*.reason.txt"))) == 4
+        assert (await client.ok("session.show", {"session_id": good}))["data"]["name"] == "good"
+        await client.aclose()

@@ -8,11 +8,15 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+
+from daemon.client import ClientError, ControlClient, find_endpoint
 
 from .programs import BIN, Programs
 
@@ -169,3 +173,54 @@ def test_daemon_refuses_a_busy_control_port(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert "pick another with --control-port" in result.stderr
+
+
+def test_daemon_killed_mid_stream_loses_no_acknowledged_command(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "stream")["session_id"]
+    host, port, token = find_endpoint(programs.data_dir)
+    acknowledged: list[tuple[int, str]] = []
+    enough = threading.Event()
+    ended_by: list[Exception] = []
+
+    def stream() -> None:
+        with ControlClient(host, port, token) as client:
+            for index in range(100_000):
+                name = f"S{index}"
+                params = {
+                    "session_id": session_id,
+                    "type": "create_object",
+                    "params": {"kind": "cube", "name": name},
+                }
+                try:
+                    reply = msgspec.json.decode(client.call("session.command", params))
+                except (ClientError, OSError) as error:
+                    ended_by.append(error)  # the daemon died: this one was never acknowledged
+                    enough.set()
+                    return
+                acknowledged.append((reply["seq"], name))
+                if len(acknowledged) == 300:
+                    enough.set()
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    assert enough.wait(120), "the stream did not get going"
+    assert not ended_by, ended_by
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)  # mid-stream
+    programs.daemon.wait()
+    streamer.join(60)
+    assert not streamer.is_alive()
+    programs.start_daemon()
+    programs.wait_connected()
+    closed = programs.json("close", session_id)
+    commands = json.loads(Path(closed["path"]).read_text())["data"]["commands"]
+    seqs = [c["seq"] for c in commands]
+    assert len(seqs) == len(set(seqs))  # no duplicates
+    recorded = {c["seq"]: c for c in commands}
+    for seq, name in acknowledged:
+        assert recorded[seq]["status"] == "success" and recorded[seq]["params"]["name"] == name
+    # At most the one command in flight at the kill is beyond the acknowledged ones.
+    assert len(commands) - len(acknowledged) <= 1

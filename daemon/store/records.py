@@ -164,8 +164,8 @@ def encode_record(record: SessionRecord) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_record(data: bytes, what: str) -> SessionRecord:
-    """Decode a whole record, refusing a newer `format` before reading anything else."""
+def _check_format(data: bytes, what: str) -> None:
+    """Refuse a newer `format` before reading anything else of the record."""
     try:
         version = _format_decoder.decode(data).format
     except msgspec.DecodeError as error:
@@ -176,6 +176,10 @@ def decode_record(data: bytes, what: str) -> SessionRecord:
             f"{what} has format {version}, newer than this daemon reads ({RECORD_FORMAT}); "
             "upgrade blender-scene-sessions to open it",
         )
+
+
+def decode_record(data: bytes, what: str) -> SessionRecord:
+    _check_format(data, what)
     try:
         return _record_decoder.decode(data)
     except msgspec.DecodeError as error:
@@ -183,16 +187,12 @@ def decode_record(data: bytes, what: str) -> SessionRecord:
 
 
 def decode_summary(data: bytes, what: str) -> RecordSummary:
+    """The fields `list` shows, without decoding the command history into objects."""
+    _check_format(data, what)
     try:
-        envelope = _summary_decoder.decode(data)
+        return _summary_decoder.decode(data).data
     except msgspec.DecodeError as error:
         raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
-    if envelope.format > RECORD_FORMAT:
-        raise RecordError(
-            ErrorCode.INVALID_PARAMS,
-            f"{what} has format {envelope.format}, newer than this daemon reads",
-        )
-    return envelope.data
 
 
 def encode_journal_line(line: JournalLine) -> bytes:

@@ -115,6 +115,10 @@ class SessionStore:
                 damaged.append(DamagedRecord(path.name, str(error)))
                 continue
             listed.append(ListedRecord(summary, self._size_of(summary.session_id)))
+        for reason_file in sorted(self.quarantine_dir.glob("*.reason.txt")):
+            with contextlib.suppress(OSError):
+                moved = reason_file.name.removesuffix(".reason.txt")
+                damaged.append(DamagedRecord(f"quarantine/{moved}", reason_file.read_text()))
         return listed, damaged
 
     def _size_of(self, session_id: str) -> int:
@@ -156,7 +160,7 @@ class SessionStore:
 
         def move() -> Path:
             self.quarantine_dir.mkdir(exist_ok=True, mode=0o700)
-            target = self.quarantine_dir / f"{int(time.time())}-{path.name}"
+            target = self.quarantine_dir / f"{int(time.time())}-{secrets.token_hex(2)}-{path.name}"
             shutil.move(path, target)
             atomic_write(target.with_name(target.name + ".reason.txt"), reason.encode())
             return target

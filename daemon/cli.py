@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key")
     p.add_argument("value", help="JSON; a bare word is taken as a string")
     p.add_argument("-s", "--session", help="session id or name (default: the only open one)")
+    p = sub.add_parser("cleanup", help="delete closed sessions by age and/or keep the newest N")
+    p.add_argument("--older-than-days", type=float, help="closed more than this many days ago")
+    p.add_argument("--keep", type=int, help="always keep the newest N closed sessions")
+    p.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
     sub.add_parser("stats", help="storage statistics")
     sub.add_parser("watch", help="stream session, command and heartbeat events (Ctrl-C stops)")
 
@@ -222,6 +226,14 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
             },
         ),
         "thumbnail": ("session.thumbnail", {"session_id": session}),
+        "cleanup": (
+            "session.cleanup",
+            {
+                "older_than_days": args.__dict__.get("older_than_days"),
+                "keep": args.__dict__.get("keep"),
+                "dry_run": args.__dict__.get("dry_run"),
+            },
+        ),
     }.get(command, (None, None))
     if command == "set-data":
         value = _parse_value(args.value)
@@ -414,6 +426,13 @@ def _render(command: str, result: Any) -> str:
                 f"{snapshot.get('thumbnail') or '-'}"
             )
         return "\n".join(head) + "\n" + _table(["SEQ", "TYPE", "STATUS", "MS", "PARAMS"], rows)
+    if command == "cleanup":
+        verb = "would delete" if result["dry_run"] else "deleted"
+        listing = "".join(f"\n  {session_id}" for session_id in result["deleted"])
+        return (
+            f"{verb} {len(result['deleted'])} sessions ({_size(result['freed_bytes'])}), "
+            f"{result['remaining']} closed sessions left{listing}"
+        )
     if command == "thumbnail":
         return f"wrote {result['path']} ({result['bytes']} bytes)"
     if command == "delete":

@@ -35,6 +35,10 @@ class DaemonConfig:
     max_in_flight_per_client: int = 128
     blend_snapshots: bool = True
     thumbnails: bool = True
+    idle_ttl_s: float | None = 30 * 60.0
+    cleanup_older_than_days: float | None = 90.0
+    cleanup_keep: int | None = None
+    cleanup_interval_s: float | None = 6 * 3600.0
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -124,6 +128,35 @@ def build_parser() -> argparse.ArgumentParser:
         f"'busy' [{ENV_PREFIX}MAX_IN_FLIGHT_PER_CLIENT] (default: 128)",
     )
     add(
+        "--idle-ttl-minutes",
+        type=float,
+        default=float(_env("IDLE_TTL_MINUTES", "30")),
+        help="close (and save) an open session idle this long; 0 never does "
+        f"[{ENV_PREFIX}IDLE_TTL_MINUTES] (default: 30)",
+    )
+    add(
+        "--cleanup-older-than-days",
+        type=float,
+        default=float(_env("CLEANUP_OLDER_THAN_DAYS", "90")),
+        help="the schedule deletes closed sessions older than this (never younger than 30 "
+        f"days); 0 turns it off [{ENV_PREFIX}CLEANUP_OLDER_THAN_DAYS] (default: 90)",
+    )
+    keep_default = _env("CLEANUP_KEEP", "")
+    add(
+        "--cleanup-keep",
+        type=int,
+        default=int(keep_default) if keep_default else None,
+        help="the schedule always keeps the newest N closed sessions "
+        f"[{ENV_PREFIX}CLEANUP_KEEP] (default: no such floor)",
+    )
+    add(
+        "--cleanup-interval-hours",
+        type=float,
+        default=float(_env("CLEANUP_INTERVAL_HOURS", "6")),
+        help=f"how often the cleanup schedule runs; 0 turns it off "
+        f"[{ENV_PREFIX}CLEANUP_INTERVAL_HOURS] (default: 6)",
+    )
+    add(
         "--no-blend-snapshot",
         action="store_true",
         default=_env("NO_BLEND_SNAPSHOT", "0").lower() in ("1", "true", "yes"),
@@ -178,6 +211,10 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         max_in_flight_per_client=args.max_in_flight_per_client,
         blend_snapshots=not args.no_blend_snapshot,
         thumbnails=not args.no_thumbnails,
+        idle_ttl_s=args.idle_ttl_minutes * 60 or None,
+        cleanup_older_than_days=args.cleanup_older_than_days or None,
+        cleanup_keep=args.cleanup_keep,
+        cleanup_interval_s=args.cleanup_interval_hours * 3600 or None,
         log_format=args.log_format,
         log_level=args.log_level,
     )

@@ -13,6 +13,7 @@ import structlog
 import trio
 
 from . import __version__
+from .cleanup import Housekeeper
 from .config import DaemonConfig, parse_args
 from .control import ControlServer
 from .link import AddonLink, LinkConfig
@@ -93,6 +94,14 @@ class Daemon:
                 )
                 self.store.write_endpoint(msgspec.json.encode(endpoint))
                 nursery.start_soon(self.link.run)
+                housekeeper = Housekeeper(
+                    self.manager,
+                    cleanup_interval_s=config.cleanup_interval_s,
+                    cleanup_older_than_days=config.cleanup_older_than_days,
+                    cleanup_keep=config.cleanup_keep,
+                    idle_ttl_s=config.idle_ttl_s,
+                )
+                await nursery.start(housekeeper.run)
                 log.info(
                     "daemon_started",
                     version=__version__,

@@ -70,6 +70,7 @@ class Session:
         self.scene: msgspec.Raw = data.state.scene
         self.recent: deque[CommandRecord] = deque(recent or (), maxlen=RECENT_COMMANDS_KEPT)
         self.closing = False
+        self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)
         self.in_flight = 0
         self.idle = trio.Event()
         self.idle.set()
@@ -79,10 +80,12 @@ class Session:
         return seq
 
     def begin(self) -> None:
+        self.last_active_at = trio.current_time()
         self.in_flight += 1
         self.idle = trio.Event() if self.in_flight == 1 else self.idle
 
     def end(self) -> None:
+        self.last_active_at = trio.current_time()
         self.in_flight -= 1
         if self.in_flight == 0:
             self.idle.set()

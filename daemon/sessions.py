@@ -5,6 +5,7 @@ to the disk only through `SessionStore`. No sockets here."""
 from __future__ import annotations
 
 import base64
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import structlog
 import trio
 
 from . import __version__
+from .cleanup import cleanup as cleanup_sessions
 from .link import AddonLink
 from .protocol import ErrorCode, RemoteProtocolError
 from .protocol.messages import (
@@ -26,6 +28,7 @@ from .protocol.messages import (
 )
 from .protocol.ops import (
     BlenderLinkInfo,
+    CleanupResult,
     CloseResult,
     CommandResult,
     DamagedEntry,
@@ -585,6 +588,20 @@ class SessionManager:
         return ThumbnailResult(
             session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
         )
+
+    def idle_sessions(self, idle_ttl_s: float) -> builtins.list[str]:
+        """Open sessions with nothing in flight and no activity for `idle_ttl_s`."""
+        now = trio.current_time()
+        return [
+            session.session_id for session in self._open.values()
+            if not session.closing and session.in_flight == 0
+            and now - session.last_active_at >= idle_ttl_s
+        ]  # fmt: skip
+
+    async def cleanup(
+        self, older_than_days: float | None, keep: int | None, dry_run: bool
+    ) -> CleanupResult:
+        return await cleanup_sessions(self, older_than_days, keep, dry_run)
 
     def is_open(self, session_id: str) -> bool:
         return session_id in self._open

@@ -37,7 +37,12 @@ class AsyncClient(AsyncControlClient):
 
 @asynccontextmanager
 async def running_daemon(data_dir: Path, addon_port: int, **config: Any) -> AsyncIterator[Daemon]:
-    settings = {"heartbeat_interval_s": 0.05, "heartbeat_timeout_s": 1.0, **config}
+    settings = {
+        "heartbeat_interval_s": 0.05,
+        "heartbeat_timeout_s": 1.0,
+        "cleanup_interval_s": None,
+        **config,
+    }
     daemon = Daemon(
         DaemonConfig(data_dir=data_dir, addon_port=addon_port, control_port=0, **settings)
     )

@@ -11,6 +11,7 @@ import msgspec
 
 from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import (
+    CleanupParams,
     CommandParams,
     NoParams,
     OpenParams,
@@ -92,6 +93,11 @@ async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path))
 
 
+async def _cleanup(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, CleanupParams, "session.cleanup")
+    return _encoder.encode(await ctx.manager.cleanup(p.older_than_days, p.keep, p.dry_run))
+
+
 async def _thumbnail(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.thumbnail")
     return _encoder.encode(await ctx.manager.thumbnail(p.session_id))
@@ -115,11 +121,12 @@ HANDLERS: dict[str, Handler] = {
     "session.restore": _restore,
     "session.set_data": _set_data,
     "session.thumbnail": _thumbnail,
+    "session.cleanup": _cleanup,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})
 # In PROTOCOL.md §2 but built by a later issue: answered with a clear error, not "unknown".
-PLANNED_OPS = frozenset({"session.export", "session.import", "session.cleanup"})
+PLANNED_OPS = frozenset({"session.export", "session.import"})
 
 
 def lookup(op: str) -> Handler:

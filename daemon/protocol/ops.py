@@ -130,6 +130,19 @@ class RestoreResult(Reply, frozen=True):
     notes: list[str]  # why this path, and anything a person should know
 
 
+class CleanupParams(Message, frozen=True):
+    older_than_days: Annotated[float, Meta(ge=0)] | None = None
+    keep: Annotated[int, Meta(ge=0)] | None = None
+    dry_run: bool = False
+
+
+class CleanupResult(Reply, frozen=True):
+    deleted: list[str]  # with dry_run: what would be deleted
+    dry_run: bool
+    freed_bytes: int
+    remaining: int  # closed sessions left
+
+
 class ThumbnailResult(Reply, frozen=True):
     session_id: str
     png_base64: str

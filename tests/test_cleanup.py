@@ -1,0 +1,140 @@
+"""Cleanup and expiry: the selection policy, the op (dry run and real), and the idle
+TTL that closes and saves an open session nobody uses."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from daemon.cleanup import select_expired
+from daemon.protocol import ErrorCode, RemoteProtocolError
+from daemon.store import ListedRecord, SessionStore
+from daemon.store.records import RecordSummary
+
+from .fake_addon import FakeAddon
+from .helpers import AsyncClient, running_daemon, token_of
+from .test_store import make_data
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+
+
+def listed(name: str, closed_days_ago: float | None) -> ListedRecord:
+    closed_at = None if closed_days_ago is None else NOW - closed_days_ago * DAY
+    summary = RecordSummary(
+        session_id=f"scene-20260101-000000-{name:0>8}",
+        name=name,
+        created_at=0.0,
+        closed_at=closed_at,
+        command_count=0,
+        restored_from=None,
+    )
+    return ListedRecord(summary, 100)
+
+
+RECORDS = [listed("a", 1), listed("b", 40), listed("c", 100), listed("d", 200), listed("e", None)]
+
+
+def names(selected: list[ListedRecord]) -> list[str | None]:
+    return [r.summary.name for r in selected]
+
+
+def test_select_by_age_keep_newest_or_both() -> None:
+    assert names(select_expired(RECORDS, NOW, 90, None)) == ["c", "d"]
+    assert names(select_expired(RECORDS, NOW, None, 2)) == ["c", "d"]
+    assert names(select_expired(RECORDS, NOW, None, 1)) == ["b", "c", "d"]
+    assert names(select_expired(RECORDS, NOW, 30, 3)) == ["d"]  # the newest 3 stay anyway
+    assert names(select_expired(RECORDS, NOW, 0, None)) == ["a", "b", "c", "d"]  # never "e"
+
+
+def test_select_needs_a_rule() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        select_expired(RECORDS, NOW, None, None)
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+
+
+@pytest.fixture
+async def fake(nursery: trio.Nursery) -> FakeAddon:
+    fake = FakeAddon()
+    fake.port = await nursery.start(fake.serve_tcp)  # type: ignore[attr-defined]
+    return fake
+
+
+async def test_cleanup_op_dry_run_then_delete(tmp_path: Path, fake: FakeAddon) -> None:
+    data_dir = tmp_path / "data"
+    store = SessionStore(data_dir)
+    store.prepare()
+    now = time.time()
+    ids = {}
+    for name, days in (("fresh", 2), ("old", 50), ("older", 120)):
+        session_id = f"scene-20260101-000000-{len(ids):08x}"
+        ids[name] = session_id
+        await store.save(make_data(session_id, name=name, closed_at=now - days * DAY))
+    async with running_daemon(data_dir, fake.port) as daemon:  # type: ignore[attr-defined]
+        assert daemon.control_port is not None
+        client = await AsyncClient.connect(daemon.control_port, token_of(daemon))
+        dry = await client.ok("session.cleanup", {"older_than_days": 30, "dry_run": True})
+        assert sorted(dry["deleted"]) == sorted([ids["old"], ids["older"]])
+        assert dry["dry_run"] and dry["freed_bytes"] > 0 and dry["remaining"] == 1
+        assert len((await client.ok("session.list"))["sessions"]) == 3  # nothing went
+        done = await client.ok("session.cleanup", {"older_than_days": 30, "keep": 2})
+        assert done["deleted"] == [ids["older"]] and done["remaining"] == 2
+        left = [s["name"] for s in (await client.ok("session.list"))["sessions"]]
+        assert sorted(left) == ["fresh", "old"]
+        code, _ = await client.error("session.cleanup", {})
+        assert code == "invalid_params"
+        code, _ = await client.error("session.cleanup", {"keep": -1})
+        assert code == "invalid_params"
+        await client.aclose()
+
+
+async def test_idle_open_session_is_closed_and_saved(tmp_path: Path, fake: FakeAddon) -> None:
+    async with running_daemon(
+        tmp_path / "data",
+        fake.port,  # type: ignore[attr-defined]
+        idle_ttl_s=0.4,
+    ) as daemon:
+        with trio.fail_after(10):
+            await daemon.link.wait_connected()
+        assert daemon.control_port is not None
+        client = await AsyncClient.connect(daemon.control_port, token_of(daemon))
+        with daemon.manager.events.subscribe() as events:
+            session_id = (await client.ok("session.open", {"name": "forgotten"}))["session_id"]
+            opened_at = trio.current_time()
+            with trio.fail_after(10):
+                async for event, data in events:
+                    if event == "session_closed":
+                        assert msgspec.json.decode(data)["session_id"] == session_id
+                        break
+        assert trio.current_time() - opened_at >= 0.4
+        record = await daemon.store.load(session_id)
+        assert record.data.name == "forgotten" and record.data.closed_at is not None
+        await client.aclose()
+
+
+async def test_schedule_never_deletes_sessions_younger_than_30_days(
+    tmp_path: Path, fake: FakeAddon
+) -> None:
+    data_dir = tmp_path / "data"
+    store = SessionStore(data_dir)
+    store.prepare()
+    now = time.time()
+    for index, days in enumerate((2, 29, 31, 120)):
+        await store.save(
+            make_data(
+                f"scene-20260101-000000-{index:08x}", name=f"d{days}", closed_at=now - days * DAY
+            )
+        )
+    # Asked for 1 day, the schedule still keeps anything younger than 30 days.
+    async with running_daemon(
+        data_dir,
+        fake.port,
+        cleanup_interval_s=3600.0,  # type: ignore[attr-defined]
+        cleanup_older_than_days=1.0,
+    ):
+        listed, _ = await store.list()
+        assert sorted(r.summary.name for r in listed) == ["d2", "d29"]

@@ -134,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than-days", type=float, help="closed more than this many days ago")
     p.add_argument("--keep", type=int, help="always keep the newest N closed sessions")
     p.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    p = sub.add_parser("export", help="write closed sessions to one .tar.gz archive")
+    p.add_argument("sessions", nargs="*", help="ids or names (or --all)")
+    p.add_argument("--all", action="store_true", help="every closed session")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the archive to write")
+    p = sub.add_parser("import", help="bring sessions in from an archive made by export")
+    p.add_argument("archive", type=Path)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a session whose id exists (default: keep both, new id)",
+    )
     sub.add_parser("stats", help="storage statistics")
     sub.add_parser("watch", help="stream session, command and heartbeat events (Ctrl-C stops)")
 
@@ -226,6 +237,21 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
             },
         ),
         "thumbnail": ("session.thumbnail", {"session_id": session}),
+        "export": (
+            "session.export",
+            {
+                "session_ids": args.__dict__.get("sessions"),
+                "all": args.__dict__.get("all"),
+                "path": str(args.output.resolve()) if command == "export" else None,
+            },
+        ),
+        "import": (
+            "session.import",
+            {
+                "path": str(args.archive.resolve()) if command == "import" else None,
+                "overwrite": args.__dict__.get("overwrite"),
+            },
+        ),
         "cleanup": (
             "session.cleanup",
             {
@@ -426,6 +452,19 @@ def _render(command: str, result: Any) -> str:
                 f"{snapshot.get('thumbnail') or '-'}"
             )
         return "\n".join(head) + "\n" + _table(["SEQ", "TYPE", "STATUS", "MS", "PARAMS"], rows)
+    if command == "export":
+        return (
+            f"wrote {result['path']}: {len(result['session_ids'])} sessions, "
+            f"{_size(result['bytes'])}"
+        )
+    if command == "import":
+        lines = [
+            f"imported {item['from_id']}"
+            + (f" as {item['to_id']}" if item["to_id"] != item["from_id"] else "")
+            for item in result["imported"]
+        ]
+        lines += [f"overwrote {session_id}" for session_id in result["overwritten"]]
+        return "\n".join(lines) or "nothing imported"
     if command == "cleanup":
         verb = "would delete" if result["dry_run"] else "deleted"
         listing = "".join(f"\n  {session_id}" for session_id in result["deleted"])

@@ -9,6 +9,7 @@ import builtins
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -33,6 +34,9 @@ from .protocol.ops import (
     CommandResult,
     DamagedEntry,
     DeleteResult,
+    ExportResult,
+    ImportedSession,
+    ImportResult,
     ListResult,
     OpenResult,
     RestorePath,
@@ -61,6 +65,7 @@ from .store import (
     parse_session_id,
     replay_journal,
 )
+from .store.archive import export_sessions, import_sessions
 from .watch import Broadcaster
 
 log = structlog.get_logger("sessions")
@@ -602,6 +607,43 @@ class SessionManager:
         self, older_than_days: float | None, keep: int | None, dry_run: bool
     ) -> CleanupResult:
         return await cleanup_sessions(self, older_than_days, keep, dry_run)
+
+    async def export(self, refs: builtins.list[str], everything: bool, path: str) -> ExportResult:
+        """Write closed sessions (their records, .blend snapshots, thumbnails) to one archive."""
+        if everything:
+            listed, _ = await self.store.list()
+            ids = [item.summary.session_id for item in listed]
+        elif refs:
+            ids = [await self.resolve(ref) for ref in refs]
+        else:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS, "name the sessions to export, or set all"
+            )
+        for session_id in ids:
+            if session_id in self._open:
+                raise RemoteProtocolError(
+                    ErrorCode.CONFLICT, f"session {session_id} is open; close it before exporting"
+                )
+            if not self.store.exists(session_id):
+                raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no saved session {session_id}")
+        try:
+            size = await trio.to_thread.run_sync(export_sessions, self.store, ids, Path(path))
+        except OSError as error:
+            raise _storage_error(error) from None
+        log.info("sessions_exported", path=path, sessions=ids)
+        return ExportResult(path=path, session_ids=ids, bytes=size)
+
+    async def import_archive(self, path: str, overwrite: bool) -> ImportResult:
+        report = await trio.to_thread.run_sync(
+            lambda: import_sessions(self.store, Path(path), overwrite=overwrite)
+        )
+        log.info("sessions_imported", path=path, imported=report.imported)
+        return ImportResult(
+            imported=[
+                ImportedSession(from_id=item["from"], to_id=item["to"]) for item in report.imported
+            ],
+            overwritten=report.overwritten,
+        )
 
     def is_open(self, session_id: str) -> bool:
         return session_id in self._open

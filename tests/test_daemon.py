@@ -272,7 +272,9 @@ async def test_command_logs_one_canonical_line_with_bound_ids(client: AsyncClien
     ("op", "params", "code", "fragment"),
     [
         ("session.nope", {}, "unknown_command", "unknown op 'session.nope'"),
-        ("session.export", {}, "unknown_command", "not implemented"),
+        ("session.export", {"path": "relative.tar.gz"}, "invalid_params", "$.path"),
+        ("session.export", {"path": "/tmp/x.tar.gz"}, "invalid_params", "name the sessions"),
+        ("session.import", {"path": "/nonexistent/a.tar.gz"}, "not_found", "no archive"),
         ("session.set_data", {"session_id": "x", "key": "k", "value": 1}, "not_found", "x"),
         ("session.open", {"name": 5}, "invalid_params", "$.name"),
         ("session.open", {"session_id": "../../etc"}, "invalid_params", "expected scene-"),

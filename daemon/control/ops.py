@@ -13,6 +13,8 @@ from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import (
     CleanupParams,
     CommandParams,
+    ExportParams,
+    ImportParams,
     NoParams,
     OpenParams,
     RestoreParams,
@@ -93,6 +95,16 @@ async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path))
 
 
+async def _export(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, ExportParams, "session.export")
+    return _encoder.encode(await ctx.manager.export(p.session_ids, p.all, p.path))
+
+
+async def _import(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, ImportParams, "session.import")
+    return _encoder.encode(await ctx.manager.import_archive(p.path, p.overwrite))
+
+
 async def _cleanup(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, CleanupParams, "session.cleanup")
     return _encoder.encode(await ctx.manager.cleanup(p.older_than_days, p.keep, p.dry_run))
@@ -122,20 +134,16 @@ HANDLERS: dict[str, Handler] = {
     "session.set_data": _set_data,
     "session.thumbnail": _thumbnail,
     "session.cleanup": _cleanup,
+    "session.export": _export,
+    "session.import": _import,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})
-# In PROTOCOL.md §2 but built by a later issue: answered with a clear error, not "unknown".
-PLANNED_OPS = frozenset({"session.export", "session.import"})
 
 
 def lookup(op: str) -> Handler:
     handler = HANDLERS.get(op)
     if handler is not None:
         return handler
-    if op in PLANNED_OPS:
-        raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_COMMAND, f"op {op!r} is not implemented by this daemon version yet"
-        )
     known = ", ".join(sorted([*HANDLERS, *STREAMING_OPS]))
     raise RemoteProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown op {op!r}; known ops: {known}")

@@ -130,6 +130,36 @@ class RestoreResult(Reply, frozen=True):
     notes: list[str]  # why this path, and anything a person should know
 
 
+AbsolutePath = Annotated[str, Meta(pattern=r"^/", min_length=2, max_length=4096)]
+
+
+class ExportParams(Message, frozen=True):
+    path: AbsolutePath  # where the daemon writes the archive (.tar.gz)
+    session_ids: list[str] = []  # ids or names; empty with all=true: every closed session
+    all: bool = False
+
+
+class ExportResult(Reply, frozen=True):
+    path: str
+    session_ids: list[str]
+    bytes: int
+
+
+class ImportParams(Message, frozen=True):
+    path: AbsolutePath
+    overwrite: bool = False  # an id that exists: replace it (else keep both, new id)
+
+
+class ImportedSession(Reply, frozen=True):
+    from_id: str
+    to_id: str
+
+
+class ImportResult(Reply, frozen=True):
+    imported: list[ImportedSession]
+    overwritten: list[str]
+
+
 class CleanupParams(Message, frozen=True):
     older_than_days: Annotated[float, Meta(ge=0)] | None = None
     keep: Annotated[int, Meta(ge=0)] | None = None

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("open", help="open a session")
     p.add_argument("--name", help="a human name for the session (unique)")
     p.add_argument("--session-id", help="choose the id yourself (makes open idempotent)")
+    p.add_argument(
+        "--blender",
+        help="which Blender (port or host:port) when the daemon tracks several; default: the first",
+    )
     p = sub.add_parser("cmd", help="send a scene command, e.g. cmd create_object kind=cube")
     p.add_argument("type", help="command type (get_scene_info, create_object, ...)")
     p.add_argument(
@@ -116,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="bring a closed session's scene back into Blender")
     p.add_argument("session", help="session id or name")
     p.add_argument("--name", help="name for the new session")
+    p.add_argument("--blender", help="which Blender to restore into (port or host:port)")
     p.add_argument(
         "--path",
         choices=["auto", "blend", "state", "replay"],
@@ -220,7 +225,11 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         "status": ("status", {}),
         "open": (
             "session.open",
-            {"name": args.__dict__.get("name"), "session_id": args.__dict__.get("session_id")},
+            {
+                "name": args.__dict__.get("name"),
+                "session_id": args.__dict__.get("session_id"),
+                "blender": args.__dict__.get("blender"),
+            },
         ),
         "list": ("session.list", {}),
         "stats": ("session.stats", {}),
@@ -234,6 +243,7 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
                 "session_id": session,
                 "name": args.__dict__.get("name"),
                 "path": args.__dict__.get("path"),
+                "blender": args.__dict__.get("blender"),
             },
         ),
         "thumbnail": ("session.thumbnail", {"session_id": session}),

@@ -25,6 +25,7 @@ class DaemonConfig:
     data_dir: Path
     addon_host: str = "127.0.0.1"
     addon_port: int = DEFAULT_ADDON_PORT
+    extra_addon_ports: tuple[int, ...] = ()  # more Blenders to track at once
     control_host: str = "127.0.0.1"
     control_port: int = DEFAULT_CONTROL_PORT
     proxy_port: int | None = None  # off unless set; 0 picks a free port
@@ -73,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--addon-port",
         type=int,
-        default=int(_env("ADDON_PORT", str(DEFAULT_ADDON_PORT))),
-        help=f"port of the Blender addon [{ENV_PREFIX}ADDON_PORT] (default: {DEFAULT_ADDON_PORT})",
+        action="append",
+        default=None,
+        help="port of the Blender addon; repeat it to track several Blenders (the first is "
+        f"the default for new sessions) [{ENV_PREFIX}ADDON_PORT, comma-separated] "
+        f"(default: {DEFAULT_ADDON_PORT})",
     )
     add(
         "--control-port",
@@ -190,8 +194,11 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     args = parser.parse_args(argv)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= args.heartbeat_interval:
         parser.error("--heartbeat-timeout must be longer than --heartbeat-interval, both > 0")
+    addon_ports = args.addon_port or [
+        int(port) for port in _env("ADDON_PORT", str(DEFAULT_ADDON_PORT)).split(",") if port
+    ]
     ports = (
-        ("--addon-port", args.addon_port),
+        *(("--addon-port", port) for port in addon_ports),
         ("--control-port", args.control_port),
         ("--proxy-port", args.proxy_port or 0),
     )
@@ -201,7 +208,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     return DaemonConfig(
         data_dir=args.data_dir.expanduser(),
         addon_host=args.addon_host,
-        addon_port=args.addon_port,
+        addon_port=addon_ports[0],
+        extra_addon_ports=tuple(addon_ports[1:]),
         control_port=args.control_port,
         proxy_port=args.proxy_port,
         heartbeat_interval_s=args.heartbeat_interval,

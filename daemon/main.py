@@ -43,22 +43,28 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.store = SessionStore(config.data_dir, journal_fsync=config.journal_fsync)
-        self.link = AddonLink(
-            LinkConfig(
-                host=config.addon_host,
-                port=config.addon_port,
-                heartbeat_interval_s=config.heartbeat_interval_s,
-                heartbeat_timeout_s=config.heartbeat_timeout_s,
-                request_timeout_s=config.request_timeout_s,
+        self.links = [
+            AddonLink(
+                LinkConfig(
+                    host=config.addon_host,
+                    port=port,
+                    heartbeat_interval_s=config.heartbeat_interval_s,
+                    heartbeat_timeout_s=config.heartbeat_timeout_s,
+                    request_timeout_s=config.request_timeout_s,
+                )
             )
-        )
+            for port in (config.addon_port, *config.extra_addon_ports)
+        ]
+        self.link = self.links[0]
         self.manager = SessionManager(
             self.store,
             self.link,
+            extra_links=self.links[1:],
             blend_snapshots=config.blend_snapshots,
             thumbnails=config.thumbnails,
         )
-        self.link.observer = self.manager
+        for link in self.links:
+            link.observer = self.manager
         self.control_port: int | None = None
         self.proxy_port: int | None = None
 
@@ -93,7 +99,8 @@ class Daemon:
                     proxy_port=self.proxy_port,
                 )
                 self.store.write_endpoint(msgspec.json.encode(endpoint))
-                nursery.start_soon(self.link.run)
+                for link in self.links:
+                    nursery.start_soon(link.run)
                 housekeeper = Housekeeper(
                     self.manager,
                     cleanup_interval_s=config.cleanup_interval_s,
@@ -107,7 +114,7 @@ class Daemon:
                     version=__version__,
                     data_dir=str(config.data_dir),
                     control=self.manager.control_endpoint,
-                    addon=self.link.endpoint,
+                    addon=[link.endpoint for link in self.links],
                 )
                 task_status.started(port)
         finally:

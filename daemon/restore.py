@@ -87,6 +87,7 @@ async def restore(
     name: str | None,
     requested: RestorePath,
     client_id: str | None,
+    blender: str | None = None,
 ) -> RestoreResult:
     source_id = await manager.resolve(ref)
     if manager.is_open(source_id):
@@ -94,13 +95,14 @@ async def restore(
             ErrorCode.CONFLICT, f"session {source_id} is still open; close it before restoring"
         )
     record = await manager.store.load(source_id)
-    if not manager.link.connected:
-        raise manager.link.unavailable_error()
+    link = manager.link_for(blender)
+    if not link.connected:
+        raise link.unavailable_error()
     blend_on_disk = manager.store.path_for(source_id, ".blend").exists()
-    path, notes = choose_path(
-        record, requested, blend_on_disk, manager.link.snapshot.blender_version
+    path, notes = choose_path(record, requested, blend_on_disk, link.snapshot.blender_version)
+    opened = await manager.open(
+        name=name, restored_from=source_id, data=record.data.data, blender=link.endpoint
     )
-    opened = await manager.open(name=name, restored_from=source_id, data=record.data.data)
     new_id = opened.session_id
     created: list[str] = []
     updated: list[str] = []

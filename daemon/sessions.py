@@ -8,7 +8,7 @@ import base64
 import builtins
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -82,6 +82,7 @@ class SessionManager:
         store: SessionStore,
         link: AddonLink,
         *,
+        extra_links: Sequence[AddonLink] = (),
         control_endpoint: str = "",
         blend_snapshots: bool = True,
         thumbnails: bool = True,
@@ -89,7 +90,8 @@ class SessionManager:
         self.blend_snapshots = blend_snapshots
         self.thumbnails = thumbnails
         self.store = store
-        self.link = link
+        self.link = link  # the default Blender: sessions go here unless told otherwise
+        self.links = {item.endpoint: item for item in (link, *extra_links)}
         self.control_endpoint = control_endpoint
         self.proxy_endpoint: str | None = None
         self.events = Broadcaster()
@@ -142,9 +144,10 @@ class SessionManager:
                 continue
             journal = await self.store.open_journal(session_id)
             await self._nursery_or_fail().start(journal.run)
+            blender = replayed.session.blender
             session = Session(
                 replayed.session,
-                self.link,
+                self.links.get(f"{blender.host}:{blender.port}", self.link),
                 journal,
                 next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
                 recent=replayed.commands[-RECENT_COMMANDS_KEPT:],
@@ -219,7 +222,9 @@ class SessionManager:
         session_id: str | None = None,
         restored_from: str | None = None,
         data: dict[str, msgspec.Raw] | None = None,
+        blender: str | None = None,
     ) -> OpenResult:
+        link = self.link_for(blender)
         if name is not None:
             check_session_name(name)
         if session_id is not None:
@@ -236,7 +241,7 @@ class SessionManager:
         if name is not None:
             await self._check_name_free(name)
         session_id = session_id or new_session_id()
-        opened = new_session_data(session_id, name, self.link, restored_from)
+        opened = new_session_data(session_id, name, link, restored_from)
         opened = msgspec.structs.replace(opened, data=dict(data or {}))
         journal = await self.store.open_journal(session_id)
         await self._nursery_or_fail().start(journal.run)
@@ -246,9 +251,9 @@ class SessionManager:
             await journal.close()
             await self.store.remove_journal(session_id)
             raise _storage_error(error) from None
-        session = Session(opened, self.link, journal)
+        session = Session(opened, link, journal)
         self._open[session_id] = session
-        await self._attach_latest()
+        await self._attach_latest(link)
         log.info("session_opened", session_id=session_id, name=name, restored_from=restored_from)
         self.events.publish("session_opened", {"session_id": session_id, "name": name})
         return self._open_result(session, created=True)
@@ -262,16 +267,30 @@ class SessionManager:
             ErrorCode.CONFLICT, f"session name {name!r} is taken by {taken}; choose another"
         )
 
-    async def _attach_latest(self) -> None:
-        """Show the newest open session in Blender's panel (or none)."""
-        latest = self._open[next(reversed(self._open))] if self._open else None
+    async def _attach_latest(self, link: AddonLink) -> None:
+        """Show the newest open session bound to `link` in that Blender's panel (or none)."""
+        bound = [session for session in self._open.values() if session.link is link]
+        latest = bound[-1] if bound else None
         try:
             if latest is None:
-                await self.link.attach(None)
+                await link.attach(None)
             else:
-                await self.link.attach(latest.session_id, latest.name)
+                await link.attach(latest.session_id, latest.name)
         except RemoteProtocolError as error:
-            log.info("attach_deferred", reason=error.message)
+            log.info("attach_deferred", endpoint=link.endpoint, reason=error.message)
+
+    def link_for(self, blender: str | None) -> AddonLink:
+        """The link to a Blender named as `host:port` or `port`; None: the default."""
+        if blender is None:
+            return self.link
+        for endpoint, link in self.links.items():
+            if blender in (endpoint, str(link.config.port)):
+                return link
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_PARAMS,
+            f"no Blender {blender!r} is configured; this daemon knows {sorted(self.links)} "
+            "(add one with another --addon-port)",
+        )
 
     def _open_result(self, session: Session, *, created: bool) -> OpenResult:
         return OpenResult(
@@ -279,7 +298,7 @@ class SessionManager:
             name=session.name,
             created=created,
             restored_from=session.restored_from,
-            blender=self.link_info(),
+            blender=self.link_info(session.link),
         )
 
     async def command(
@@ -291,9 +310,9 @@ class SessionManager:
         returns; the caller is answered only once both are on disk.
         """
         session = await self._open_session(ref)
-        checked_params = _check_command(type, params, self.link.snapshot.commands)
-        if not self.link.connected:
-            raise self.link.unavailable_error()
+        checked_params = _check_command(type, params, session.link.snapshot.commands)
+        if not session.link.connected:
+            raise session.link.unavailable_error()
         session.begin()
         try:
             return await self._run_command(session, type, checked_params, client_id)
@@ -316,7 +335,7 @@ class SessionManager:
             error: RemoteProtocolError | None = None
             result = b"null"
             try:
-                result = await self.link.request(type, bytes(params))
+                result = await session.link.request(type, bytes(params))
             except RemoteProtocolError as failure:
                 error = failure
             duration_ms = round((trio.current_time() - began) * 1000, 3)
@@ -382,7 +401,7 @@ class SessionManager:
         try:
             session.track(type, params, result)
             if type in OPAQUE_COMMANDS:
-                session.track_scene_info(await self.link.request("get_scene_info"))
+                session.track_scene_info(await session.link.request("get_scene_info"))
         except (msgspec.DecodeError, RemoteProtocolError) as error:
             log.warning("state_tracking_failed", type=type, reason=str(error))
 
@@ -434,7 +453,7 @@ class SessionManager:
 
     async def state(self, ref: str) -> StateResult:
         session = await self._open_session(ref)
-        scene = await self.link.request("get_state")
+        scene = await session.link.request("get_state")
         session.track_state(scene)
         return StateResult(session_id=session.session_id, scene=msgspec.Raw(scene))
 
@@ -446,7 +465,7 @@ class SessionManager:
             fresh = await self._final_snapshot(session)
             if fresh:
                 session.snapshot = await take_snapshots(
-                    self.link,
+                    session.link,
                     self.store,
                     session.session_id,
                     blend=self.blend_snapshots,
@@ -465,7 +484,7 @@ class SessionManager:
             session.closing = False
             raise
         del self._open[session.session_id]
-        await self._attach_latest()
+        await self._attach_latest(session.link)
         path = self.store.path_for(session.session_id)
         log.info(
             "session_closed",
@@ -483,10 +502,10 @@ class SessionManager:
         )
 
     async def _final_snapshot(self, session: Session) -> bool:
-        if not self.link.connected:
+        if not session.link.connected:
             return False
         try:
-            session.track_state(await self.link.request("get_state"))
+            session.track_state(await session.link.request("get_state"))
         except (RemoteProtocolError, msgspec.DecodeError) as error:
             log.warning("final_snapshot_failed", session_id=session.session_id, reason=str(error))
             return False
@@ -568,10 +587,15 @@ class SessionManager:
         return msgspec.convert({**totals, "open_sessions": len(self._open)}, StatsResult)
 
     async def restore(
-        self, ref: str, name: str | None, client_id: str | None, path: RestorePath = "auto"
+        self,
+        ref: str,
+        name: str | None,
+        client_id: str | None,
+        path: RestorePath = "auto",
+        blender: str | None = None,
     ) -> RestoreResult:
         """Open a new session from a closed record and bring its scene back (restore.py)."""
-        return await restore_session(self, ref, name, path, client_id)
+        return await restore_session(self, ref, name, path, client_id, blender)
 
     async def thumbnail(self, ref: str) -> ThumbnailResult:
         """A PNG of the scene: rendered now (and stored) for an open session, the stored
@@ -579,9 +603,9 @@ class SessionManager:
         session_id = await self.resolve(ref)
         session = self._open.get(session_id)
         if session is not None:
-            if not self.link.connected:
-                raise self.link.unavailable_error()
-            png = await render_thumbnail(self.link)
+            if not session.link.connected:
+                raise session.link.unavailable_error()
+            png = await render_thumbnail(session.link)
             try:
                 await self.store.write_thumbnail(session_id, png)
             except OSError as error:
@@ -672,15 +696,17 @@ class SessionManager:
             control=self.control_endpoint,
             proxy=self.proxy_endpoint,
             blender=self.link_info(),
+            blenders=[self.link_info(link) for link in self.links.values()],
             open_sessions=[self._summary(s) for s in self._open.values()],
         )
 
-    def link_info(self) -> BlenderLinkInfo:
-        snap = self.link.snapshot
+    def link_info(self, link: AddonLink | None = None) -> BlenderLinkInfo:
+        link = link or self.link
+        snap = link.snapshot
         return BlenderLinkInfo(
-            endpoint=self.link.endpoint,
+            endpoint=link.endpoint,
             status=snap.status.value,
-            connected=self.link.connected,
+            connected=link.connected,
             blender_version=snap.blender_version,
             file=snap.file,
             last_heartbeat=snap.last_heartbeat,
@@ -697,12 +723,15 @@ class SessionManager:
     # --- LinkObserver ---------------------------------------------------------------
 
     def link_changed(self, link: AddonLink) -> None:
-        self.events.publish("heartbeat", self.link_info())
+        self.events.publish("heartbeat", self.link_info(link))
 
     def scene_changed(self, link: AddonLink, data: msgspec.Raw, missed: int) -> None:
         for session in self._open.values():
-            session.track_scene_event(data)
-        self.events.publish("scene_changed", {"data": data, "missed": missed})
+            if session.link is link:
+                session.track_scene_event(data)
+        self.events.publish(
+            "scene_changed", {"blender": link.endpoint, "data": data, "missed": missed}
+        )
 
 
 def _check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> msgspec.Raw:

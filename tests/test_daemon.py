@@ -518,3 +518,43 @@ async def test_damaged_records_and_journals_are_quarantined_and_the_rest_served(
         assert len(list((data_dir / "quarantine").glob("*.reason.txt"))) == 4
         assert (await client.ok("session.show", {"session_id": good}))["data"]["name"] == "good"
         await client.aclose()
+
+
+async def test_several_blenders_each_session_bound_to_one(
+    tmp_path: Path, fake: FakeAddon, nursery: trio.Nursery
+) -> None:
+    second = FakeAddon(blender_version="4.2.0")
+    second_port = await nursery.start(second.serve_tcp)
+    async with running_daemon(
+        tmp_path / "data",
+        fake.port,  # type: ignore[attr-defined]
+        extra_addon_ports=(second_port,),
+    ) as daemon:
+        with trio.fail_after(WAIT_S):
+            for link in daemon.links:
+                await link.wait_connected()
+        assert daemon.control_port is not None
+        client = await AsyncClient.connect(daemon.control_port, token_of(daemon))
+        status = await client.ok("status")
+        assert [b["blender_version"] for b in status["blenders"]] == ["5.0.1", "4.2.0"]
+        first = await client.ok("session.open", {"name": "on-first"})
+        other = await client.ok("session.open", {"name": "on-second", "blender": str(second_port)})
+        assert other["blender"]["blender_version"] == "4.2.0"
+        for session, name in ((first, "One"), (other, "Two")):
+            await client.ok(
+                "session.command",
+                {
+                    "session_id": session["session_id"],
+                    "type": "create_object",
+                    "params": {"kind": "cube", "name": name},
+                },
+            )
+        assert list(fake.objects) == ["One"] and list(second.objects) == ["Two"]
+        assert (fake.session_id, second.session_id) == (first["session_id"], other["session_id"])
+        closed = await client.ok("session.close", {"session_id": "on-second"})
+        record = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]
+        assert record["blender"]["port"] == second_port
+        assert record["blender"]["version"] == "4.2.0"
+        code, message = await client.error("session.open", {"blender": "1"})
+        assert code == "invalid_params" and str(second_port) in message
+        await client.aclose()

@@ -52,7 +52,9 @@ async def _status(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _open(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, OpenParams, "session.open")
-    return _encoder.encode(await ctx.manager.open(name=p.name, session_id=p.session_id))
+    return _encoder.encode(
+        await ctx.manager.open(name=p.name, session_id=p.session_id, blender=p.blender)
+    )
 
 
 async def _command(ctx: OpContext, params: msgspec.Raw) -> bytes:
@@ -92,7 +94,8 @@ async def _stats(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, RestoreParams, "session.restore")
-    return _encoder.encode(await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path))
+    restored = await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path, p.blender)
+    return _encoder.encode(restored)
 
 
 async def _export(ctx: OpContext, params: msgspec.Raw) -> bytes:

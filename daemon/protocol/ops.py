@@ -16,6 +16,7 @@ class NoParams(Message, frozen=True):
 class OpenParams(Message, frozen=True):
     name: str | None = None
     session_id: str | None = None  # client-chosen: makes open idempotent
+    blender: str | None = None  # "host:port" or "port" of the Blender; default: the first
 
 
 class SessionRefParams(Message, frozen=True):
@@ -44,6 +45,7 @@ class RestoreParams(Message, frozen=True):
     session_id: str
     name: str | None = None
     path: RestorePath = "auto"  # auto: the best source available
+    blender: str | None = None  # which Blender to restore into; default: the first
 
 
 class Reply(Message, omit_defaults=False, frozen=True):
@@ -192,7 +194,8 @@ class StatusResult(Reply, frozen=True):
     uptime_s: float
     control: str
     proxy: str | None  # the recording proxy's host:port, when it runs
-    blender: BlenderLinkInfo
+    blender: BlenderLinkInfo  # the default Blender
+    blenders: list[BlenderLinkInfo]  # every Blender this daemon links to, default first
     open_sessions: list[SessionSummary]
 
 

@@ -5,13 +5,14 @@ and restored through each of the three paths."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import blender_procs
-from .programs import Programs
+from .programs import Programs, free_port
 
 pytestmark = pytest.mark.blender
 KINDS = ["cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "plane", "torus", "monkey",
@@ -114,3 +115,73 @@ def test_restore_into_older_blender_falls_back_to_the_state_snapshot(programs: P
     assert records(after)["Ring"] == records(record["state"]["scene"])["Ring"]
     refused = programs.cli("restore", "newer", "--path", "blend", check=False)
     assert refused.returncode == 1 and "cannot open newer files" in refused.stderr
+
+
+def test_export_import_thumbnail_and_cleanup_through_the_cli(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "portable")["session_id"]
+    programs.cli("cmd", "create_object", "kind=monkey", "name=Suzanne")
+    live = programs.data_dir.parent / "live.png"
+    programs.cli("thumbnail", "-o", str(live))  # the open session: rendered now
+    assert live.read_bytes()[:4] == b"\x89PNG"
+    programs.json("close")
+    saved = programs.data_dir.parent / "saved.png"
+    programs.cli("thumbnail", "portable", "-o", str(saved))  # closed: the stored one
+    assert saved.read_bytes()[:4] == b"\x89PNG"
+    assert "thumbnail:" in programs.cli("show", "portable").stdout
+
+    archive = programs.data_dir.parent / "portable.tar.gz"
+    exported = programs.json("export", "portable", "-o", str(archive))
+    assert exported["session_ids"] == [session_id] and archive.stat().st_size > 1000
+    dry = programs.json("cleanup", "--keep", "0", "--dry-run")
+    assert dry["deleted"] == [session_id] and programs.json("list")["sessions"]
+    programs.json("cleanup", "--keep", "0")
+    assert programs.json("list")["sessions"] == []
+    imported = programs.json("import", str(archive))
+    assert imported["imported"] == [{"from_id": session_id, "to_id": session_id}]
+    restored = programs.json("restore", "portable")
+    assert restored["path"] == "blend" and "Suzanne" in restored["created"]
+
+
+def test_idle_session_is_closed_with_its_snapshots(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon("--idle-ttl-minutes", "0.01")  # 0.6 s
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "idle")["session_id"]
+    programs.cli("cmd", "create_object", "kind=cone", "name=Left")
+    record = programs.data_dir / "sessions" / f"{session_id}.json"
+    deadline = time.monotonic() + 60
+    while not record.exists():  # each status call is a full CLI run: its own pacing
+        assert time.monotonic() < deadline, "the idle session was never closed"
+        programs.cli("status")
+    data = json.loads(record.read_text())["data"]
+    assert data["closed_at"] is not None and data["state"]["objects"] == ["Left"]
+    assert data["snapshot"]["blend"] == f"{session_id}.blend"
+
+
+def test_two_blenders_at_once_each_session_bound_to_one(programs: Programs) -> None:
+    programs.start_blender()
+    first_blender = programs.blender
+    first_port = programs.addon_port
+    programs.addon_port = free_port()
+    programs.start_blender()
+    second_port = programs.addon_port
+    programs.addon_port = first_port
+    try:
+        programs.start_daemon("--addon-port", str(first_port), "--addon-port", str(second_port))
+        deadline = time.monotonic() + 60
+        while not all(b["connected"] for b in programs.json("status")["blenders"]):
+            assert time.monotonic() < deadline, "the daemon did not connect to both"
+        one = programs.json("open", "--name", "one")["session_id"]
+        two = programs.json("open", "--name", "two", "--blender", str(second_port))["session_id"]
+        programs.cli("cmd", "-s", "one", "create_object", "kind=cube", "name=OnlyInOne")
+        programs.cli("cmd", "-s", "two", "create_object", "kind=torus", "name=OnlyInTwo")
+        names_one = {o["name"] for o in programs.json("state", one)["scene"]["objects"]}
+        names_two = {o["name"] for o in programs.json("state", two)["scene"]["objects"]}
+        assert "OnlyInOne" in names_one and "OnlyInOne" not in names_two
+        assert "OnlyInTwo" in names_two and "OnlyInTwo" not in names_one
+    finally:
+        if first_blender is not None:
+            first_blender.stop()

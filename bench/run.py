@@ -9,6 +9,8 @@ Cases (each comparison is measured in the same run):
 - create_1000: 1,000 cubes through bpy.ops vs through the addon's data-API command.
 - gui: the same trivial command in Debian's GUI Blender under xvfb (timer path):
   one at a time, 4 clients, 64 in flight on one connection.
+- lifecycle: sessions of 10 / 1,000 / 10,000 objects: close time (final snapshot,
+  .blend, thumbnail, record) and restore time through each path (.blend, state, replay).
 """
 
 from __future__ import annotations
@@ -247,6 +249,48 @@ def bench_create(port: int, count: int) -> dict[str, Any]:
     }
 
 
+def bench_lifecycle(sizes: list[int], workdir: Path) -> dict[str, Any]:
+    """Close and restore times (each restore path) for sessions of N objects."""
+    env = blender_procs.blender_env(workdir / "life-home")
+    blender = blender_procs.start(blender_procs.headless_command("--factory-scene"), env)
+    daemon, control_port, token = start_daemon(workdir / "life-data", blender.port, env)
+    results: dict[str, Any] = {}
+    try:
+        wait_connected(control_port, token)
+        for size in sizes:
+            session_id = control_call(control_port, token, "session.open", {})["session_id"]
+            create = json.dumps({"id": 1, "op": "session.command", "token": token, "params": {
+                "session_id": session_id, "type": "create_object",
+                "params": {"kind": "cube", "location": [1, 2, 3]}}}).encode() + b"\n"
+            began = time.perf_counter()
+            run_load(control_port, create, size, 64)
+            created_s = time.perf_counter() - began
+            began = time.perf_counter()
+            closed = control_call(control_port, token, "session.close", {"session_id": session_id})
+            close_s = time.perf_counter() - began
+            sessions_dir = workdir / "life-data" / "sessions"
+            entry: dict[str, Any] = {
+                "create_through_daemon_s": round(created_s, 3),
+                "close_s": round(close_s, 3),
+                "record_bytes": Path(closed["path"]).stat().st_size,
+                "blend_bytes": (sessions_dir / f"{session_id}.blend").stat().st_size,
+                "restore_s": {},
+            }
+            for path in ("blend", "state", "replay"):
+                began = time.perf_counter()
+                restored = control_call(control_port, token, "session.restore",
+                                        {"session_id": session_id, "path": path})
+                entry["restore_s"][path] = round(time.perf_counter() - began, 3)
+                control_call(control_port, token, "session.close",
+                             {"session_id": restored["session_id"]})
+            results[str(size)] = entry
+        return results
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        blender.stop()
+
+
 def bench_gui(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
     if not blender_procs.have_gui_blender():
         return {"skipped": "Debian's blender and xvfb-run are not installed"}
@@ -285,6 +329,7 @@ def main() -> int:
             },
             "headless": bench_headless(counts, workdir),
             "gui": bench_gui(counts, workdir),
+            "lifecycle": bench_lifecycle([10, 50] if args.smoke else [10, 1000, 10000], workdir),
         }
     print(json.dumps(report, indent=2))
     return 0

@@ -259,9 +259,21 @@ def bench_lifecycle(sizes: list[int], workdir: Path) -> dict[str, Any]:
         wait_connected(control_port, token)
         for size in sizes:
             session_id = control_call(control_port, token, "session.open", {})["session_id"]
-            create = json.dumps({"id": 1, "op": "session.command", "token": token, "params": {
-                "session_id": session_id, "type": "create_object",
-                "params": {"kind": "cube", "location": [1, 2, 3]}}}).encode() + b"\n"
+            create = (
+                json.dumps(
+                    {
+                        "id": 1,
+                        "op": "session.command",
+                        "token": token,
+                        "params": {
+                            "session_id": session_id,
+                            "type": "create_object",
+                            "params": {"kind": "cube", "location": [1, 2, 3]},
+                        },
+                    }
+                ).encode()
+                + b"\n"
+            )
             began = time.perf_counter()
             run_load(control_port, create, size, 64)
             created_s = time.perf_counter() - began
@@ -278,11 +290,13 @@ def bench_lifecycle(sizes: list[int], workdir: Path) -> dict[str, Any]:
             }
             for path in ("blend", "state", "replay"):
                 began = time.perf_counter()
-                restored = control_call(control_port, token, "session.restore",
-                                        {"session_id": session_id, "path": path})
+                restored = control_call(
+                    control_port, token, "session.restore", {"session_id": session_id, "path": path}
+                )
                 entry["restore_s"][path] = round(time.perf_counter() - began, 3)
-                control_call(control_port, token, "session.close",
-                             {"session_id": restored["session_id"]})
+                control_call(
+                    control_port, token, "session.close", {"session_id": restored["session_id"]}
+                )
             results[str(size)] = entry
         return results
     finally:

@@ -217,10 +217,10 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
     wanted = {record["name"] for record in records}
     colors = snapshot.get("material_colors") or {}
     if prune:
-        for obj in list(scene.objects):
-            if obj.name not in wanted:
-                removed.append(obj.name)
-                bpy.data.objects.remove(obj, do_unlink=True)
+        doomed = [obj for obj in scene.objects if obj.name not in wanted]
+        removed.extend(obj.name for obj in doomed)
+        # One batch: removing 10,000 objects one by one took minutes here.
+        bpy.data.batch_remove(doomed)
     for record in records:
         name = record["name"]
         obj = bpy.data.objects.get(name)

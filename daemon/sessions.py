@@ -4,12 +4,10 @@ to the disk only through `SessionStore`. No sockets here."""
 
 from __future__ import annotations
 
-import base64
 import builtins
 import os
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -20,9 +18,8 @@ from . import __version__
 from .cleanup import cleanup as cleanup_sessions
 from .link import AddonLink
 from .protocol import ErrorCode, RemoteProtocolError
+from .protocol.commands import check_command
 from .protocol.messages import (
-    COMMAND_PARAMS,
-    LINK_ONLY_TYPES,
     ApplyStateParams,
     ApplyStateResult,
     ErrorBody,
@@ -35,7 +32,6 @@ from .protocol.ops import (
     DamagedEntry,
     DeleteResult,
     ExportResult,
-    ImportedSession,
     ImportResult,
     ListResult,
     OpenResult,
@@ -49,23 +45,25 @@ from .protocol.ops import (
     ThumbnailResult,
 )
 from .restore import restore as restore_session
-from .session import OPAQUE_COMMANDS, RECENT_COMMANDS_KEPT, Session, new_session_data
-from .snapshots import render_thumbnail, take_snapshots
+from .session import OPAQUE_COMMANDS, Session, new_session_data
+from .snapshots import session_thumbnail, take_snapshots
+from .startup import quarantine_damaged_records, recover_open_sessions
 from .store import (
     CommandRecord,
     JournalData,
     JournalDone,
     JournalOpen,
     JournalStart,
-    RecordError,
     SessionStore,
     check_session_name,
     is_session_id,
     new_session_id,
     parse_session_id,
     replay_journal,
+    storage_error,
 )
-from .store.archive import export_sessions, import_sessions
+from .transfer import export as export_archive
+from .transfer import import_archive
 from .watch import Broadcaster
 
 log = structlog.get_logger("sessions")
@@ -105,68 +103,17 @@ class SessionManager:
         """Own the journal writers; recover sessions left open by a crash; then wait."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await self._quarantine_damaged_records()
-            await self._recover_open_sessions()
+            await quarantine_damaged_records(self)
+            await recover_open_sessions(self)
             task_status.started()
             await trio.sleep_forever()
 
-    async def _quarantine_damaged_records(self) -> None:
-        """Move records that cannot be read (torn, corrupt, newer format) aside, so the
-        rest are served; they stay listed as damaged, and nothing is deleted."""
-        _, damaged = await self.store.list()
-        for entry in damaged:
-            if entry.file.startswith("quarantine/"):
-                continue
-            moved = await self.store.quarantine(self.store.sessions_dir / entry.file, entry.reason)
-            log.error(
-                "record_quarantined", file=entry.file, reason=entry.reason, moved_to=str(moved)
-            )
+    def adopt(self, session: Session) -> None:
+        """Take in a session rebuilt at start-up (startup.py)."""
+        self._open[session.session_id] = session
 
-    async def _recover_open_sessions(self) -> None:
-        for path in self.store.journal_paths():
-            session_id = path.name.removesuffix(".journal")
-            if not is_session_id(session_id):
-                continue
-            try:
-                replayed = await trio.to_thread.run_sync(replay_journal, path)
-            except (RecordError, OSError) as error:
-                moved = await self.store.quarantine(path, str(error))
-                log.error(
-                    "journal_quarantined",
-                    session_id=session_id,
-                    reason=str(error),
-                    moved_to=str(moved),
-                )
-                continue
-            if self.store.exists(session_id):
-                # The record was saved and the crash came before the journal went.
-                await self.store.remove_journal(session_id)
-                continue
-            journal = await self.store.open_journal(session_id)
-            await self._nursery_or_fail().start(journal.run)
-            blender = replayed.session.blender
-            session = Session(
-                replayed.session,
-                self.links.get(f"{blender.host}:{blender.port}", self.link),
-                journal,
-                next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
-                recent=replayed.commands[-RECENT_COMMANDS_KEPT:],
-            )
-            session.command_count = sum(not c.housekeeping for c in replayed.commands)
-            if replayed.last_state is not None:
-                session.objects = list(replayed.last_state.objects)
-                session.selection = replayed.last_state.selection
-                session.last_command = replayed.last_state.last_command
-                session.last_result = replayed.last_state.last_result
-                session.scene = replayed.last_state.scene
-            self._open[session_id] = session
-            log.warning(
-                "session_recovered",
-                session_id=session_id,
-                commands=session.command_count,
-                unknown_outcome=replayed.unknown_seqs,
-                torn_tail_bytes=len(replayed.torn_tail),
-            )
+    def nursery(self) -> trio.Nursery:
+        return self._nursery_or_fail()
 
     def _nursery_or_fail(self) -> trio.Nursery:
         if self._nursery is None:
@@ -250,7 +197,7 @@ class SessionManager:
         except OSError as error:
             await journal.close()
             await self.store.remove_journal(session_id)
-            raise _storage_error(error) from None
+            raise storage_error(error) from None
         session = Session(opened, link, journal)
         self._open[session_id] = session
         await self._attach_latest(link)
@@ -310,7 +257,7 @@ class SessionManager:
         returns; the caller is answered only once both are on disk.
         """
         session = await self._open_session(ref)
-        checked_params = _check_command(type, params, session.link.snapshot.commands)
+        checked_params = check_command(type, params, session.link.snapshot.commands)
         if not session.link.connected:
             raise session.link.unavailable_error()
         session.begin()
@@ -395,7 +342,7 @@ class SessionManager:
         try:
             await session.journal.append(line)
         except OSError as error:
-            raise _storage_error(error) from None
+            raise storage_error(error) from None
 
     async def _track(self, session: Session, type: str, params: msgspec.Raw, result: bytes) -> None:
         try:
@@ -478,7 +425,7 @@ class SessionManager:
                 await self.store.save(data)
             except OSError as error:
                 await self._reopen_journal(session)
-                raise _storage_error(error) from None
+                raise storage_error(error) from None
             await self.store.remove_journal(session.session_id)
         except BaseException:
             session.closing = False
@@ -598,25 +545,7 @@ class SessionManager:
         return await restore_session(self, ref, name, path, client_id, blender)
 
     async def thumbnail(self, ref: str) -> ThumbnailResult:
-        """A PNG of the scene: rendered now (and stored) for an open session, the stored
-        one for a closed session."""
-        session_id = await self.resolve(ref)
-        session = self._open.get(session_id)
-        if session is not None:
-            if not session.link.connected:
-                raise session.link.unavailable_error()
-            png = await render_thumbnail(session.link)
-            try:
-                await self.store.write_thumbnail(session_id, png)
-            except OSError as error:
-                raise _storage_error(error) from None
-        else:
-            if not self.store.exists(session_id):
-                raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
-            png = await self.store.read_thumbnail(session_id)
-        return ThumbnailResult(
-            session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
-        )
+        return await session_thumbnail(self, ref)
 
     def idle_sessions(self, idle_ttl_s: float) -> builtins.list[str]:
         """Open sessions with nothing in flight and no activity for `idle_ttl_s`."""
@@ -633,41 +562,13 @@ class SessionManager:
         return await cleanup_sessions(self, older_than_days, keep, dry_run)
 
     async def export(self, refs: builtins.list[str], everything: bool, path: str) -> ExportResult:
-        """Write closed sessions (their records, .blend snapshots, thumbnails) to one archive."""
-        if everything:
-            listed, _ = await self.store.list()
-            ids = [item.summary.session_id for item in listed]
-        elif refs:
-            ids = [await self.resolve(ref) for ref in refs]
-        else:
-            raise RemoteProtocolError(
-                ErrorCode.INVALID_PARAMS, "name the sessions to export, or set all"
-            )
-        for session_id in ids:
-            if session_id in self._open:
-                raise RemoteProtocolError(
-                    ErrorCode.CONFLICT, f"session {session_id} is open; close it before exporting"
-                )
-            if not self.store.exists(session_id):
-                raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no saved session {session_id}")
-        try:
-            size = await trio.to_thread.run_sync(export_sessions, self.store, ids, Path(path))
-        except OSError as error:
-            raise _storage_error(error) from None
-        log.info("sessions_exported", path=path, sessions=ids)
-        return ExportResult(path=path, session_ids=ids, bytes=size)
+        return await export_archive(self, refs, everything, path)
 
     async def import_archive(self, path: str, overwrite: bool) -> ImportResult:
-        report = await trio.to_thread.run_sync(
-            lambda: import_sessions(self.store, Path(path), overwrite=overwrite)
-        )
-        log.info("sessions_imported", path=path, imported=report.imported)
-        return ImportResult(
-            imported=[
-                ImportedSession(from_id=item["from"], to_id=item["to"]) for item in report.imported
-            ],
-            overwritten=report.overwritten,
-        )
+        return await import_archive(self, path, overwrite)
+
+    def open_session_or_none(self, session_id: str) -> Session | None:
+        return self._open.get(session_id)
 
     def is_open(self, session_id: str) -> bool:
         return session_id in self._open
@@ -732,35 +633,3 @@ class SessionManager:
         self.events.publish(
             "scene_changed", {"blender": link.endpoint, "data": data, "missed": missed}
         )
-
-
-def _check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> msgspec.Raw:
-    """Validate a scene command at the daemon's edge, before it costs Blender anything."""
-    if type in LINK_ONLY_TYPES:
-        raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_COMMAND,
-            f"{type!r} is part of the daemon's link to Blender, not a scene command",
-        )
-    schema = COMMAND_PARAMS.get(type)
-    if schema is None:
-        if type in addon_commands:
-            return params  # the addon knows a command this daemon has no schema for
-        raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_COMMAND,
-            f"unknown command {type!r}; known: {', '.join(sorted(COMMAND_PARAMS))}",
-        )
-    try:
-        msgspec.json.decode(params, type=schema)
-    except msgspec.DecodeError as error:
-        raise RemoteProtocolError(
-            ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {error}"
-        ) from None
-    return params
-
-
-def _storage_error(error: OSError) -> RemoteProtocolError:
-    return RemoteProtocolError(
-        ErrorCode.STORAGE,
-        f"cannot write to the data dir: {error.strerror or error} ({error.filename or ''}); "
-        "the session is kept in memory; free space or fix permissions, then retry",
-    )

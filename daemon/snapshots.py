@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 
 from .link import AddonLink
-from .protocol import RemoteProtocolError
+from .protocol import ErrorCode, RemoteProtocolError
 from .protocol.messages import PathResult
-from .store import SessionStore, SnapshotInfo
+from .protocol.ops import ThumbnailResult
+from .store import SessionStore, SnapshotInfo, storage_error
+
+if TYPE_CHECKING:
+    from .sessions import SessionManager
 
 log = structlog.get_logger("snapshots")
 THUMBNAIL_SIZE_PX = 256
@@ -56,4 +61,26 @@ async def take_snapshots(
         blend=blend_name,
         blender_version=link.snapshot.blender_version if blend_name else None,
         thumbnail=thumbnail_name,
+    )
+
+
+async def session_thumbnail(manager: SessionManager, ref: str) -> ThumbnailResult:
+    """A PNG of the scene: rendered now (and stored) for an open session, the stored
+    one for a closed session."""
+    session_id = await manager.resolve(ref)
+    session = manager.open_session_or_none(session_id)
+    if session is not None:
+        if not session.link.connected:
+            raise session.link.unavailable_error()
+        png = await render_thumbnail(session.link)
+        try:
+            await manager.store.write_thumbnail(session_id, png)
+        except OSError as error:
+            raise storage_error(error) from None
+    else:
+        if not manager.store.exists(session_id):
+            raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+        png = await manager.store.read_thumbnail(session_id)
+    return ThumbnailResult(
+        session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
     )

@@ -64,8 +64,11 @@ class BlenderProcess:
     output: list[str] = field(default_factory=list)
 
     def stop(self) -> int:
+        """SIGTERM to the whole process group (xvfb-run leaves Xvfb and Blender behind
+        if only it is told), bounded; returns the leader's exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

@@ -18,7 +18,7 @@ from .records import (
     SnapshotInfo,
 )
 from .recovery import ReplayedJournal, replay_journal
-from .store import DamagedRecord, ListedRecord, SessionStore
+from .store import DamagedRecord, ListedRecord, SessionStore, storage_error
 
 __all__ = [
     "RECORD_FORMAT",
@@ -44,4 +44,5 @@ __all__ = [
     "new_session_id",
     "parse_session_id",
     "replay_journal",
+    "storage_error",
 ]

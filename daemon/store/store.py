@@ -255,6 +255,14 @@ class SessionStore:
         remove_durably(self.data_dir / ENDPOINT_FILE)
 
 
+def storage_error(error: OSError) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.STORAGE,
+        f"cannot write to the data dir: {error.strerror or error} ({error.filename or ''}); "
+        "the session is kept in memory; free space or fix permissions, then retry",
+    )
+
+
 def _not_found(session_id: str) -> RemoteProtocolError:
     return RemoteProtocolError(
         ErrorCode.NOT_FOUND,

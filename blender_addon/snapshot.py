@@ -213,6 +213,8 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
     Runs on: main thread."""
     scene = bpy.context.scene
     created, updated, removed, skipped = [], [], [], []
+    touched = set()  # names created or updated: membership must stay O(1) at 10,000
+    in_scene = {obj.name for obj in scene.objects}
     records = snapshot.get("objects", [])
     wanted = {record["name"] for record in records}
     colors = snapshot.get("material_colors") or {}
@@ -250,7 +252,8 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
                     }
                 )
             created.append(obj.name)
-        elif obj.name not in scene.objects:
+            touched.add(obj.name)
+        elif obj.name not in in_scene:
             scene.collection.objects.link(obj)
             changed = True
         changed |= set_transform(obj, record["location"], record["rotation"], record["scale"])
@@ -268,9 +271,10 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
         if bool(obj.visible_get()) != visible:
             obj.hide_set(not visible)
             changed = True
-        if changed and obj.name not in created:
+        if changed and obj.name not in touched:
             updated.append(obj.name)
-    _apply_parents(records, updated, created)
+            touched.add(obj.name)
+    _apply_parents(records, updated, touched)
     _apply_selection(snapshot.get("selection", []), snapshot.get("active"))
     frame = snapshot.get("frame")
     if isinstance(frame, int) and scene.frame_current != frame:
@@ -278,7 +282,7 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
     return {"created": created, "updated": updated, "removed": removed, "skipped": skipped}
 
 
-def _apply_parents(records, updated, created) -> None:
+def _apply_parents(records, updated, touched) -> None:
     for record in records:
         obj = bpy.data.objects.get(record["name"])
         if obj is None:
@@ -292,8 +296,9 @@ def _apply_parents(records, updated, created) -> None:
                 record["rotation"],
                 record["scale"],
             )
-            if obj.name not in created and obj.name not in updated:
+            if obj.name not in touched:
                 updated.append(obj.name)
+                touched.add(obj.name)
 
 
 def _apply_selection(selection, active_name) -> None:

@@ -63,7 +63,8 @@ class Session:
         self.link = link
         self.journal = journal
         self.next_seq = next_seq
-        self.objects = list(data.state.objects)
+        # An ordered set (dict keys): membership is O(1) with 10,000 objects.
+        self.objects: dict[str, None] = dict.fromkeys(data.state.objects)
         self.selection = data.state.selection
         self.last_command = data.state.last_command
         self.last_result = data.state.last_result
@@ -112,17 +113,17 @@ class Session:
         match type:
             case "create_object" | "transform_object" | "set_material" | "get_object_info":
                 name = _object_decoder.decode(result).name
-                if name not in self.objects:
-                    self.objects.append(name)
+                self.objects.setdefault(name)
             case "rename_object":
                 old = msgspec.json.decode(params, type=dict[str, str]).get("name")
                 new = _object_decoder.decode(result).name
-                self.objects = [new if item == old else item for item in self.objects]
+                self.objects = {(new if item == old else item): None for item in self.objects}
                 if self.selection == old:
                     self.selection = new
             case "delete_object":
                 deleted = msgspec.json.decode(result, type=dict[str, str]).get("deleted")
-                self.objects = [item for item in self.objects if item != deleted]
+                if deleted is not None:
+                    self.objects.pop(deleted, None)
                 if self.selection == deleted:
                     self.selection = None
             case "select_objects":
@@ -137,12 +138,12 @@ class Session:
 
     def track_scene_info(self, result: bytes) -> None:
         info = _scene_info_decoder.decode(result)
-        self.objects = [item.name for item in info.objects]
+        self.objects = dict.fromkeys(item.name for item in info.objects)
         self.selection = info.active or (info.selection[0] if info.selection else None)
 
     def track_state(self, result: bytes) -> None:
         state = _scene_state_decoder.decode(result)
-        self.objects = [item.name for item in state.objects]
+        self.objects = dict.fromkeys(item.name for item in state.objects)
         self.selection = state.active or (state.selection[0] if state.selection else None)
         self.scene = msgspec.Raw(result)
 
@@ -153,10 +154,19 @@ class Session:
         except msgspec.DecodeError:
             return
         if chosen.objects is not None:
-            self.objects = chosen.objects
+            self.objects = dict.fromkeys(chosen.objects)
             self.selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
 
     # --- records --------------------------------------------------------------------
+
+    def apply_state_record(self, state: SessionState) -> None:
+        """Take the tracked state from a journal line (recovery)."""
+        self.objects = dict.fromkeys(state.objects)
+        self.selection = state.selection
+
+    def journal_state(self) -> SessionState:
+        """The tracked state without the scene snapshot (that is in get_state results)."""
+        return SessionState(objects=list(self.objects), selection=self.selection)
 
     def state_record(self) -> SessionState:
         return SessionState(

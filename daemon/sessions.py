@@ -311,7 +311,9 @@ class SessionManager:
                     duration_ms=duration_ms,
                     result=command.result,
                     error=command.error,
-                    state=session.state_record(),
+                    # Recovery re-tracks the object list from each result; only a command
+                    # whose effect is not in its result carries the state it left.
+                    state=session.journal_state() if type in OPAQUE_COMMANDS else None,
                 ),
             )
             log.info("command_done", type=type, status=command.status, duration_ms=duration_ms)

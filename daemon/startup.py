@@ -3,12 +3,14 @@ quarantine, and sessions a crash left open come back from their journals."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 import trio
 
-from .session import RECENT_COMMANDS_KEPT, Session
+from .session import Session
 from .store import RecordError, is_session_id, replay_journal
 
 if TYPE_CHECKING:
@@ -58,15 +60,14 @@ async def recover_open_sessions(manager: SessionManager) -> None:
             manager.links.get(f"{blender.host}:{blender.port}", manager.link),
             journal,
             next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
-            recent=replayed.commands[-RECENT_COMMANDS_KEPT:],
         )
-        session.command_count = sum(not c.housekeeping for c in replayed.commands)
-        if replayed.last_state is not None:
-            session.objects = list(replayed.last_state.objects)
-            session.selection = replayed.last_state.selection
-            session.last_command = replayed.last_state.last_command
-            session.last_result = replayed.last_state.last_result
-            session.scene = replayed.last_state.scene
+        for command in replayed.commands:  # the tracked state, rebuilt as it was built
+            session.record(command)
+            if command.seq in replayed.states:
+                session.apply_state_record(replayed.states[command.seq])
+            elif command.status == "success" and not command.housekeeping:
+                with contextlib.suppress(msgspec.DecodeError):
+                    session.track(command.type, command.params, bytes(command.result))
         manager.adopt(session)
         log.warning(
             "session_recovered",

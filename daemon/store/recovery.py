@@ -27,7 +27,7 @@ from .records import (
 class ReplayedJournal:
     session: SessionData  # as opened, with the data set since; its `commands` are empty
     commands: list[CommandRecord]
-    last_state: SessionState | None
+    states: dict[int, SessionState]  # seq -> the state a command left, where journaled
     torn_tail: bytes = b""  # a last line cut short by a crash, dropped
     unknown_seqs: list[int] = field(default_factory=list)  # sent, outcome never recorded
 
@@ -38,7 +38,7 @@ def replay_journal(path: Path) -> ReplayedJournal:
     opened: JournalOpen | None = None
     started: dict[int, JournalStart] = {}
     commands: list[CommandRecord] = []
-    last_state: SessionState | None = None
+    states: dict[int, SessionState] = {}
     data: dict[str, msgspec.Raw] = {}
     for number, raw in enumerate(lines, start=1):
         try:
@@ -77,7 +77,7 @@ def replay_journal(path: Path) -> ReplayedJournal:
                     )
                 )
                 if line.state is not None:
-                    last_state = line.state
+                    states[line.seq] = line.state
     if opened is None:
         raise RecordError(ErrorCode.INTERNAL, f"journal {path.name} has no opening line")
     unknown = sorted(started)
@@ -96,4 +96,4 @@ def replay_journal(path: Path) -> ReplayedJournal:
         )
     commands.sort(key=lambda command: command.seq)
     session = msgspec.structs.replace(opened.session, data=data)
-    return ReplayedJournal(session, commands, last_state, torn_tail, unknown)
+    return ReplayedJournal(session, commands, states, torn_tail, unknown)

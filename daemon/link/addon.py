@@ -143,7 +143,9 @@ class AddonLink:
         self._jitter = jitter or random.Random()
         self._conn: LinkConnection | None = None
         self._stream: trio.abc.Stream | None = None
-        self._send_lock = trio.StrictFIFOLock()
+        # Requests waiting for the writer task: pipelined requests leave in one send.
+        self._outgoing = bytearray()
+        self._outgoing_ready = trio.Event()
         self._pending: dict[int | str, _Pending] = {}
         self._connected = trio.Event()
         self._changed = trio.Event()
@@ -205,11 +207,13 @@ class AddonLink:
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         conn = LinkConnection()
+        self._outgoing.clear()  # nothing from a lost connection is sent on the new one
         self._conn, self._stream = conn, stream
         self._said_hello = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_loop, conn, stream)
+                nursery.start_soon(self._write_loop, stream)
                 self._on_hello(await self._handshake())
                 self._said_hello = True
                 nursery.start_soon(self._heartbeat_loop)
@@ -342,6 +346,15 @@ class AddonLink:
                 CLOSES_EACH_REQUEST if ended else OTHER_PROTOCOL, self.endpoint
             ) from None
 
+    async def _write_loop(self, stream: trio.abc.Stream) -> None:
+        """The link's only writer: sends whatever requests queued up since the last send."""
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready = trio.Event()
+            data = bytes(self._outgoing)
+            self._outgoing.clear()
+            await stream.send_all(data)
+
     # --- heartbeat ------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -413,12 +426,10 @@ class AddonLink:
         body = _encoder.encode(params) if isinstance(params, msgspec.Struct) else params
         request_id, data = conn.send_request(type, body)
         pending = self._pending[request_id] = _Pending()
+        self._outgoing += data
+        self._outgoing_ready.set()
         try:
-            async with self._send_lock:
-                await stream.send_all(data)
-            await pending.done.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise self.unavailable_error(lost=True) from None
+            await pending.done.wait()  # a lost connection sets it too (pending.lost)
         finally:
             del self._pending[request_id]
             conn.forget(request_id)

@@ -54,3 +54,11 @@ async def running_daemon(data_dir: Path, addon_port: int, **config: Any) -> Asyn
 
 def token_of(daemon: Daemon) -> str:
     return (daemon.store.data_dir / "control.token").read_text()
+
+
+async def ready_client(daemon: Daemon, client_id: str = "01JTESTCLIENT000000000000") -> AsyncClient:
+    """A client of `daemon`, once the daemon has its Blender (bounded wait)."""
+    with trio.fail_after(10):
+        await daemon.link.wait_connected()
+    assert daemon.control_port is not None
+    return await AsyncClient.connect(daemon.control_port, token_of(daemon), client_id)

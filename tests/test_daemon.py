@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from daemon.main import Daemon
 
 from .fake_addon import FakeAddon
-from .helpers import AsyncClient, running_daemon, token_of
+from .helpers import AsyncClient, ready_client, running_daemon, token_of
 
 # The bound for every wait in these tests (trio clock; real sockets on loopback).
 WAIT_S = 10
@@ -165,10 +165,7 @@ async def test_free_form_data_persists_survives_restart_and_comes_back_on_restor
     data_dir = tmp_path / "data"
     value = {"notes": ["chair", {"legs": 4}], "ok": True, "ratio": 0.5}
     async with running_daemon(data_dir, fake.port) as first:  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):
-            await first.link.wait_connected()
-        assert first.control_port is not None
-        client = await AsyncClient.connect(first.control_port, token_of(first))
+        client = await ready_client(first)
         session_id = (await client.ok("session.open", {"name": "with-data"}))["session_id"]
         await client.ok(
             "session.set_data", {"session_id": session_id, "key": "brief", "value": value}
@@ -187,10 +184,7 @@ async def test_free_form_data_persists_survives_restart_and_comes_back_on_restor
         await client.aclose()
     # A daemon stopped without closing: the data comes back from the journal.
     async with running_daemon(data_dir, fake.port) as second:  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):
-            await second.link.wait_connected()
-        assert second.control_port is not None
-        client = await AsyncClient.connect(second.control_port, token_of(second))
+        client = await ready_client(second)
         closed = await client.ok("session.close", {"session_id": session_id})
         record = msgspec.json.decode(Path(closed["path"]).read_bytes())
         assert record["data"]["data"] == {"brief": value}
@@ -416,10 +410,7 @@ async def test_pipelined_requests_from_many_clients_get_their_own_replies(
 async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAddon) -> None:
     data_dir = tmp_path / "data"
     async with running_daemon(data_dir, fake.port) as first:  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):
-            await first.link.wait_connected()
-        assert first.control_port is not None
-        client = await AsyncClient.connect(first.control_port, token_of(first))
+        client = await ready_client(first)
         session_id = (await client.ok("session.open", {"name": "kept"}))["session_id"]
         for index in range(5):
             await client.ok(
@@ -433,10 +424,7 @@ async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAd
         await client.aclose()
     # Stopped without closing: the journal stays and the next start recovers it.
     async with running_daemon(data_dir, fake.port) as second:  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):
-            await second.link.wait_connected()
-        assert second.control_port is not None
-        client = await AsyncClient.connect(second.control_port, token_of(second))
+        client = await ready_client(second)
         listed = await client.ok("session.list")
         assert [(s["session_id"], s["status"], s["command_count"]) for s in listed["sessions"]] == [
             (session_id, "open", 5)
@@ -486,10 +474,7 @@ async def test_damaged_records_and_journals_are_quarantined_and_the_rest_served(
     data_dir = tmp_path / "data"
     sessions = data_dir / "sessions"
     async with running_daemon(data_dir, fake.port) as first:  # type: ignore[attr-defined]
-        with trio.fail_after(WAIT_S):
-            await first.link.wait_connected()
-        assert first.control_port is not None
-        client = await AsyncClient.connect(first.control_port, token_of(first))
+        client = await ready_client(first)
         good = (await client.ok("session.open", {"name": "good"}))["session_id"]
         await client.ok("session.close", {"session_id": good})
         await client.aclose()

@@ -70,6 +70,8 @@ class Session:
         self.last_result = data.state.last_result
         self.scene: msgspec.Raw = data.state.scene
         self.recent: deque[CommandRecord] = deque(recent or (), maxlen=RECENT_COMMANDS_KEPT)
+        # Commands whose outcome the journal could not take (disk full): close adds them.
+        self.unjournaled: dict[int, CommandRecord] = {}
         self.closing = False
         self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)
         self.in_flight = 0

@@ -303,19 +303,27 @@ class SessionManager:
                 else ErrorBody(code=error.code.value, message=error.message),
             )
             session.record(command)
-            await self._journal(
-                session,
-                JournalDone(
-                    seq=seq,
-                    status=status,
-                    duration_ms=duration_ms,
-                    result=command.result,
-                    error=command.error,
-                    # Recovery re-tracks the object list from each result; only a command
-                    # whose effect is not in its result carries the state it left.
-                    state=session.journal_state() if type in OPAQUE_COMMANDS else None,
-                ),
+            done = JournalDone(
+                seq=seq,
+                status=status,
+                duration_ms=duration_ms,
+                result=command.result,
+                error=command.error,
+                # Recovery re-tracks the object list from each result; only a command
+                # whose effect is not in its result carries the state it left.
+                state=session.journal_state() if type in OPAQUE_COMMANDS else None,
             )
+            try:
+                await self._journal(session, done)
+            except RemoteProtocolError as failure:
+                # The command ran in Blender: its outcome stays in memory and the record
+                # gets it at close, once the disk takes writes again.
+                session.unjournaled[seq] = command
+                log.error("journal_write_failed", reason=failure.message)
+                self.events.publish(
+                    "storage_failed",
+                    {"session_id": session.session_id, "seq": seq, "message": failure.message},
+                )
             log.info("command_done", type=type, status=command.status, duration_ms=duration_ms)
             self.events.publish(
                 "command",
@@ -421,8 +429,7 @@ class SessionManager:
                     thumbnail=self.thumbnails,
                 )
             await session.journal.close()
-            replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
-            data = session.to_data(replayed.commands, closed_at=time.time())
+            data = session.to_data(await self._history(session), closed_at=time.time())
             try:
                 await self.store.save(data)
             except OSError as error:
@@ -509,15 +516,21 @@ class SessionManager:
         session = self._open.get(session_id)
         if session is None:
             return _encoder.encode(await self.store.load(session_id))
-        replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
         return _encoder.encode(
             {
                 "format": 1,
                 "session_id": session_id,
                 "status": "open",
-                "data": session.to_data(replayed.commands),
+                "data": session.to_data(await self._history(session)),
             }
         )
+
+    async def _history(self, session: Session) -> builtins.list[CommandRecord]:
+        """Every recorded command: the journal, plus outcomes it could not take."""
+        replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
+        commands = {command.seq: command for command in replayed.commands}
+        commands.update(session.unjournaled)
+        return [commands[seq] for seq in sorted(commands)]
 
     async def delete(self, ref: str) -> DeleteResult:
         session_id = await self.resolve(ref)

@@ -543,3 +543,70 @@ async def test_several_blenders_each_session_bound_to_one(
         code, message = await client.error("session.open", {"blender": "1"})
         assert code == "invalid_params" and str(second_port) in message
         await client.aclose()
+
+
+async def test_disk_full_clear_errors_nothing_lost_and_the_next_close_persists_all(
+    daemon: Daemon, client: AsyncClient, fake: FakeAddon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os as real_os
+
+    from daemon.store import files, store
+
+    real_atomic_write = store.atomic_write
+    failing: set[bytes] = set()  # journal line kinds that hit a full disk
+
+    class FullDiskOs:
+        """`os` for the journal: a failing line gets half written, then the disk is full."""
+
+        half_written = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_os, name)
+
+        def write(self, fd: int, data: memoryview) -> int:
+            if self.half_written:
+                self.half_written = False
+                raise OSError(28, "No space left on device")
+            if any(kind in bytes(data) for kind in failing):
+                self.half_written = True
+                return real_os.write(fd, data[: len(data) // 2])
+            return real_os.write(fd, data)
+
+    def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if failing:
+            raise OSError(28, "No space left on device", str(path))
+        real_atomic_write(path, data, mode)
+
+    monkeypatch.setattr(files, "os", FullDiskOs())
+    monkeypatch.setattr(store, "atomic_write", atomic_write)
+    session_id = (await client.ok("session.open"))["session_id"]
+
+    def create(name: str) -> dict[str, Any]:
+        return {
+            "session_id": session_id,
+            "type": "create_object",
+            "params": {"kind": "cube", "name": name},
+        }
+
+    await client.ok("session.command", create("Before"))
+    failing.add(b'"kind":"done"')  # the outcome cannot be journaled: the command did run
+    ran = await client.ok("session.command", create("Ran"))
+    assert ran["status"] == "success" and "Ran" in fake.objects
+    failing.add(b'"kind":"start"')  # nothing can be journaled: the command must not run
+    code, message = await client.error("session.command", create("NotRun"))
+    assert code == "storage" and "No space left" in message and "kept in memory" in message
+    assert "NotRun" not in fake.objects
+    code, _ = await client.error("session.close", {"session_id": session_id})
+    assert code == "storage"
+    assert (await client.ok("session.list"))["sessions"][0]["status"] == "open"
+    failing.clear()  # space was freed; the half lines were cut off, so this one follows cleanly
+    await client.ok("session.command", create("After"))
+    closed = await client.ok("session.close", {"session_id": session_id})
+    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    assert [(c["params"]["name"], c["status"]) for c in commands] == [
+        ("Before", "success"),
+        ("Ran", "success"),
+        ("After", "success"),
+    ]
+    journal_left = list(daemon.store.sessions_dir.glob("*.journal"))
+    assert journal_left == []  # removed only once the record was safely written

@@ -61,17 +61,26 @@ class JournalFile:
         self.path = path
         self._fsync = fsync
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size  # the end of the last whole append
         fsync_dir(path.parent)
 
     def append(self, data: bytes) -> None:
+        """Append whole lines, or nothing: a write that fails part way (disk full) is
+        cut back off, so later appends never follow half a line."""
         if self._fd is None:
             raise ValueError(f"journal {self.path} is closed")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        if self._fsync:
-            os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def close(self) -> None:
         if self._fd is not None:

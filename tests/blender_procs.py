@@ -128,20 +128,14 @@ def headless_command(*addon_args: str) -> list[str]:
     return [sys.executable, "-m", "blender_addon.headless", "--port", "0", *addon_args]
 
 
+def xvfb_blender(*blender_args: str) -> list[str]:
+    """Debian's GUI Blender, factory settings, on a virtual screen."""
+    return ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--factory-startup",
+            *blender_args]  # fmt: skip
+
+
 def gui_command(*addon_args: str, extra: list[str] | None = None) -> list[str]:
-    return [
-        "xvfb-run",
-        "-a",
-        "-s",
-        "-screen 0 1280x800x24",
-        "blender",
-        "--factory-startup",
-        *(extra or []),
-        "--python",
-        str(ADDON_DIR / "headless.py"),
-        "--",
-        "--gui",
-        "--port",
-        "0",
-        *addon_args,
-    ]
+    """A GUI Blender serving the addon on a free port, timer-driven."""
+    script = str(ADDON_DIR / "headless.py")
+    return xvfb_blender(*(extra or []), "--python", script, "--", "--gui", "--port", "0",
+                        *addon_args)  # fmt: skip

@@ -15,6 +15,7 @@ from daemon.addon_zip import build_addon_zip
 
 from . import blender_procs
 from .addon_client import LENGTH, AddonClient
+from .programs import free_port
 
 pytestmark = [pytest.mark.blender, pytest.mark.gui]
 
@@ -110,9 +111,7 @@ def test_legacy_addon_install_enables_and_serves(tmp_path: Path) -> None:
     env = blender_procs.blender_env(home)
     zip_path = tmp_path / "addon.zip"
     build_addon_zip(zip_path)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     script = tmp_path / "enable.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -126,7 +125,7 @@ def test_legacy_addon_install_enables_and_serves(tmp_path: Path) -> None:
         print("blender-scene-sessions addon listening on 127.0.0.1:{port}", flush=True)
     """)
     )
-    command = ["xvfb-run", "-a", "blender", "--factory-startup", "--python", str(script)]
+    command = blender_procs.xvfb_blender("--python", str(script))
     proc = blender_procs.start(command, env)
     try:
         with AddonClient(proc.port) as client:

@@ -16,6 +16,7 @@ from daemon.addon_zip import build_addon_zip
 
 from . import blender_procs
 from .addon_client import AddonClient
+from .programs import free_port
 
 pytestmark = pytest.mark.blender
 BIN = Path(sys.executable).parent
@@ -68,7 +69,7 @@ def test_zip_installs_as_an_extension_and_registers_symmetrically(tmp_path: Path
 
 def test_launcher_runs_blender_binary_headless_and_stops_cleanly(tmp_path: Path) -> None:
     blender_procs.require(blender_procs.have_gui_blender(), "Debian's blender")
-    port = _free_port()
+    port = free_port()
     proc = blender_procs.start(
         [str(BIN / "blender-session"), "blender", "--blender", "blender", "--port", str(port)],
         blender_procs.blender_env(tmp_path / "home"),
@@ -123,31 +124,12 @@ def test_sidebar_panel_draws_without_errors(tmp_path: Path) -> None:
         import bpy, addon_utils
         bpy.ops.preferences.addon_install(filepath={str(zip_path)!r})
         addon_utils.enable("blender_scene_sessions", default_set=True)
-        bpy.context.preferences.addons["blender_scene_sessions"].preferences.port = {_free_port()}
+        bpy.context.preferences.addons["blender_scene_sessions"].preferences.port = {free_port()}
     """)
     )
-    command = [
-        "xvfb-run",
-        "-a",
-        "-s",
-        "-screen 0 1280x800x24",
-        "blender",
-        "--factory-startup",
-        "--python",
-        str(enable),
-        "--python",
-        str(script),
-    ]
+    command = blender_procs.xvfb_blender("--python", str(enable), "--python", str(script))
     proc = blender_procs.start(command, blender_procs.blender_env(home), ready="PANEL-SHOT-DONE")
     proc.stop()
     output = "".join(proc.output)
     assert "Traceback" not in output and "Error" not in output.replace("EGL Error", ""), output
     assert shot.exists() and shot.stat().st_size > 10_000
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

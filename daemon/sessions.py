@@ -7,7 +7,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import msgspec
@@ -17,12 +17,14 @@ import trio
 from . import __version__
 from .cleanup import cleanup as cleanup_sessions
 from .link import AddonLink
+from .link.addon import Outcome
 from .protocol import ErrorCode, RemoteProtocolError
 from .protocol.commands import check_command
 from .protocol.messages import (
     ApplyStateParams,
     ApplyStateResult,
     ErrorBody,
+    LinkFailure,
 )
 from .protocol.ops import (
     BlenderLinkInfo,
@@ -254,95 +256,189 @@ class SessionManager:
         """Forward one scene command to Blender and record it.
 
         The start line is journaled before the command leaves, the outcome after it
-        returns; the caller is answered only once both are on disk.
+        returns; the caller is answered only once both are in the journal.
         """
         session = await self._open_session(ref)
+        start = self._begin_command(session, type, params, client_id)
+        try:
+            await self._journal(session, start)
+            began = trio.current_time()
+            try:
+                result, error = await session.link.request(type, bytes(start.params)), None
+            except RemoteProtocolError as failure:
+                result, error = b"null", failure
+            if error is None and type in OPAQUE_COMMANDS:
+                await self._track_opaque(session, type)
+            command, done = self._outcome(session, start, began, result, error)
+            try:
+                await self._journal(session, done)
+                journal_error = None
+            except RemoteProtocolError as failure:
+                journal_error = failure
+        finally:
+            session.end()
+        outcome = self._settle(session, command, error, journal_error)
+        if isinstance(outcome, RemoteProtocolError):
+            raise outcome
+        return outcome
+
+    def command_now(
+        self,
+        session_id: str,
+        type: str,
+        params: msgspec.Raw,
+        client_id: str | None,
+        reply: Callable[[CommandResult | RemoteProtocolError], None],
+    ) -> bool:
+        """The fast path for pipelined commands: journal the start and send the command
+        without a task or a wait; `reply(outcome)` is called once the outcome is
+        journaled. Returns False, having done nothing, when the command needs the async
+        path (`command`): a name instead of an id, a session not open here, a command
+        whose effect must be read back from Blender, or a journal that fsyncs.
+        Raises RemoteProtocolError for a command that is refused before it is sent.
+        """
+        session = self._open.get(session_id)
+        if session is None or session.closing or type in OPAQUE_COMMANDS:
+            return False
+        if session.journal.fsync:
+            return False
+        start = self._begin_command(session, type, params, client_id)
+        try:
+            self._journal_now(session, start)
+        except RemoteProtocolError:
+            session.end()
+            raise
+        began = trio.current_time()
+
+        def deliver(outcome: Outcome) -> None:
+            try:
+                result, error = session.link.result_of(type, outcome), None
+            except RemoteProtocolError as failure:
+                result, error = b"null", failure
+            command, done = self._outcome(session, start, began, result, error)
+            try:
+                self._journal_now(session, done)
+                journal_error = None
+            except RemoteProtocolError as failure:
+                journal_error = failure
+            session.end()
+            reply(self._settle(session, command, error, journal_error))
+
+        try:
+            session.link.submit(type, bytes(start.params), deliver)
+        except RemoteProtocolError as error:
+            deliver(LinkFailure(code=error.code.value, message=error.message))
+        return True
+
+    def _begin_command(
+        self, session: Session, type: str, params: msgspec.Raw, client_id: str | None
+    ) -> JournalStart:
+        """Check a command and give it a seq; the session counts it in flight from here."""
         checked_params = check_command(type, params, session.link.snapshot.commands)
         if not session.link.connected:
             raise session.link.unavailable_error()
         session.begin()
-        try:
-            return await self._run_command(session, type, checked_params, client_id)
-        finally:
-            session.end()
+        return JournalStart(
+            seq=session.take_seq(),
+            type=type,
+            params=checked_params,
+            started_at=time.time(),
+            client_id=client_id,
+        )
 
-    async def _run_command(
-        self, session: Session, type: str, params: msgspec.Raw, client_id: str | None
-    ) -> CommandResult:
-        seq = session.take_seq()
-        started_at = time.time()
-        with structlog.contextvars.bound_contextvars(session_id=session.session_id, seq=seq):
-            await self._journal(
-                session,
-                JournalStart(
-                    seq=seq, type=type, params=params, started_at=started_at, client_id=client_id
-                ),
+    def _outcome(
+        self,
+        session: Session,
+        start: JournalStart,
+        began: float,
+        result: bytes,
+        error: RemoteProtocolError | None,
+    ) -> tuple[CommandRecord, JournalDone]:
+        """Track and record what Blender answered; the journal line that says so."""
+        duration_ms = round((trio.current_time() - began) * 1000, 3)
+        if error is None:
+            self._track(session, start.type, start.params, result)
+        status: Literal["success", "error"] = "success" if error is None else "error"
+        command = CommandRecord(
+            seq=start.seq,
+            type=start.type,
+            params=start.params,
+            status=status,
+            started_at=start.started_at,
+            duration_ms=duration_ms,
+            client_id=start.client_id,
+            result=msgspec.Raw(result),
+            error=None
+            if error is None
+            else ErrorBody(code=error.code.value, message=error.message),
+        )
+        session.record(command)
+        done = JournalDone(
+            seq=start.seq,
+            status=status,
+            duration_ms=duration_ms,
+            result=command.result,
+            error=command.error,
+            # Recovery re-tracks the object list from each result; only a command
+            # whose effect is not in its result carries the state it left.
+            state=session.journal_state() if start.type in OPAQUE_COMMANDS else None,
+        )
+        return command, done
+
+    def _settle(
+        self,
+        session: Session,
+        command: CommandRecord,
+        error: RemoteProtocolError | None,
+        journal_error: RemoteProtocolError | None,
+    ) -> CommandResult | RemoteProtocolError:
+        """What the client gets for a recorded command: its result or its error."""
+        if journal_error is not None:
+            # The command ran in Blender: its outcome stays in memory and the record
+            # gets it at close, once the disk takes writes again.
+            session.unjournaled[command.seq] = command
+            log.error(
+                "journal_write_failed",
+                session_id=session.session_id,
+                seq=command.seq,
+                reason=journal_error.message,
             )
-            began = trio.current_time()
-            error: RemoteProtocolError | None = None
-            result = b"null"
-            try:
-                result = await session.link.request(type, bytes(params))
-            except RemoteProtocolError as failure:
-                error = failure
-            duration_ms = round((trio.current_time() - began) * 1000, 3)
-            if error is None:
-                await self._track(session, type, params, result)
-            status: Literal["success", "error"] = "success" if error is None else "error"
-            command = CommandRecord(
-                seq=seq,
-                type=type,
-                params=params,
-                status=status,
-                started_at=started_at,
-                duration_ms=duration_ms,
-                client_id=client_id,
-                result=msgspec.Raw(result),
-                error=None
-                if error is None
-                else ErrorBody(code=error.code.value, message=error.message),
+            self.events.publish(
+                "storage_failed",
+                {
+                    "session_id": session.session_id,
+                    "seq": command.seq,
+                    "message": journal_error.message,
+                },
             )
-            session.record(command)
-            done = JournalDone(
-                seq=seq,
-                status=status,
-                duration_ms=duration_ms,
-                result=command.result,
-                error=command.error,
-                # Recovery re-tracks the object list from each result; only a command
-                # whose effect is not in its result carries the state it left.
-                state=session.journal_state() if type in OPAQUE_COMMANDS else None,
-            )
-            try:
-                await self._journal(session, done)
-            except RemoteProtocolError as failure:
-                # The command ran in Blender: its outcome stays in memory and the record
-                # gets it at close, once the disk takes writes again.
-                session.unjournaled[seq] = command
-                log.error("journal_write_failed", reason=failure.message)
-                self.events.publish(
-                    "storage_failed",
-                    {"session_id": session.session_id, "seq": seq, "message": failure.message},
-                )
-            log.info("command_done", type=type, status=command.status, duration_ms=duration_ms)
+        log.info(
+            "command_done",
+            session_id=session.session_id,
+            client_id=command.client_id,
+            seq=command.seq,
+            type=command.type,
+            status=command.status,
+            duration_ms=command.duration_ms,
+        )
+        if self.events.subscribed:
             self.events.publish(
                 "command",
                 {
                     "session_id": session.session_id,
-                    "seq": seq,
-                    "type": type,
+                    "seq": command.seq,
+                    "type": command.type,
                     "status": command.status,
-                    "duration_ms": duration_ms,
+                    "duration_ms": command.duration_ms,
                 },
             )
         if error is not None:
-            raise error
+            return error
         return CommandResult(
             session_id=session.session_id,
-            seq=seq,
-            type=type,
+            seq=command.seq,
+            type=command.type,
             status="success",
-            duration_ms=duration_ms,
+            duration_ms=command.duration_ms or 0.0,
             result=command.result,
         )
 
@@ -354,11 +450,22 @@ class SessionManager:
         except OSError as error:
             raise storage_error(error) from None
 
-    async def _track(self, session: Session, type: str, params: msgspec.Raw, result: bytes) -> None:
+    def _journal_now(self, session: Session, line: JournalStart | JournalDone) -> None:
+        try:
+            session.journal.append_now(line)
+        except OSError as error:
+            raise storage_error(error) from None
+
+    def _track(self, session: Session, type: str, params: msgspec.Raw, result: bytes) -> None:
         try:
             session.track(type, params, result)
-            if type in OPAQUE_COMMANDS:
-                session.track_scene_info(await session.link.request("get_scene_info"))
+        except msgspec.DecodeError as error:
+            log.warning("state_tracking_failed", type=type, reason=str(error))
+
+    async def _track_opaque(self, session: Session, type: str) -> None:
+        """After a command whose effect is not in its result, read the scene back."""
+        try:
+            session.track_scene_info(await session.link.request("get_scene_info"))
         except (msgspec.DecodeError, RemoteProtocolError) as error:
             log.warning("state_tracking_failed", type=type, reason=str(error))
 

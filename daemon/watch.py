@@ -31,6 +31,11 @@ class Broadcaster:
             del self._subscribers[send]
             send.close()
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether anyone watches: spares building events nobody will read."""
+        return bool(self._subscribers)
+
     def publish(self, event: str, data: object) -> None:
         if not self._subscribers:
             return

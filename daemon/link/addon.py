@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 import structlog
@@ -110,13 +110,21 @@ class _ForeignPeer(_LinkLost):
         self.found = found
 
 
-class _Pending:
-    __slots__ = ("done", "lost", "response")
+# What a request's sender gets back: the addon's answer, LOST (the connection dropped
+# before it answered) or TIMED_OUT (no answer within request_timeout_s).
+LOST: Literal["lost"] = "lost"
+TIMED_OUT: Literal["timed_out"] = "timed_out"
+Outcome = LinkSuccess | LinkFailure | Literal["lost", "timed_out"]
+Deliver = Callable[[Outcome], None]
 
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.response: LinkSuccess | LinkFailure | None = None
-        self.lost = False
+
+class _Pending:
+    __slots__ = ("deadline", "deliver", "type")
+
+    def __init__(self, type: str, deliver: Deliver, deadline: float) -> None:
+        self.type = type
+        self.deliver = deliver
+        self.deadline = deadline
 
 
 Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
@@ -146,7 +154,9 @@ class AddonLink:
         # Requests waiting for the writer task: pipelined requests leave in one send.
         self._outgoing = bytearray()
         self._outgoing_ready = trio.Event()
+        # In send order, so the first one has the earliest deadline.
         self._pending: dict[int | str, _Pending] = {}
+        self._pending_added = trio.Event()
         self._connected = trio.Event()
         self._changed = trio.Event()
         self._said_hello = False
@@ -214,6 +224,7 @@ class AddonLink:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_loop, conn, stream)
                 nursery.start_soon(self._write_loop, stream)
+                nursery.start_soon(self._expire_loop)
                 self._on_hello(await self._handshake())
                 self._said_hello = True
                 nursery.start_soon(self._heartbeat_loop)
@@ -291,9 +302,9 @@ class AddonLink:
         self._notify()
 
     def _fail_pending(self) -> None:
-        for pending in self._pending.values():
-            pending.lost = True
-            pending.done.set()
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            _deliver(entry, LOST)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -312,10 +323,9 @@ class AddonLink:
             while (event := self._next_event(conn, ended=not data)) is not NEED_DATA:
                 match event:
                     case ResponseReceived(request_id=request_id, response=response):
-                        pending = self._pending.get(request_id) if request_id is not None else None
+                        pending = self._pending.pop(request_id, None) if request_id else None
                         if pending is not None:
-                            pending.response = response
-                            pending.done.set()
+                            _deliver(pending, response)
                     case EventReceived(event=link_event, missed=missed):
                         if link_event.event == "scene_changed" and self.observer is not None:
                             self.observer.scene_changed(self, link_event.data, missed)
@@ -354,6 +364,21 @@ class AddonLink:
             data = bytes(self._outgoing)
             self._outgoing.clear()
             await stream.send_all(data)
+
+    async def _expire_loop(self) -> None:
+        """Answer requests that outlived request_timeout_s with TIMED_OUT, oldest first."""
+        while True:
+            if not self._pending:
+                await self._pending_added.wait()
+                self._pending_added = trio.Event()
+                continue
+            request_id, oldest = next(iter(self._pending.items()))
+            await trio.sleep_until(oldest.deadline)
+            if self._pending.get(request_id) is oldest:
+                del self._pending[request_id]
+                if self._conn is not None:
+                    self._conn.forget(request_id)
+                _deliver(oldest, TIMED_OUT)
 
     # --- heartbeat ------------------------------------------------------------------
 
@@ -409,37 +434,66 @@ class AddonLink:
         """
         if not self.connected:
             raise self.unavailable_error()
-        with trio.move_on_after(self.config.request_timeout_s) as scope:
-            return await self._call(type, params)
-        assert scope.cancelled_caught
-        raise RemoteProtocolError(
-            ErrorCode.TIMEOUT,
-            f"Blender at {self.endpoint} did not answer {type!r} within "
-            f"{self.config.request_timeout_s} s (main thread busy for "
-            f"{self.snapshot.busy_for_ms:.0f} ms); it may still run it",
-        )
+        return await self._call(type, params)
 
-    async def _call(self, type: str, params: msgspec.Struct | bytes | None) -> bytes:
-        conn, stream = self._conn, self._stream
-        if conn is None or stream is None:
+    def submit(self, type: str, params: bytes, deliver: Deliver) -> None:
+        """Send a command without waiting: `deliver(outcome)` is called exactly once,
+        from the link's reader task (or at once when the connection is lost), and must
+        not block or raise. `result_of` turns the outcome into bytes or an error.
+
+        Raises RemoteProtocolError(blender_unavailable) when no Blender is connected.
+        """
+        if not self.connected:
             raise self.unavailable_error()
-        body = _encoder.encode(params) if isinstance(params, msgspec.Struct) else params
-        request_id, data = conn.send_request(type, body)
-        pending = self._pending[request_id] = _Pending()
-        self._outgoing += data
-        self._outgoing_ready.set()
-        try:
-            await pending.done.wait()  # a lost connection sets it too (pending.lost)
-        finally:
-            del self._pending[request_id]
-            conn.forget(request_id)
-        match pending.response:
+        self._send(type, params, deliver)
+
+    def result_of(self, type: str, outcome: Outcome) -> bytes:
+        """The result bytes of a successful outcome; raises RemoteProtocolError otherwise."""
+        match outcome:
             case LinkSuccess(result=result):
                 return bytes(result)
             case LinkFailure(code=code, message=message):
                 raise RemoteProtocolError(_known_code(code), message)
+            case "timed_out":
+                raise RemoteProtocolError(
+                    ErrorCode.TIMEOUT,
+                    f"Blender at {self.endpoint} did not answer {type!r} within "
+                    f"{self.config.request_timeout_s} s (main thread busy for "
+                    f"{self.snapshot.busy_for_ms:.0f} ms); it may still run it",
+                )
             case _:
                 raise self.unavailable_error(lost=True)
+
+    def _send(self, type: str, params: msgspec.Struct | bytes | None, deliver: Deliver) -> int:
+        conn = self._conn
+        if conn is None:
+            raise self.unavailable_error()
+        body = _encoder.encode(params) if isinstance(params, msgspec.Struct) else params
+        request_id, data = conn.send_request(type, body)
+        deadline = trio.current_time() + self.config.request_timeout_s
+        self._pending[request_id] = _Pending(type, deliver, deadline)
+        self._pending_added.set()
+        self._outgoing += data
+        self._outgoing_ready.set()
+        return request_id
+
+    async def _call(self, type: str, params: msgspec.Struct | bytes | None) -> bytes:
+        """Send and wait for the result. A caller cancelled while waiting (its own
+        deadline) withdraws the request, so a late answer is dropped."""
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def deliver(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        request_id = self._send(type, params, deliver)
+        try:
+            await done.wait()
+        finally:
+            if not box and self._pending.pop(request_id, None) is not None and self._conn:
+                self._conn.forget(request_id)
+        return self.result_of(type, box[0])
 
     def unavailable_error(self, *, lost: bool = False) -> RemoteProtocolError:
         if lost:
@@ -478,3 +532,11 @@ def _known_code(code: str) -> ErrorCode:
         return ErrorCode(code)
     except ValueError:
         return ErrorCode.INTERNAL
+
+
+def _deliver(pending: _Pending, outcome: Outcome) -> None:
+    """Hand an outcome to its sender; a sender's bug must not take the link down."""
+    try:
+        pending.deliver(outcome)
+    except Exception as error:
+        log.exception("delivery_failed", type=pending.type, error=repr(error))

@@ -64,17 +64,30 @@ class JournalWriter:
             batch.error = error
         batch.written.set()
 
+    @property
+    def fsync(self) -> bool:
+        return self._fsync
+
+    def append_now(self, line: JournalLine) -> None:
+        """Write `line` at once (one write() into the page cache). Only without fsync:
+        with fsync, lines go through `append` and its group commit."""
+        if self._fsync:
+            raise RuntimeError("append_now() on a journal that fsyncs; use append()")
+        if self._closing or self._file is None:
+            raise OSError(f"journal {self.path} is not open")
+        self._file.append(encode_journal_line(line))
+
     async def append(self, line: JournalLine) -> None:
         """Queue `line` and wait until it is written. Raises OSError if the write failed
         (disk full, read-only): the caller must not acknowledge what it journals."""
-        if self._closing or self._file is None:
-            raise OSError(f"journal {self.path} is not open")
         if not self._fsync:
             # Without fsync an append is one write() into the page cache, a few
             # microseconds; handing it to the writer task and a thread cost ~0.4 ms per
             # command (measured with bench/run.py). So it is written here, in order.
-            self._file.append(encode_journal_line(line))
+            self.append_now(line)
             return
+        if self._closing or self._file is None:
+            raise OSError(f"journal {self.path} is not open")
         batch = self._batch
         batch.lines.append(encode_journal_line(line))
         self._wakeup.set()

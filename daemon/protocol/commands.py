@@ -7,6 +7,8 @@ import msgspec
 from .errors import ErrorCode, RemoteProtocolError
 from .messages import COMMAND_PARAMS, LINK_ONLY_TYPES
 
+_param_decoders = {type: msgspec.json.Decoder(schema) for type, schema in COMMAND_PARAMS.items()}
+
 
 def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> msgspec.Raw:
     """Validate a scene command at the daemon's edge, before it costs Blender anything."""
@@ -15,8 +17,8 @@ def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> 
             ErrorCode.UNKNOWN_COMMAND,
             f"{type!r} is part of the daemon's link to Blender, not a scene command",
         )
-    schema = COMMAND_PARAMS.get(type)
-    if schema is None:
+    decoder = _param_decoders.get(type)
+    if decoder is None:
         if type in addon_commands:
             return params  # the addon knows a command this daemon has no schema for
         raise RemoteProtocolError(
@@ -24,7 +26,7 @@ def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> 
             f"unknown command {type!r}; known: {', '.join(sorted(COMMAND_PARAMS))}",
         )
     try:
-        msgspec.json.decode(params, type=schema)
+        decoder.decode(params)
     except msgspec.DecodeError as error:
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {error}"

@@ -69,11 +69,12 @@ class JournalFile:
         cut back off, so later appends never follow half a line."""
         if self._fd is None:
             raise ValueError(f"journal {self.path} is closed")
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(self._fd, data)
+            if written < len(data):  # rare: a signal or a full disk part way through
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
             if self._fsync:
                 os.fsync(self._fd)
         except OSError:

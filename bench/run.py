@@ -112,7 +112,12 @@ def run_clients(port: int, request: bytes, total_each: int, clients: int) -> dic
 
 
 def start_daemon(
-    data_dir: Path, addon_port: int, env: dict[str, str]
+    data_dir: Path,
+    addon_port: int,
+    env: dict[str, str],
+    *,
+    log_level: str = "warning",
+    extra: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[str], int, str]:
     daemon = subprocess.Popen(
         [
@@ -126,11 +131,12 @@ def start_daemon(
             "--log-format",
             "json",
             "--log-level",
-            "warning",
+            log_level,
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     endpoint = data_dir / "control.json"

@@ -1,16 +1,24 @@
-"""Benchmarks against a real Blender; prints one JSON document.
+"""Benchmarks against real Blenders; prints one JSON document.
 
-    ./scripts/bench            # full run (a few minutes)
+    ./scripts/bench            # full run (about 6 minutes here)
     ./scripts/bench --smoke    # tiny counts, so CI keeps this code from rotting
 
-Cases (each comparison is measured in the same run):
-- roundtrip: a trivial command (get_scene_info on an empty scene), headless Blender,
-  directly to the addon vs through the daemon, one at a time and 8 / 64 in flight.
-- create_1000: 1,000 cubes through bpy.ops vs through the addon's data-API command.
-- gui: the same trivial command in Debian's GUI Blender under xvfb (timer path):
-  one at a time, 4 clients, 64 in flight on one connection.
-- lifecycle: sessions of 10 / 1,000 / 10,000 objects: close time (final snapshot,
-  .blend, thumbnail, record) and restore time through each path (.blend, state, replay).
+Every comparison is measured in the same run. Cases (numbers as in issue 6):
+1. roundtrip: a trivial command (get_scene_info, empty scene), headless Blender,
+   1 / 8 / 64 in flight: directly to the addon, through the daemon (logs at warning
+   and at the default info level), and through two bare relays that only copy bytes
+   (trio streams, a selectors loop): the floor any daemon on that event loop pays.
+2. gui: Debian's GUI Blender under xvfb (timer path): a blender-mcp-style server (one
+   command per one-shot timer, one request at a time per connection) against this
+   addon's drained queue, in the same Blender.
+3. scene: 1,000 cubes through bpy.ops vs the data API; transform 1,000; get_state of
+   1,000 and 10,000 objects (time and bytes).
+4. heartbeat_busy: pong latency while the main thread is busy for 10 s, and the link
+   status the daemon reports meanwhile.
+5. persistence: journal append cost, throughput with and without fsync, close time and
+   record size for 1k / 10k / 100k recorded commands, restore time per path for
+   10 / 1,000 / 10,000 objects.
+6. memory: daemon RSS after 10k / 100k / 1M commands across 100 sessions.
 """
 
 from __future__ import annotations
@@ -20,10 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,328 +35,522 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import (  # noqa: E402
+    TRIVIAL,
+    Daemon,
+    LineClient,
+    cpu_seconds,
+    line,
+    percentiles_ms,
+    ratio,
+    run_clients,
+    run_load,
+    start_relay,
+)
+from daemon.store.files import JournalFile  # noqa: E402
+from daemon.store.records import JournalDone, JournalStart, encode_journal_line  # noqa: E402
 from tests import blender_procs  # noqa: E402
 
-BIN = Path(sys.executable).parent
-TRIVIAL = {"type": "get_scene_info"}
+# fmt: off
+FULL = {
+    "one": 3000, "pipelined": 20000, "objects": 1000, "big_scene": 10000, "gui": 500,
+    "busy_s": 10.0, "records": [1000, 10000, 100000], "restore": [10, 1000, 10000],
+    "memory": [10000, 100000, 1000000], "memory_sessions": 100,
+}
+SMOKE = {
+    "one": 50, "pipelined": 200, "objects": 20, "big_scene": 50, "gui": 20,
+    "busy_s": 1.0, "records": [100, 300], "restore": [10, 50],
+    "memory": [100, 300], "memory_sessions": 5,
+}
+# fmt: on
+TARGETS = {
+    "one_at_a_time_time_ratio_max": 1.5,
+    "pipelined_time_ratio_max": 1.25,
+    "pipelined_per_second_min": 20000,
+    "gui_64_in_flight_over_baseline_min": 50,
+    "busy_pong_p99_ms_max": 5.0,
+    "restore_1000_objects_s_max": 0.5,
+}
 
 
-class LineClient:
-    """NDJSON over a blocking socket: enough for timing, nothing clever."""
+class Headless:
+    """A headless Blender (the bpy module) serving the addon, with its own HOME."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = self.sock.makefile("rb")
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-
-def run_load(port: int, request: bytes, total: int, in_flight: int) -> dict[str, float]:
-    """Send `total` copies of `request`, keeping `in_flight` outstanding; time each."""
-    client = LineClient(port)
-    latencies: list[float] = []
-    sent_at: list[float] = []
-    try:
-        began = time.perf_counter()
-        sent = 0
-        while sent < min(in_flight, total):
-            sent_at.append(time.perf_counter())
-            client.sock.sendall(request)
-            sent += 1
-        for received in range(total):
-            line = client.reader.readline()
-            if not line:
-                raise RuntimeError("connection closed during the benchmark")
-            if b'"error"' in line[:40] or b'"ok":false' in line[:40]:
-                raise RuntimeError(f"request failed: {line[:300]!r}")
-            latencies.append(time.perf_counter() - sent_at[received])
-            if sent < total:
-                sent_at.append(time.perf_counter())
-                client.sock.sendall(request)
-                sent += 1
-        elapsed = time.perf_counter() - began
-    finally:
-        client.close()
-    latencies.sort()
-    return {
-        "requests": total,
-        "in_flight": in_flight,
-        "seconds": round(elapsed, 4),
-        "per_second": round(total / elapsed, 1),
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 3),
-    }
-
-
-def run_clients(port: int, request: bytes, total_each: int, clients: int) -> dict[str, float]:
-    results: list[dict[str, float]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(run_load(port, request, total_each, 1)))
-        for _ in range(clients)
-    ]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    return {
-        "clients": clients,
-        "requests": total_each * clients,
-        "seconds": round(elapsed, 4),
-        "per_second": round(total_each * clients / elapsed, 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 3),
-    }
-
-
-def start_daemon(
-    data_dir: Path,
-    addon_port: int,
-    env: dict[str, str],
-    *,
-    log_level: str = "warning",
-    extra: tuple[str, ...] = (),
-) -> tuple[subprocess.Popen[str], int, str]:
-    daemon = subprocess.Popen(
-        [
-            str(BIN / "blender-sessiond"),
-            "--data-dir",
-            str(data_dir),
-            "--addon-port",
-            str(addon_port),
-            "--control-port",
-            "0",
-            "--log-format",
-            "json",
-            "--log-level",
-            log_level,
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    endpoint = data_dir / "control.json"
-    deadline = time.monotonic() + 60
-    while not endpoint.exists():
-        if time.monotonic() > deadline or daemon.poll() is not None:
-            raise RuntimeError("blender-sessiond did not start")
-        time.sleep(0.05)
-    port = json.loads(endpoint.read_text())["port"]
-    token = (data_dir / "control.token").read_text().strip()
-    return daemon, port, token
-
-
-def control_call(port: int, token: str, op: str, params: dict[str, Any]) -> Any:
-    client = LineClient(port)
-    try:
-        client.sock.sendall(
-            json.dumps({"id": 1, "op": op, "params": params, "token": token}).encode() + b"\n"
+    def __init__(self, workdir: Path, name: str, *addon_args: str) -> None:
+        self.env = blender_procs.blender_env(workdir / f"{name}-home")
+        self.blender = blender_procs.start(
+            blender_procs.headless_command("--factory-scene", *addon_args), self.env
         )
-        reply = json.loads(client.reader.readline())
-    finally:
-        client.close()
-    if not reply["ok"]:
-        raise RuntimeError(reply["error"])
-    return reply["result"]
+        self.port = self.blender.port
+
+    def stop(self) -> None:
+        self.blender.stop()
 
 
-def wait_connected(port: int, token: str) -> None:
-    deadline = time.monotonic() + 60
-    while not control_call(port, token, "status", {})["blender"]["connected"]:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the daemon did not connect to Blender")
-        time.sleep(0.05)
+# --- 1. round trips ------------------------------------------------------------------
 
 
-def bench_headless(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
-    env = blender_procs.blender_env(workdir / "home")
-    blender = blender_procs.start(
-        blender_procs.headless_command("--factory-scene", "--allow-execute-code"), env
-    )
-    daemon, control_port, token = start_daemon(workdir / "data", blender.port, env)
+def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    blender = Headless(workdir, "rt")
+    daemon = Daemon(workdir / "rt-data", blender.port, blender.env)
+    chatty = Daemon(workdir / "rt-data-info", blender.port, blender.env, log_level="info")
+    relays = {kind: start_relay(kind, blender.port) for kind in ("trio", "selectors")}
     try:
-        wait_connected(control_port, token)
-        session_id = control_call(control_port, token, "session.open", {"name": "bench"})[
-            "session_id"
-        ]
-        direct = json.dumps({"id": 1, **TRIVIAL}).encode() + b"\n"
-        through = (
-            json.dumps(
-                {
-                    "id": 1,
-                    "op": "session.command",
-                    "token": token,
-                    "params": {"session_id": session_id, **TRIVIAL},
-                }
-            ).encode()
-            + b"\n"
-        )
-        roundtrip: dict[str, Any] = {}
+        direct = line({"id": 1, **TRIVIAL})
+        session = daemon.call("session.open", {"name": "bench"})["session_id"]
+        through = daemon.command_line(session, TRIVIAL["type"])
+        chatty_session = chatty.call("session.open", {"name": "bench"})["session_id"]
+        through_chatty = chatty.command_line(chatty_session, TRIVIAL["type"])
+        results: dict[str, Any] = {}
         for in_flight in (1, 8, 64):
             total = counts["one"] if in_flight == 1 else counts["pipelined"]
-            run_load(blender.port, direct, min(total, 200), in_flight)  # warm up
-            a = run_load(blender.port, direct, total, in_flight)
-            b = run_load(control_port, through, total, in_flight)
-            roundtrip[f"in_flight_{in_flight}"] = {
-                "direct": a,
-                "daemon": b,
-                "daemon_over_direct_time": round(a["per_second"] / b["per_second"], 3),
+            run_load(blender.port, direct, min(total, 300), in_flight)  # warm up
+            run_load(daemon.port, through, min(total, 300), in_flight)
+            entry: dict[str, Any] = {"direct": run_load(blender.port, direct, total, in_flight)}
+            cpu_before = cpu_seconds(daemon.process.pid)
+            entry["daemon"] = run_load(daemon.port, through, total, in_flight)
+            entry["daemon"]["daemon_cpu_us_per_request"] = round(
+                (cpu_seconds(daemon.process.pid) - cpu_before) / total * 1e6, 1
+            )
+            entry["daemon_info_logs"] = run_load(chatty.port, through_chatty, total, in_flight)
+            for kind, (_, port) in relays.items():
+                entry[f"relay_{kind}"] = run_load(port, direct, total, in_flight)
+            rate = entry["direct"]["per_second"]
+            entry["time_ratio_over_direct"] = {
+                name: ratio(rate, entry[name]["per_second"])
+                for name in ("daemon", "daemon_info_logs", "relay_trio", "relay_selectors")
             }
-        create = bench_create(blender.port, counts["objects"])
-        control_call(control_port, token, "session.close", {"session_id": session_id})
-        return {"roundtrip": roundtrip, "create_objects": create}
+            results[f"in_flight_{in_flight}"] = entry
+        daemon.call("session.close", {"session_id": session})
+        one, piped = results["in_flight_1"], results["in_flight_64"]
+        results["targets"] = {
+            "one_at_a_time_time_ratio": one["time_ratio_over_direct"]["daemon"],
+            "one_at_a_time_met": one["time_ratio_over_direct"]["daemon"]
+            <= TARGETS["one_at_a_time_time_ratio_max"],
+            "pipelined_time_ratio": piped["time_ratio_over_direct"]["daemon"],
+            "pipelined_ratio_met": piped["time_ratio_over_direct"]["daemon"]
+            <= TARGETS["pipelined_time_ratio_max"],
+            "pipelined_per_second": piped["daemon"]["per_second"],
+            "pipelined_rate_met": piped["daemon"]["per_second"]
+            >= TARGETS["pipelined_per_second_min"],
+        }
+        return results
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(20)
+        for process, _ in relays.values():
+            process.kill()
+            process.wait()
+        chatty.stop()
+        daemon.stop()
         blender.stop()
 
 
-def bench_create(port: int, count: int) -> dict[str, Any]:
-    """`count` cubes via bpy.ops (execute_code) vs via create_object (data API)."""
-    client = LineClient(port)
+# --- 2. GUI: one-shot timers vs the drained queue ------------------------------------
+
+
+def bench_gui(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    if not blender_procs.have_gui_blender():
+        return {"skipped": "Debian's blender and xvfb-run are not installed"}
+    env = blender_procs.blender_env(workdir / "gui-home")
+    baseline_script = str(ROOT / "bench" / "one_shot_timer_server.py")
+    blender = blender_procs.start(
+        blender_procs.gui_command(extra=["--python", baseline_script]), env
+    )
     try:
+        marker = next(row for row in blender.output if row.startswith("ONE_SHOT_TIMER_SERVER "))
+        baseline_port = int(marker.split()[1])
+        request = line({"id": 1, **TRIVIAL})
+        run_load(blender.port, request, 50, 1)  # warm up: the window is drawing at start
+        run_load(baseline_port, request, 50, 1)
+        n = counts["gui"]
+        baseline = {
+            "one_at_a_time": run_load(baseline_port, request, n, 1),
+            "four_clients": run_clients(baseline_port, request, n, 4),
+        }
+        addon = {
+            "one_at_a_time": run_load(blender.port, request, n, 1),
+            "four_clients": run_clients(blender.port, request, n, 4),
+            "in_flight_64": run_load(blender.port, request, n * 8, 64),
+        }
+        base_rate = baseline["one_at_a_time"]["per_second"]
+        over = {
+            "one_at_a_time": ratio(addon["one_at_a_time"]["per_second"], base_rate),
+            "four_clients": ratio(
+                addon["four_clients"]["per_second"], baseline["four_clients"]["per_second"]
+            ),
+            "in_flight_64_over_baseline_one_connection": ratio(
+                addon["in_flight_64"]["per_second"], base_rate
+            ),
+        }
+        return {
+            "blender": _blender_version(blender.output),
+            "baseline_one_shot_timers": baseline,
+            "addon_drained_queue": addon,
+            "addon_over_baseline_rate": over,
+            "targets": {
+                "one_at_a_time_no_slower": over["one_at_a_time"] >= 0.95,
+                "in_flight_64_met": over["in_flight_64_over_baseline_one_connection"]
+                >= TARGETS["gui_64_in_flight_over_baseline_min"],
+            },
+        }
+    finally:
+        blender.stop()
+
+
+def _blender_version(output: list[str]) -> str:
+    return next((row.strip() for row in output if row.startswith("Blender ")), "unknown")
+
+
+# --- 3. scene work -------------------------------------------------------------------
+
+
+def bench_scene(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    blender = Headless(workdir, "scene", "--allow-execute-code")
+    client = LineClient(blender.port)
+    try:
+        count = counts["objects"]
         code = (
             "import bpy, time\nstarted = time.perf_counter()\n"
             f"for i in range({count}):\n    bpy.ops.mesh.primitive_cube_add(location=(i, 0, 0))\n"
             "print(time.perf_counter() - started)"
         )
-        client.sock.sendall(
-            json.dumps({"id": 1, "type": "execute_code", "params": {"code": code}}).encode() + b"\n"
+        ops_s = float(
+            client.call({"id": 1, "type": "execute_code", "params": {"code": code}})["result"][
+                "result"
+            ]
         )
-        reply = json.loads(client.reader.readline())
-        ops_s = float(reply["result"]["result"])
-        requests = b"".join(
-            json.dumps(
+        client.call({"id": 2, "type": "execute_code", "params": {"code": _CLEAR_SCENE}})
+        create_s = _pipelined(
+            client,
+            [
                 {
-                    "id": i,
                     "type": "create_object",
                     "params": {"kind": "cube", "name": f"D{i}", "location": [i, 1, 0]},
                 }
-            ).encode()
-            + b"\n"
-            for i in range(count)
+                for i in range(count)
+            ],
         )
-        began = time.perf_counter()
-        client.sock.sendall(requests)
-        for _ in range(count):
-            client.reader.readline()
-        data_api_s = time.perf_counter() - began
+        transform_s = _pipelined(
+            client,
+            [
+                {
+                    "type": "transform_object",
+                    "params": {"name": f"D{i}", "location": [i, 2, 0], "rotation": [0, 0, 1]},
+                }
+                for i in range(count)
+            ],
+        )
+        state_small = _get_state(client)
+        big = counts["big_scene"]
+        _pipelined(
+            client,
+            [
+                {"type": "create_object", "params": {"kind": "cube", "name": f"E{i}"}}
+                for i in range(big - count)
+            ],
+        )
+        state_big = _get_state(client)
+        return {
+            "create": {
+                "objects": count,
+                "bpy_ops_seconds": round(ops_s, 3),
+                "data_api_seconds_end_to_end": round(create_s, 3),
+                "ops_over_data_api": ratio(ops_s, create_s),
+            },
+            "transform": {"objects": count, "seconds": round(transform_s, 3)},
+            f"get_state_{count}": state_small,
+            f"get_state_{big}": state_big,
+        }
     finally:
         client.close()
+        blender.stop()
+
+
+_CLEAR_SCENE = (
+    "import bpy\nbpy.data.batch_remove(list(bpy.data.objects))\n"
+    "bpy.data.batch_remove([m for m in bpy.data.meshes if not m.users])"
+)
+
+
+def _pipelined(client: LineClient, requests: list[dict[str, Any]]) -> float:
+    """Send every request at once, read every answer; seconds end to end."""
+    payload = b"".join(line({"id": i, **request}) for i, request in enumerate(requests))
+    began = time.perf_counter()
+    client.sock.sendall(payload)
+    for _ in requests:
+        reply = json.loads(client.reader.readline())
+        if reply.get("status") != "success":
+            raise RuntimeError(f"request failed: {reply}")
+    return time.perf_counter() - began
+
+
+def _get_state(client: LineClient) -> dict[str, Any]:
+    began = time.perf_counter()
+    client.sock.sendall(line({"id": "s", "type": "get_state"}))
+    raw = client.reader.readline()
+    seconds = time.perf_counter() - began
+    state = json.loads(raw)["result"]
+    return {"objects": len(state["objects"]), "seconds": round(seconds, 4), "bytes": len(raw)}
+
+
+# --- 4. heartbeat while the main thread is busy --------------------------------------
+
+
+def bench_heartbeat_busy(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    blender = Headless(workdir, "busy", "--allow-execute-code")
+    daemon = Daemon(workdir / "busy-data", blender.port, blender.env)
+    busy_s = counts["busy_s"]
+    try:
+        pinger = LineClient(blender.port)
+        worker = LineClient(blender.port)
+        statuses: list[str] = []
+        latencies: list[float] = []
+        busy_pongs = 0
+        done = threading.Event()
+
+        def keep_busy() -> None:
+            code = f"import time\ntime.sleep({busy_s})"
+            worker.call({"id": "busy", "type": "execute_code", "params": {"code": code}})
+            done.set()
+
+        thread = threading.Thread(target=keep_busy)
+        thread.start()
+        next_status = time.monotonic()
+        while not done.is_set():
+            began = time.perf_counter()
+            pong = pinger.call({"id": "p", "type": "ping"})
+            latencies.append(time.perf_counter() - began)
+            busy_pongs += bool(pong["result"]["main_thread"]["busy"])
+            if time.monotonic() >= next_status:
+                statuses.append(daemon.call("status")["blender"]["status"])
+                next_status += 0.1
+            time.sleep(0.01)  # a ping every ~10 ms, as a load pattern, not a wait
+        thread.join()
+        pinger.close()
+        worker.close()
+        figures = percentiles_ms(latencies)
+        return {
+            "busy_seconds": busy_s,
+            "pings": len(latencies),
+            "pongs_saying_busy": busy_pongs,
+            "pong_latency": figures,
+            "daemon_link_statuses_seen": sorted(set(statuses)),
+            "targets": {
+                "p99_met": figures["p99_ms"] < TARGETS["busy_pong_p99_ms_max"],
+                "no_false_dead": "disconnected" not in statuses,
+            },
+        }
+    finally:
+        daemon.stop()
+        blender.stop()
+
+
+# --- 5. persistence ------------------------------------------------------------------
+
+
+def bench_journal_append(workdir: Path, lines: int = 20000) -> dict[str, Any]:
+    """One command's two journal lines (start, done), appended the way the daemon does."""
+    start = encode_journal_line(
+        JournalStart(
+            seq=1, type="get_scene_info", params=_raw(b"{}"), started_at=time.time(), client_id=None
+        )
+    )
+    done = encode_journal_line(
+        JournalDone(seq=1, status="success", duration_ms=0.2, result=_raw(_SCENE_RESULT))
+    )
+    journal = JournalFile(workdir / "append-bench.jsonl")
+    began = time.perf_counter()
+    for _ in range(lines):
+        journal.append(start)
+        journal.append(done)
+    seconds = time.perf_counter() - began
+    journal.close()
     return {
-        "objects": count,
-        "bpy_ops_seconds": round(ops_s, 3),
-        "data_api_seconds_end_to_end": round(data_api_s, 3),
-        "ops_over_data_api": round(ops_s / data_api_s, 1),
+        "commands": lines,
+        "us_per_command": round(seconds / lines * 1e6, 2),
+        "bytes_per_command": len(start) + len(done),
     }
 
 
-def bench_lifecycle(sizes: list[int], workdir: Path) -> dict[str, Any]:
+_SCENE_RESULT = json.dumps(
+    {"name": "Scene", "object_count": 0, "objects": [], "materials_count": 0}
+).encode()
+
+
+def _raw(data: bytes) -> msgspec.Raw:
+    return msgspec.Raw(data)
+
+
+def bench_persistence(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    blender = Headless(workdir, "persist")
+    daemon = Daemon(workdir / "persist-data", blender.port, blender.env)
+    fsync = Daemon(workdir / "persist-fsync", blender.port, blender.env, extra=("--journal-fsync",))
+    try:
+        results: dict[str, Any] = {"journal_append": bench_journal_append(workdir)}
+        throughput: dict[str, Any] = {}
+        for name, target in (("journal_no_fsync", daemon), ("journal_fsync", fsync)):
+            session = target.call("session.open")["session_id"]
+            request = target.command_line(session, TRIVIAL["type"])
+            run_load(target.port, request, 300, 64)  # warm up
+            throughput[name] = run_load(target.port, request, counts["pipelined"], 64)
+            target.call("session.close", {"session_id": session})
+        direct = run_load(blender.port, line({"id": 1, **TRIVIAL}), counts["pipelined"], 64)
+        throughput["direct_no_daemon"] = direct
+        share = results["journal_append"]["us_per_command"] / (
+            1e6 / throughput["journal_no_fsync"]["per_second"]
+        )
+        throughput["journal_share_of_daemon_time"] = round(share, 3)
+        results["throughput_64_in_flight"] = throughput
+        records: dict[str, Any] = {}
+        for size in counts["records"]:
+            session = daemon.call("session.open")["session_id"]
+            run_load(daemon.port, daemon.command_line(session, TRIVIAL["type"]), size, 64)
+            began = time.perf_counter()
+            closed = daemon.call("session.close", {"session_id": session})
+            records[str(size)] = {
+                "close_s": round(time.perf_counter() - began, 3),
+                "record_bytes": Path(closed["path"]).stat().st_size,
+            }
+        results["close_by_recorded_commands"] = records
+    finally:
+        fsync.stop()
+        daemon.stop()
+        blender.stop()
+    results["restore_by_objects"] = bench_restore(counts["restore"], workdir)
+    results["targets"] = {
+        "restore_1000_met": {
+            path: seconds < TARGETS["restore_1000_objects_s_max"]
+            for path, seconds in results["restore_by_objects"]
+            .get("1000", {})
+            .get("restore_s", {})
+            .items()
+        }
+    }
+    return results
+
+
+def bench_restore(sizes: list[int], workdir: Path) -> dict[str, Any]:
     """Close and restore times (each restore path) for sessions of N objects."""
-    env = blender_procs.blender_env(workdir / "life-home")
-    blender = blender_procs.start(blender_procs.headless_command("--factory-scene"), env)
-    daemon, control_port, token = start_daemon(workdir / "life-data", blender.port, env)
+    blender = Headless(workdir, "life")
+    daemon = Daemon(workdir / "life-data", blender.port, blender.env)
     results: dict[str, Any] = {}
     try:
-        wait_connected(control_port, token)
         for size in sizes:
-            session_id = control_call(control_port, token, "session.open", {})["session_id"]
-            create = (
-                json.dumps(
-                    {
-                        "id": 1,
-                        "op": "session.command",
-                        "token": token,
-                        "params": {
-                            "session_id": session_id,
-                            "type": "create_object",
-                            "params": {"kind": "cube", "location": [1, 2, 3]},
-                        },
-                    }
-                ).encode()
-                + b"\n"
+            session = daemon.call("session.open")["session_id"]
+            create = daemon.command_line(
+                session, "create_object", {"kind": "cube", "location": [1, 2, 3]}
             )
             began = time.perf_counter()
-            run_load(control_port, create, size, 64)
+            run_load(daemon.port, create, size, 64)
             created_s = time.perf_counter() - began
             began = time.perf_counter()
-            closed = control_call(control_port, token, "session.close", {"session_id": session_id})
+            closed = daemon.call("session.close", {"session_id": session})
             close_s = time.perf_counter() - began
-            sessions_dir = workdir / "life-data" / "sessions"
             entry: dict[str, Any] = {
                 "create_through_daemon_s": round(created_s, 3),
                 "close_s": round(close_s, 3),
                 "record_bytes": Path(closed["path"]).stat().st_size,
-                "blend_bytes": (sessions_dir / f"{session_id}.blend").stat().st_size,
+                "blend_bytes": (daemon.data_dir / "sessions" / f"{session}.blend").stat().st_size,
                 "restore_s": {},
             }
             for path in ("blend", "state", "replay"):
                 began = time.perf_counter()
-                restored = control_call(
-                    control_port, token, "session.restore", {"session_id": session_id, "path": path}
-                )
+                restored = daemon.call("session.restore", {"session_id": session, "path": path})
                 entry["restore_s"][path] = round(time.perf_counter() - began, 3)
-                control_call(
-                    control_port, token, "session.close", {"session_id": restored["session_id"]}
-                )
+                daemon.call("session.close", {"session_id": restored["session_id"]})
             results[str(size)] = entry
         return results
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        daemon.stop()
         blender.stop()
 
 
-def bench_gui(counts: dict[str, int], workdir: Path) -> dict[str, Any]:
-    if not blender_procs.have_gui_blender():
-        return {"skipped": "Debian's blender and xvfb-run are not installed"}
-    env = blender_procs.blender_env(workdir / "gui-home")
-    blender = blender_procs.start(blender_procs.gui_command(), env)
+# --- 6. memory -----------------------------------------------------------------------
+
+
+def bench_memory(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    blender = Headless(workdir, "memory")
+    daemon = Daemon(workdir / "memory-data", blender.port, blender.env)
     try:
-        request = json.dumps({"id": 1, **TRIVIAL}).encode() + b"\n"
-        run_load(blender.port, request, 50, 1)  # warm up: the window is drawing at start
+        sessions = [
+            daemon.call("session.open")["session_id"] for _ in range(counts["memory_sessions"])
+        ]
+        requests = [daemon.command_line(session, TRIVIAL["type"]) for session in sessions]
+        rss = {"0": daemon.rss_mb()}
+        done = 0
+        began = time.perf_counter()
+        for checkpoint in counts["memory"]:
+            run_load(daemon.port, requests, checkpoint - done, 64)
+            done = checkpoint
+            rss[str(checkpoint)] = daemon.rss_mb()
+        seconds = time.perf_counter() - began
+        first, last = rss[str(counts["memory"][0])], rss[str(counts["memory"][-1])]
         return {
-            "one_at_a_time": run_load(blender.port, request, counts["gui"], 1),
-            "four_clients": run_clients(blender.port, request, counts["gui"], 4),
-            "in_flight_64": run_load(blender.port, request, counts["gui"] * 4, 64),
+            "sessions": len(sessions),
+            "commands": done,
+            "seconds": round(seconds, 1),
+            "rss_mb_after_commands": rss,
+            "growth_mb_first_to_last_checkpoint": round(last - first, 1),
         }
     finally:
+        daemon.stop()
         blender.stop()
+
+
+# --- main ----------------------------------------------------------------------------
+
+CASES = {
+    "roundtrip": bench_roundtrip,
+    "gui": bench_gui,
+    "scene": bench_scene,
+    "heartbeat_busy": bench_heartbeat_busy,
+    "persistence": bench_persistence,
+    "memory": bench_memory,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts, for CI")
-    args = parser.parse_args()
-    counts = (
-        {"one": 50, "pipelined": 200, "objects": 20, "gui": 20}
-        if args.smoke
-        else {"one": 3000, "pipelined": 20000, "objects": 1000, "gui": 500}
+    parser.add_argument(
+        "--only", action="append", choices=sorted(CASES), help="run only this case (repeatable)"
     )
+    args = parser.parse_args()
+    counts = SMOKE if args.smoke else FULL
+    chosen = args.only or list(CASES)
     with tempfile.TemporaryDirectory(prefix="bss-bench-") as tmp:
         workdir = Path(tmp)
-        report = {
+        report: dict[str, Any] = {
             "environment": {
                 "python": platform.python_version(),
+                "bpy": _bpy_version(),
+                "gui_blender": shutil.which("blender"),
                 "cpus": os.cpu_count(),
                 "machine": platform.machine(),
                 "smoke": args.smoke,
-                "gui_blender": shutil.which("blender"),
             },
-            "headless": bench_headless(counts, workdir),
-            "gui": bench_gui(counts, workdir),
-            "lifecycle": bench_lifecycle([10, 50] if args.smoke else [10, 1000, 10000], workdir),
+            "targets": TARGETS,
         }
+        for name in chosen:
+            began = time.perf_counter()
+            report[name] = CASES[name](counts, workdir)
+            report[name]["case_seconds"] = round(time.perf_counter() - began, 1)
+            print(f"bench: {name} done in {report[name]['case_seconds']} s", file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _bpy_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bpy")
+    except Exception:
+        return "not installed"
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import commands
-from .mainthread import GUI_DRAIN_BUDGET_S, MainThreadQueue
+from .mainthread import GUI_DRAIN_BUDGET_S, GUI_LINGER_S, MainThreadQueue
 from .server import AddonServer, SceneFacts, ServerSettings
 
 ADDON_VERSION = "0.1.0"
@@ -65,7 +65,7 @@ class Runtime:
 
     def tick(self) -> float:
         """The timer callback. Runs on: main thread."""
-        self.queue.drain(budget_s=GUI_DRAIN_BUDGET_S)
+        self.queue.drain(budget_s=GUI_DRAIN_BUDGET_S, linger_s=GUI_LINGER_S)
         self.maybe_send_scene_event()
         return 0.0
 

@@ -166,6 +166,8 @@ def _decode(body: bytes) -> object | FrameError:
         value = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         return FrameError("bad_request", f"malformed JSON: {error}")
+    except RecursionError:
+        return FrameError("bad_request", "malformed JSON: nested too deeply")
     if not isinstance(value, dict):
         return FrameError(
             "bad_request", f"request must be a JSON object, got {type(value).__name__}"

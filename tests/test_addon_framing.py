@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from blender_addon.framing import JSON_TEXT, LENGTH_PREFIXED, FrameDecoder, FrameError
 from blender_addon.server import _is_loopback, _OrderedReplies
 
+from .addon_client import BARE, LENGTH, NDJSON, frame
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=10),
     lambda children: (
@@ -77,6 +79,19 @@ def test_garbage_raises_only_frame_errors(garbage: bytes, chunk: int) -> None:
                 assert isinstance(frame, dict | FrameError)
     except FrameError as error:
         assert error.framing_lost and error.code == "bad_request"
+
+
+@pytest.mark.parametrize("framing", [NDJSON, BARE, LENGTH])
+def test_json_nested_too_deeply_is_a_bad_request_not_a_crash(framing: str) -> None:
+    """The stdlib parser raises RecursionError (not ValueError) on deep nesting, which
+    used to kill the connection's reader thread without an answer."""
+    decoder = FrameDecoder()
+    deep = b'{"id": 1, "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    decoder.feed(frame(deep, framing))
+    error = decoder.next_frame()
+    assert isinstance(error, FrameError) and "nested too deeply" in error.message
+    decoder.feed(frame({"type": "ping"}, framing))
+    assert decoder.next_frame() == {"type": "ping"}
 
 
 def test_framing_is_detected_from_the_first_byte() -> None:

@@ -10,6 +10,7 @@ import msgspec
 import trio
 
 from .link import AddonLink
+from .protocol import DECODE_ERRORS
 from .protocol.messages import NULL, ObjectRecord, SceneInfo, SceneState
 from .store import (
     BlenderInfo,
@@ -153,7 +154,7 @@ class Session:
         """A scene_changed event carries the object names, selection and active object."""
         try:
             chosen = msgspec.json.decode(data, type=_SceneEvent)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             return
         if chosen.objects is not None:
             self.objects = dict.fromkeys(chosen.objects)

@@ -18,7 +18,7 @@ from . import __version__
 from .cleanup import cleanup as cleanup_sessions
 from .link import AddonLink
 from .link.addon import Outcome
-from .protocol import ErrorCode, RemoteProtocolError
+from .protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from .protocol.commands import check_command
 from .protocol.messages import (
     ApplyStateParams,
@@ -459,14 +459,14 @@ class SessionManager:
     def _track(self, session: Session, type: str, params: msgspec.Raw, result: bytes) -> None:
         try:
             session.track(type, params, result)
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             log.warning("state_tracking_failed", type=type, reason=str(error))
 
     async def _track_opaque(self, session: Session, type: str) -> None:
         """After a command whose effect is not in its result, read the scene back."""
         try:
             session.track_scene_info(await session.link.request("get_scene_info"))
-        except (msgspec.DecodeError, RemoteProtocolError) as error:
+        except (*DECODE_ERRORS, RemoteProtocolError) as error:
             log.warning("state_tracking_failed", type=type, reason=str(error))
 
     async def bound_session_id(self) -> str:

@@ -32,6 +32,9 @@ def free_port() -> int:
 
 
 class Programs:
+    heartbeat_interval_s = 0.2
+    heartbeat_timeout_s = 2.0
+
     def __init__(self, tmp_path: Path) -> None:
         self.data_dir = tmp_path / "data"
         self.home = tmp_path / "home"
@@ -65,9 +68,9 @@ class Programs:
                 "--control-port",
                 "0",
                 "--heartbeat-interval",
-                "0.2",
+                str(self.heartbeat_interval_s),
                 "--heartbeat-timeout",
-                "2",
+                str(self.heartbeat_timeout_s),
                 "--log-format",
                 "json",
                 *extra,

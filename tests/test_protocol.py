@@ -297,3 +297,36 @@ def test_garbage_into_control_server_raises_only_protocol_errors(
                     break
     except RemoteProtocolError as error:
         assert error.framing_lost
+
+
+DEEP = 20_000  # deeper than msgspec's recursion limit
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b'{"id": 3, "op": "status", "params": ' + b"[" * DEEP + b"\n",
+        b'{"id": 3, "op": "status", "params": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+    ],
+    ids=["deep-array", "unclosed-deep-params", "closed-deep-params"],
+)
+def test_control_input_nested_too_deeply_is_a_bad_message(line: bytes) -> None:
+    """msgspec raises RecursionError here, not DecodeError; the live fuzz campaign
+    found it escaping and taking the control listener down."""
+    conn = ControlServerConnection()
+    conn.receive_data(line.rstrip(b"\n") + b"\n" + b'{"id": 4, "op": "status"}\n')
+    bad = conn.next_event()
+    assert isinstance(bad, BadMessage) and bad.error.code is ErrorCode.BAD_REQUEST
+    following = conn.next_event()
+    assert isinstance(following, RequestReceived) and following.request.id == 4
+
+
+def test_link_response_nested_too_deeply_is_a_protocol_error() -> None:
+    conn = LinkConnection()
+    request_id, _ = conn.send_request("get_state")
+    conn.receive_data(
+        b'{"id": %d, "status": "success", "result": ' % request_id + b"[" * DEEP + b"\n"
+    )
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()

@@ -32,6 +32,8 @@ from daemon.store import (
 )
 from daemon.store.files import atomic_write
 
+from .hostile import HOSTILE_IDS
+
 # Every key of PROTOCOL.md §3's example record, at each level.
 RECORD_KEYS = {"format", "session_id", "saved_at", "data"}
 DATA_KEYS = {
@@ -60,60 +62,6 @@ COMMAND_KEYS = {
     "client_id",
     "result",
 }
-
-HOSTILE_IDS = [
-    "../etc/passwd",
-    "..",
-    ".",
-    "",
-    "/",
-    "/etc/passwd",
-    "scene-20260101-000000-0000abcd/../x",
-    "scene-20260101-000000-0000abcd\x00",
-    "\x00",
-    "scene-20260101-000000-0000ABCD",
-    "scene-20260101-000000-0000abc",
-    "scene-20260101-000000-0000abcde",
-    "a" * 5000,
-    "scene-٢٠٢٦٠١٠١-000000-0000abcd",  # Arabic-Indic digits match \d, not [0-9]
-    "scene-20260101-000000-0000abcd\n",
-    " scene-20260101-000000-0000abcd",
-    "scene-20260101-000000-0000abcd ",
-    "scene-20260101‐000000-0000abcd",  # unicode hyphen
-    "ѕcene-20260101-000000-0000abcd",  # Cyrillic s
-    "scene-20260101-000000-0000abcd.json",
-    "scene-20260101-000000-../../x",
-    "C:\\Windows",
-    "\\\\server\\share",
-    "~",
-    "~/x",
-    "$HOME",
-    "scene-*",
-    "scene-?",
-    "%2e%2e%2f",
-    "..%2f..%2f",
-    "scene-20260101-000000-0000abcd/",
-    "/scene-20260101-000000-0000abcd",
-    "sessions/scene-20260101-000000-0000abcd",
-    "\u202escene",
-    "scene\u200b-20260101",
-    "scene-20260101-000000-0000abcd\r",
-    "\t",
-    "NUL",
-    "CON",
-    "scene-00000000-000000-",
-    "scene--20260101-000000-0000abcd",
-    "SCENE-20260101-000000-0000abcd",
-    "scene-2026010-1000000-0000abcd",
-    "ｓｃｅｎｅ-20260101-000000-0000abcd",  # fullwidth
-    "scene-20260101-000000-0000abcd;rm -rf /",
-    "scene-20260101-000000-0000abcd|x",
-    "scene-20260101-000000-0000abc\u0301",
-    "..\\..\\x",
-    "scene-20260101-000000-0000abcd%00",
-    "scene-20260101-000000-0000abcd\\..",
-    "scene-99999999-999999-zzzzzzzz",
-]
 
 
 def make_data(session_id: str, **changes: object) -> SessionData:

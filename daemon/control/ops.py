@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..protocol import ErrorCode, RemoteProtocolError
+from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from ..protocol.ops import (
     CleanupParams,
     CommandParams,
@@ -39,7 +39,7 @@ Handler = Callable[[OpContext, msgspec.Raw], Awaitable[bytes]]
 def decode_params(params: msgspec.Raw, schema: type[T], op: str) -> T:
     try:
         return msgspec.json.decode(params, type=schema)
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS, f"params of {op!r} are not valid: {error}"
         ) from None

@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from ..protocol import (
+    DECODE_ERRORS,
     NEED_DATA,
     BadMessage,
     ConnectionClosed,
@@ -98,6 +99,8 @@ class ControlServer:
                 await _lingering_close(stream)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away; its in-flight requests were cancelled with it
+        except* Exception as group:  # a bug: log it, drop this connection, serve the rest
+            log.error("connection_failed", exc_info=group)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -141,7 +144,7 @@ class ControlServer:
         """Run a scene command on the fast path if it can take it; False otherwise."""
         try:
             params = _command_params_decoder.decode(request.params)
-        except msgspec.DecodeError:
+        except DECODE_ERRORS:
             return False  # the op handler words the error
         if not is_session_id(params.session_id):
             return False

@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from ..protocol import (
+    DECODE_ERRORS,
     NEED_DATA,
     ConnectionClosed,
     ErrorCode,
@@ -244,7 +245,7 @@ class AddonLink:
             # Silence: a length-prefixed blender-mcp waits for 2 GB after our "{"... ask it
             # in its own framing on a second connection.
             raise _ForeignPeer(await self._probe_length_prefixed(), self.endpoint) from None
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             raise _LinkLost(
                 f"{self.endpoint} answered hello with something else: {error}"
             ) from None

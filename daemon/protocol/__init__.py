@@ -1,7 +1,7 @@
 """Wire protocols, sans-I/O: bytes in, typed events out. No sockets, trio or clocks."""
 
 from .control import ControlClientConnection, ControlServerConnection
-from .errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from .errors import DECODE_ERRORS, ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
     BadMessage,
@@ -16,6 +16,7 @@ from .link import LinkConnection
 from .state import ConnectionState
 
 __all__ = [
+    "DECODE_ERRORS",
     "DEFAULT_MAX_FRAME_BYTES",
     "NEED_DATA",
     "BadMessage",

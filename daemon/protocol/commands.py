@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .errors import ErrorCode, RemoteProtocolError
+from .errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from .messages import COMMAND_PARAMS, LINK_ONLY_TYPES
 
 _param_decoders = {type: msgspec.json.Decoder(schema) for type, schema in COMMAND_PARAMS.items()}
@@ -27,7 +27,7 @@ def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> 
         )
     try:
         decoder.decode(params)
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {error}"
         ) from None

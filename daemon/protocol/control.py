@@ -6,7 +6,7 @@ import itertools
 
 import msgspec
 
-from .errors import ErrorCode, ProtocolError, RemoteProtocolError
+from .errors import DECODE_ERRORS, ErrorCode, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
     BadMessage,
@@ -88,7 +88,7 @@ class ControlServerConnection(_LineConnection):
             return line
         try:
             return RequestReceived(_request_decoder.decode(line))
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             probe = _probe(line)
             return BadMessage(_bad_request(line, error), probe.id, probe.token)
 
@@ -140,7 +140,7 @@ class ControlClientConnection(_LineConnection):
             return line
         try:
             decoded = _response_decoder.decode(line)
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             decoded = None
             detail = str(error)
         else:
@@ -153,7 +153,7 @@ class ControlClientConnection(_LineConnection):
         return decoded
 
 
-def _bad_request(line: bytes, error: msgspec.DecodeError) -> RemoteProtocolError:
+def _bad_request(line: bytes, error: Exception) -> RemoteProtocolError:
     return RemoteProtocolError(
         ErrorCode.BAD_REQUEST,
         f"not a valid message: {error} (got {line[:120]!r}); send one JSON object per line "
@@ -166,5 +166,5 @@ def _probe(line: bytes) -> _IdProbe:
     so the server can check the token and the error can carry the id."""
     try:
         return _id_probe_decoder.decode(line)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return _IdProbe()

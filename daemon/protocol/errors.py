@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import msgspec
+
+# What decoding untrusted JSON can raise: msgspec raises RecursionError, not
+# DecodeError, for input nested deeper than the interpreter's recursion limit (found
+# by the live fuzz campaign: a line of ~15,000 "[" took the control listener down).
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+
 
 class ErrorCode(StrEnum):
     """Error codes on the wire. The first seven are PROTOCOL.md §1's; the rest are

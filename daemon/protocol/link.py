@@ -15,7 +15,7 @@ import itertools
 
 import msgspec
 
-from .errors import ErrorCode, RemoteProtocolError
+from .errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from .events import (
     NEED_DATA,
     ConnectionClosed,
@@ -101,10 +101,10 @@ class LinkConnection:
     def _decode(self, line: bytes) -> ResponseReceived | EventReceived:
         try:
             response = _response_decoder.decode(line)
-        except msgspec.DecodeError as response_error:
+        except DECODE_ERRORS as response_error:
             try:
                 event = _event_decoder.decode(line)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 raise RemoteProtocolError(
                     ErrorCode.BAD_REQUEST,
                     f"addon sent something that is neither a response nor an event: "

@@ -7,7 +7,7 @@ from typing import Literal
 import msgspec
 from msgspec import Raw, Struct
 
-from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from ..protocol.messages import NULL, ErrorBody
 
 RECORD_FORMAT = 1
@@ -168,7 +168,7 @@ def _check_format(data: bytes, what: str) -> None:
     """Refuse a newer `format` before reading anything else of the record."""
     try:
         version = _format_decoder.decode(data).format
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
     if version > RECORD_FORMAT:
         raise RecordError(
@@ -182,7 +182,7 @@ def decode_record(data: bytes, what: str) -> SessionRecord:
     _check_format(data, what)
     try:
         return _record_decoder.decode(data)
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
 
 
@@ -191,7 +191,7 @@ def decode_summary(data: bytes, what: str) -> RecordSummary:
     _check_format(data, what)
     try:
         return _summary_decoder.decode(data).data
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise RecordError(ErrorCode.INTERNAL, f"{what} is damaged: {error}") from None
 
 

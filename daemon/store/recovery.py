@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..protocol.errors import ErrorCode
+from ..protocol.errors import DECODE_ERRORS, ErrorCode
 from .files import read_lines
 from .records import (
     CommandRecord,
@@ -43,7 +43,7 @@ def replay_journal(path: Path) -> ReplayedJournal:
     for number, raw in enumerate(lines, start=1):
         try:
             line = decode_journal_line(raw)
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             raise RecordError(
                 ErrorCode.INTERNAL, f"journal {path.name} line {number} is damaged: {error}"
             ) from None

@@ -1,0 +1,198 @@
+"""The fault suite: the real programs and a real headless Blender, killed, flooded
+and starved. What must hold: every acknowledged command is on disk, every reply
+reaches the client that asked, and nothing stalls or dies that should not."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from ulid import ULID
+
+from daemon.client import ClientError, ControlClient, find_endpoint
+
+from .programs import Programs
+from .streams import Counter, Stream, run_streams
+
+pytestmark = pytest.mark.blender
+JOIN_TIMEOUT_S = 300.0
+
+
+def _create(session_id: str, prefix: str, number: int) -> dict[str, Any]:
+    name = f"{prefix}-{number}"
+    return {"session_id": session_id, "type": "create_object",
+            "params": {"kind": "empty", "name": name}}  # fmt: skip
+
+
+def _records(programs: Programs, session_id: str) -> list[dict[str, Any]]:
+    closed = programs.json("close", session_id)
+    commands: list[dict[str, Any]] = json.loads(Path(closed["path"]).read_text())["data"][
+        "commands"
+    ]
+    return commands
+
+
+def test_daemon_sigkilled_during_a_four_client_stream_keeps_every_acknowledged_command(
+    programs: Programs,
+) -> None:
+    clients, each, window, kill_after = 4, 2500, 16, 4000  # a 10,000-command stream
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    sessions = [programs.json("open", "--name", f"stream-{n}")["session_id"] for n in range(2)]
+    _, port, token = find_endpoint(programs.data_dir)
+    acknowledged = Counter(kill_after)
+    streams = [
+        Stream(
+            port,
+            token,
+            request=partial(_create, sessions[n % 2], f"c{n}"),
+            total=each,
+            window=window,
+            on_reply=acknowledged.add,
+        )
+        for n in range(clients)
+    ]
+    threads = run_streams(streams)
+    assert acknowledged.reached.wait(JOIN_TIMEOUT_S), "the stream did not get going"
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)  # mid-stream, 64 commands in flight
+    programs.daemon.wait()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    assert all(stream.ended_by is not None for stream in streams)  # cut off, not finished
+
+    programs.start_daemon()
+    programs.wait_connected()
+    recorded: dict[str, dict[int, dict[str, Any]]] = {}
+    for session_id in sessions:
+        commands = _records(programs, session_id)
+        seqs = [command["seq"] for command in commands]
+        assert len(seqs) == len(set(seqs))
+        recorded[session_id] = {command["seq"]: command for command in commands}
+    names = [c["params"]["name"] for by_seq in recorded.values() for c in by_seq.values()]
+    assert len(names) == len(set(names))  # no command recorded twice
+    acked = 0
+    for n, stream in enumerate(streams):
+        assert stream.duplicates == []
+        for number, reply in stream.replies.items():
+            assert reply["ok"], reply
+            command = recorded[reply["result"]["session_id"]][reply["result"]["seq"]]
+            assert command["status"] == "success"
+            assert command["params"]["name"] == f"c{n}-{number}"
+            acked += 1
+    assert acked >= kill_after
+    print(f"killed after {acked} acknowledged; {len(names) - acked} more were recorded")
+    # Beyond the acknowledged ones, only commands in flight at the kill were recorded.
+    assert 0 <= len(names) - acked <= clients * window
+
+
+def test_blender_sigkilled_mid_session_then_a_new_blender_and_the_session_goes_on(
+    programs: Programs,
+) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "survivor")["session_id"]
+    programs.cli("cmd", "create_object", "kind=cube", "name=Before")
+    host, port, token = find_endpoint(programs.data_dir)
+    with ControlClient(host, port, token, timeout_s=30) as watcher:
+        events = watcher.stream("watch")
+        assert next(events).event == "watching"
+        assert programs.blender is not None
+        programs.blender.kill()
+        killed_at = time.monotonic()
+        for event in events:  # bounded by the client's 30 s socket timeout
+            if event.event == "heartbeat":
+                data = msgspec.json.decode(event.data)
+                if not data["connected"]:
+                    break
+        noticed_s = time.monotonic() - killed_at
+    assert noticed_s < programs.heartbeat_timeout_s, noticed_s
+    with ControlClient(host, port, token) as client:
+        params = {"session_id": session_id, "type": "get_scene_info"}
+        with pytest.raises(ClientError) as refused:
+            client.call("session.command", params)
+        assert refused.value.code == "blender_unavailable"
+        assert "blender-session blender" in str(refused.value)
+        listed = msgspec.json.decode(client.call("session.list"))["sessions"]
+        assert [(s["session_id"], s["status"]) for s in listed] == [(session_id, "open")]
+
+    programs.start_blender()  # a new Blender on the same port
+    programs.wait_connected()
+    after = programs.json("cmd", "create_object", "kind=cube", "name=After")
+    assert after["seq"] == 2  # the refused command never got a seq
+    commands = _records(programs, session_id)
+    assert [(c["seq"], c["params"]["name"], c["status"]) for c in commands] == [
+        (1, "Before", "success"),
+        (2, "After", "success"),
+    ]
+
+
+def test_fifty_clients_get_exactly_their_own_replies_while_one_stops_reading(
+    programs: Programs,
+) -> None:
+    clients, each = 50, 1000
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "crowd")["session_id"]
+    _, port, token = find_endpoint(programs.data_dir)
+    scene_info = {"session_id": session_id, "type": "get_scene_info"}
+
+    silent = socket.create_connection(("127.0.0.1", port))
+    flood = b"".join(
+        json.dumps(
+            {"id": n, "op": "session.command", "token": token, "params": scene_info}
+        ).encode()
+        + b"\n"
+        for n in range(each)
+    )
+    # It sends everything and never reads; sendall blocks once the daemon stops
+    # reading from it, until the socket is shut down at the end.
+    threading.Thread(target=_send_quietly, args=(silent, flood), daemon=True).start()
+
+    streams = [
+        Stream(
+            port,
+            token,
+            request=lambda _number: scene_info,
+            total=each,
+            window=8,
+            client_id=str(ULID()),
+            first_id=n * each,
+        )
+        for n in range(clients)
+    ]
+    threads = run_streams(streams)
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive(), "a client stalled"
+    seqs = []
+    for stream in streams:
+        assert stream.ended_by is None, stream.ended_by
+        assert stream.duplicates == []
+        assert sorted(stream.replies) == list(range(each))  # its own ids, each once
+        for reply in stream.replies.values():
+            assert reply["ok"] and reply["result"]["session_id"] == session_id, reply
+            seqs.append(reply["result"]["seq"])
+    assert len(set(seqs)) == clients * each  # fifty thousand distinct commands
+    silent.shutdown(socket.SHUT_RDWR)
+    silent.close()
+    status = programs.json("status")
+    assert status["open_sessions"][0]["command_count"] >= clients * each
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # shut down at the end of the test
+        sock.sendall(data)

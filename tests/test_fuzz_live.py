@@ -1,0 +1,169 @@
+"""A bounded fuzz campaign against the live addon (headless Blender) and the live
+control port: hypothesis makes the inputs, a socket sends them. Each input goes on a
+fresh connection, which is then half-closed; the server must answer or close within a
+bound (no hang), keep running (no crash), and serve a normal request afterwards.
+
+FUZZ_EXAMPLES sets inputs per target (default 300); the count tried is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.client import find_endpoint
+
+from .programs import Programs
+
+pytestmark = pytest.mark.blender
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+# How long a server may take to answer and close after the client's EOF.
+ANSWER_BOUND_S = 20.0
+HEALTH_EVERY = 25
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+# save_blend and open_blend take paths: fuzzing them would write or read anywhere.
+ADDON_TYPES = ["hello", "ping", "get_scene_info", "get_object_info", "get_state",
+               "create_object", "transform_object", "delete_object", "rename_object",
+               "select_objects", "set_material", "apply_state", "subscribe",
+               "attach_session", "execute_code", "render_thumbnail",
+               "get_viewport_screenshot"]  # fmt: skip
+CONTROL_OPS = ["status", "session.open", "session.command", "session.state", "session.close",
+               "session.list", "session.show", "session.delete", "session.stats",
+               "session.restore", "session.set_data", "session.thumbnail", "session.cleanup",
+               "watch"]  # fmt: skip
+
+
+def _requests(kinds: list[str], key: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Messages shaped like requests, with anything in their fields."""
+    return st.fixed_dictionaries(
+        {key: st.sampled_from(kinds) | st.text(max_size=20)},
+        optional={"id": json_values, "params": json_values | st.dictionaries(
+            st.sampled_from(["name", "kind", "location", "session_id", "type", "objects",
+                             "events", "code", "value", "key", "path", "width"]),
+            json_values, max_size=4)},
+    )  # fmt: skip
+
+
+def _payloads(requests: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[bytes]:
+    lines = st.lists(requests.map(lambda r: json.dumps(r).encode() + b"\n"), max_size=4)
+    return st.one_of(
+        st.binary(max_size=2048),
+        lines.map(b"".join),
+        json_values.map(lambda v: json.dumps(v).encode() + b"\n"),
+        requests.map(lambda r: json.dumps(r).encode()),  # bare JSON, no newline
+        requests.map(lambda r: struct.pack(">I", len(json.dumps(r))) + json.dumps(r).encode()),
+        st.integers(1, 100_000).map(lambda n: b"[" * n + b"]" * n + b"\n"),
+        st.integers(1, 100_000).map(lambda n: b'{"id":1,"params":' + b"[" * n + b"\n"),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass") + b"\n"),
+        st.binary(min_size=4, max_size=8).map(lambda b: b"\x00\x00" + b),  # length prefixes
+    )
+
+
+def _send_and_wait_for_close(port: int, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_BOUND_S) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass  # the socket timeout bounds each read: a hang raises TimeoutError
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server refused the input by closing: fine
+
+
+def _campaign(
+    port: int,
+    payloads: st.SearchStrategy[bytes],
+    healthy: Callable[[], None],
+    alive: Callable[[], None],
+) -> int:
+    tried = 0
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(payloads)
+    def one_input(payload: bytes) -> None:
+        nonlocal tried
+        tried += 1
+        _send_and_wait_for_close(port, payload)
+        alive()  # fail at the input that killed it, not at a later one
+        if tried % HEALTH_EVERY == 0:
+            healthy()
+
+    one_input()
+    healthy()
+    return tried
+
+
+@pytest.fixture
+def running(programs: Programs) -> Programs:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    return programs
+
+
+def test_fuzzed_input_never_crashes_or_hangs_the_live_addon(running: Programs) -> None:
+    assert running.blender is not None
+    port = running.blender.port
+
+    def healthy() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_BOUND_S) as sock:
+            sock.sendall(b'{"id": "health", "type": "get_scene_info"}\n')
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["id"] == "health" and reply["status"] == "success", reply
+
+    def alive() -> None:
+        assert running.blender is not None
+        assert running.blender.process.poll() is None, "".join(running.blender.output[-30:])
+
+    tried = _campaign(port, _payloads(_requests(ADDON_TYPES, "type")), healthy, alive)
+    print(f"fuzz: {tried} inputs against the live addon")
+    assert tried >= min(EXAMPLES, 50)
+    assert running.json("status")["blender"]["connected"]  # the daemon's link survived too
+
+
+def test_fuzzed_input_never_crashes_or_hangs_the_live_control_port(running: Programs) -> None:
+    running.json("open", "--name", "fuzzed")
+    _, port, token = find_endpoint(running.data_dir)
+    requests = _requests(CONTROL_OPS, "op").flatmap(
+        lambda r: st.sampled_from([r, {**r, "token": token}])
+    )
+
+    def healthy() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_BOUND_S) as sock:
+            sock.sendall(json.dumps({"id": 7, "op": "status", "token": token}).encode() + b"\n")
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["id"] == 7 and reply["ok"], reply
+
+    def alive() -> None:
+        assert running.daemon is not None
+        assert running.daemon.poll() is None, "".join(list(running.daemon_log)[-30:])
+
+    tried = _campaign(port, _payloads(requests), healthy, alive)
+    print(f"fuzz: {tried} inputs against the live control port")
+    assert tried >= min(EXAMPLES, 50)
+    internal = [line for line in running.daemon_log if '"op_failed"' in line]
+    assert internal == [], internal[:3]  # no input reached an unhandled exception

@@ -144,7 +144,7 @@ def create_object(params: dict) -> dict:
     location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
     obj = snapshot.new_object(kind, name)
     snapshot.set_transform(obj, location, rotation, scale)
-    return snapshot.object_record(obj)
+    return snapshot.object_record(obj, just_linked=True)
 
 
 def delete_object(params: dict) -> dict:

@@ -170,6 +170,27 @@ def test_apply_state_is_idempotent_and_reports_what_it_cannot_make(client: Addon
     client.ok("delete_object", {"name": "Ring"})
 
 
+def test_apply_state_restores_visibility_of_new_and_existing_objects(
+    client: AddonClient,
+) -> None:
+    made = client.ok("create_object", {"kind": "cube", "name": "Shown"})
+    assert made["visible"] is True  # read from the object's flags, not the view layer
+    client.ok("create_object", {"kind": "cone", "name": "Kept"})
+    snapshot = client.ok("get_state")
+    for record in snapshot["objects"]:
+        if record["name"] in {"Shown", "Kept"}:
+            record["visible"] = False
+    client.ok("delete_object", {"name": "Shown"})
+    applied = client.ok("apply_state", snapshot)
+    assert applied["created"] == ["Shown"] and "Kept" in applied["updated"]
+    after = {o["name"]: o["visible"] for o in client.ok("get_state")["objects"]}
+    assert after["Shown"] is False and after["Kept"] is False
+    again = client.ok("apply_state", snapshot)
+    assert again["created"] == again["updated"] == []
+    for name in ("Shown", "Kept"):
+        client.ok("delete_object", {"name": name})
+
+
 def test_save_and_open_blend_keep_the_addon_serving(client: AddonClient, tmp_path: Path) -> None:
     client.call("subscribe", {"events": ["scene_changed"]}, id="sub")
     client.ok("create_object", {"kind": "cone", "name": "Saved"})

@@ -196,3 +196,60 @@ def test_fifty_clients_get_exactly_their_own_replies_while_one_stops_reading(
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):  # shut down at the end of the test
         sock.sendall(data)
+
+
+def test_damaged_and_newer_records_and_journals_are_quarantined_the_rest_served(
+    programs: Programs,
+) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    closed_id = programs.json("open", "--name", "closed")["session_id"]
+    programs.cli("cmd", "create_object", "kind=cube", "name=Kept")
+    programs.json("close", closed_id)
+    open_id = programs.json("open", "--name", "crashed")["session_id"]
+    programs.cli("cmd", "create_object", "kind=cone", "name=InFlight")
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)  # leaves the open session's journal
+    programs.daemon.wait()
+
+    sessions = programs.data_dir / "sessions"
+    record = (sessions / f"{closed_id}.json").read_bytes()
+    journal = (sessions / f"{open_id}.journal").read_bytes()
+    opening, _, rest = journal.partition(b"\n")
+    damaged = {
+        "scene-20260101-000000-0000aaaa.json": record[: len(record) // 2],  # truncated
+        "scene-20260101-000000-0000bbbb.json": record.replace(b'"data"', b'"dat\xff"', 1),
+        "scene-20260101-000000-0000cccc.json": record.replace(b'"format":1', b'"format":7', 1),
+        "scene-20260101-000000-0000dddd.journal": opening + b"\nGARBAGE\n" + rest,
+        "scene-20260101-000000-0000eeee.journal": _newer(opening) + b"\n" + rest,
+    }  # fmt: skip
+    for name, data in damaged.items():
+        (sessions / name).write_bytes(data)
+    # A crash mid-line: the open session's own journal ends in half a line.
+    (sessions / f"{open_id}.journal").write_bytes(journal + b'{"kind":"start","seq":9')
+
+    programs.start_daemon()
+    programs.wait_connected()
+    listed = programs.json("list")
+    assert sorted((s["session_id"], s["status"]) for s in listed["sessions"]) == sorted(
+        [(closed_id, "closed"), (open_id, "open")]
+    )
+    reasons = {d["file"].split("-", 2)[-1]: d["reason"] for d in listed["damaged"]}
+    assert set(reasons) == set(damaged)
+    assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000cccc.json"]
+    assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000eeee.journal"]
+    assert all(d["file"].startswith("quarantine/") for d in listed["damaged"])
+    # The rest is served: the recovered session goes on, the closed one restores.
+    assert programs.json("cmd", "create_object", "kind=cube", "name=After")["seq"] == 2
+    restored = programs.json("restore", closed_id, "--path", "state")
+    assert restored["restored_from"] == closed_id and restored["skipped"] == []
+    scene = programs.json("state", restored["session_id"])["scene"]
+    assert "Kept" in {o["name"] for o in scene["objects"]}
+
+
+def _newer(opening_line: bytes) -> bytes:
+    """The journal's opening line, claiming a future format."""
+    head, marker, tail = opening_line.rpartition(b'"format":1')
+    assert marker, opening_line[-80:]
+    return head + b'"format":7' + tail

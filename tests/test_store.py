@@ -31,6 +31,7 @@ from daemon.store import (
     replay_journal,
 )
 from daemon.store.files import atomic_write
+from daemon.store.records import encode_journal_line
 
 from .hostile import HOSTILE_IDS
 
@@ -282,6 +283,22 @@ async def test_journal_damaged_in_the_middle_is_an_error(store: SessionStore) ->
     path.write_bytes(b'{"kind": "open"}\nGARBAGE\n{"kind": "start"}\n')
     with pytest.raises(RecordError, match=r"line [12] is damaged"):
         replay_journal(path)
+
+
+async def test_journal_in_a_newer_format_is_refused_before_its_lines_are_read(
+    store: SessionStore,
+) -> None:
+    session_id = new_session_id()
+    opened = JournalOpen(session=make_data(session_id, commands=[]))
+    line = msgspec.json.decode(encode_journal_line(opened))
+    assert line["format"] == 1  # written by this daemon
+    path = store.path_for(session_id, ".journal")
+    path.write_bytes(msgspec.json.encode({**line, "format": 2}) + b'\n{"kind": "future"}\n')
+    with pytest.raises(RecordError, match="format 2, newer than this daemon reads"):
+        replay_journal(path)
+    del line["format"]  # journals written before the field existed are format 1
+    path.write_bytes(msgspec.json.encode(line) + b"\n")
+    assert replay_journal(path).session.session_id == session_id
 
 
 async def test_journal_concurrent_appends_are_all_written_once(store: SessionStore) -> None:

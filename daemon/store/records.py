@@ -101,9 +101,11 @@ class RecordSummary(Record, kw_only=True, frozen=True):
 
 
 class JournalOpen(Record, tag_field="kind", tag="open", kw_only=True, frozen=True):
-    """First line: what the session is, so a crash can be recovered from here alone."""
+    """First line: what the session is, so a crash can be recovered from here alone.
+    `format` is the journal's format (absent: 1), checked before any other line."""
 
     session: SessionData
+    format: int = RECORD_FORMAT
 
 
 class JournalStart(Record, tag_field="kind", tag="start", kw_only=True, frozen=True):
@@ -138,6 +140,13 @@ JournalLine = JournalOpen | JournalStart | JournalDone | JournalData
 
 class _FormatProbe(Struct):
     format: int
+
+
+class _JournalFormatProbe(Struct):
+    format: int = 1
+
+
+_journal_format_decoder = msgspec.json.Decoder(_JournalFormatProbe)
 
 
 _format_decoder = msgspec.json.Decoder(_FormatProbe)
@@ -201,3 +210,17 @@ def encode_journal_line(line: JournalLine) -> bytes:
 
 def decode_journal_line(line: bytes) -> JournalLine:
     return _journal_decoder.decode(line)
+
+
+def check_journal_format(first_line: bytes, what: str) -> None:
+    """Refuse a journal written in a newer format, before reading its lines."""
+    try:
+        version = _journal_format_decoder.decode(first_line).format
+    except DECODE_ERRORS:
+        return  # not readable as an object: the line decoder words the damage
+    if version > RECORD_FORMAT:
+        raise RecordError(
+            ErrorCode.INTERNAL,
+            f"{what} has format {version}, newer than this daemon reads ({RECORD_FORMAT}); "
+            "upgrade blender-scene-sessions to read it",
+        )

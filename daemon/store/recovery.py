@@ -19,6 +19,7 @@ from .records import (
     RecordError,
     SessionData,
     SessionState,
+    check_journal_format,
     decode_journal_line,
 )
 
@@ -35,6 +36,8 @@ class ReplayedJournal:
 def replay_journal(path: Path) -> ReplayedJournal:
     """Read a journal back. Raises RecordError if it is damaged beyond its last line."""
     lines, torn_tail = read_lines(path)
+    if lines:
+        check_journal_format(lines[0], f"journal {path.name}")
     opened: JournalOpen | None = None
     started: dict[int, JournalStart] = {}
     commands: list[CommandRecord] = []

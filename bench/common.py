@@ -127,11 +127,17 @@ class Daemon:
         *,
         log_level: str = "warning",
         extra: Sequence[str] = (),
+        source: Path | None = None,
     ) -> None:
+        """`source`: run the daemon from this checkout instead of the installed one."""
         self.data_dir = data_dir
+        program = [str(BIN / "blender-sessiond")]
+        if source is not None:
+            program = [sys.executable, "-m", "daemon.main"]
+            env = {**env, "PYTHONPATH": str(source)}
         self.process = subprocess.Popen(
             [
-                str(BIN / "blender-sessiond"),
+                *program,
                 "--data-dir",
                 str(data_dir),
                 "--addon-port",
@@ -145,6 +151,7 @@ class Daemon:
                 *extra,
             ],
             env=env,
+            cwd=source,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # an unread pipe would stall a chatty daemon
         )

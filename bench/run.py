@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -100,7 +101,19 @@ def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
     daemon = Daemon(workdir / "rt-data", blender.port, blender.env)
     chatty = Daemon(workdir / "rt-data-info", blender.port, blender.env, log_level="info")
     relays = {kind: start_relay(kind, blender.port) for kind in ("trio", "selectors")}
+    through_baseline = None
+    baseline = None
+    if counts.get("baseline_source"):
+        baseline = Daemon(
+            workdir / "rt-data-baseline",
+            blender.port,
+            blender.env,
+            source=counts["baseline_source"],
+        )
     try:
+        if baseline is not None:
+            opened = baseline.call("session.open", {"name": "bench"})["session_id"]
+            through_baseline = baseline.command_line(opened, TRIVIAL["type"])
         direct = line({"id": 1, **TRIVIAL})
         session = daemon.call("session.open", {"name": "bench"})["session_id"]
         through = daemon.command_line(session, TRIVIAL["type"])
@@ -120,10 +133,17 @@ def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             entry["daemon_info_logs"] = run_load(chatty.port, through_chatty, total, in_flight)
             for kind, (_, port) in relays.items():
                 entry[f"relay_{kind}"] = run_load(port, direct, total, in_flight)
+            compared = ["daemon", "daemon_info_logs", "relay_trio", "relay_selectors"]
+            if baseline is not None and through_baseline is not None:
+                run_load(baseline.port, through_baseline, min(total, 300), in_flight)
+                entry["daemon_baseline"] = run_load(
+                    baseline.port, through_baseline, total, in_flight
+                )
+                entry["daemon_baseline"]["ref"] = counts["baseline_ref"]
+                compared.append("daemon_baseline")
             rate = entry["direct"]["per_second"]
             entry["time_ratio_over_direct"] = {
-                name: ratio(rate, entry[name]["per_second"])
-                for name in ("daemon", "daemon_info_logs", "relay_trio", "relay_selectors")
+                name: ratio(rate, entry[name]["per_second"]) for name in compared
             }
             results[f"in_flight_{in_flight}"] = entry
         daemon.call("session.close", {"session_id": session})
@@ -146,6 +166,8 @@ def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             process.wait()
         chatty.stop()
         daemon.stop()
+        if baseline is not None:
+            baseline.stop()
         blender.stop()
 
 
@@ -519,11 +541,19 @@ def main() -> int:
     parser.add_argument(
         "--only", action="append", choices=sorted(CASES), help="run only this case (repeatable)"
     )
+    parser.add_argument(
+        "--baseline-ref",
+        metavar="GIT_REF",
+        help="also time the daemon of this commit in the roundtrip case (before/after)",
+    )
     args = parser.parse_args()
-    counts = SMOKE if args.smoke else FULL
+    counts: dict[str, Any] = dict(SMOKE if args.smoke else FULL)
     chosen = args.only or list(CASES)
     with tempfile.TemporaryDirectory(prefix="bss-bench-") as tmp:
         workdir = Path(tmp)
+        if args.baseline_ref:
+            counts["baseline_ref"] = args.baseline_ref
+            counts["baseline_source"] = _checkout(args.baseline_ref, workdir / "baseline-src")
         report: dict[str, Any] = {
             "environment": {
                 "python": platform.python_version(),
@@ -542,6 +572,16 @@ def main() -> int:
             print(f"bench: {name} done in {report[name]['case_seconds']} s", file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _checkout(ref: str, into: Path) -> Path:
+    """The daemon's sources at `ref`, unpacked from git (no worktree left behind)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "daemon"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def _bpy_version() -> str:

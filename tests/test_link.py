@@ -191,3 +191,52 @@ async def test_lost_connection_fails_pending_request(autojump_clock: trio.abc.Cl
         assert caught.value.code is ErrorCode.BLENDER_UNAVAILABLE
         assert "may or may not have run" in caught.value.message
         nursery.cancel_scope.cancel()
+
+
+class BreakableStream(trio.abc.Stream):
+    """A stream whose sends fail once `broken` is set, as a reset connection's do."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.broken = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.broken:
+            raise trio.BrokenResourceError("connection reset by peer")
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_failed_send_ends_the_connection_fails_requests_and_reconnects(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    fake = FakeAddon()
+    streams: list[BreakableStream] = []
+    async with trio.open_nursery() as nursery:
+
+        async def connect(host: str, port: int) -> trio.abc.Stream:
+            streams.append(BreakableStream(await fake.connect(host, port, nursery=nursery)))
+            return streams[-1]
+
+        recorder = Recorder()
+        link = AddonLink(LinkConfig(), recorder, connect=connect, jitter=random.Random(7))
+        await nursery.start(link.run)
+        await recorder.wait_for(LinkStatus.CONNECTED)
+        streams[0].broken = True
+        with pytest.raises(RemoteProtocolError) as caught:
+            await link.request("get_state")
+        assert caught.value.code is ErrorCode.BLENDER_UNAVAILABLE
+        assert recorder.changes[-1][1] is LinkStatus.DISCONNECTED
+        assert "connection reset by peer" in link.snapshot.last_error
+        await recorder.wait_for(LinkStatus.CONNECTED)  # a new connection, after backoff
+        assert len(streams) == 2
+        assert await link.request("get_state")
+        nursery.cancel_scope.cancel()

@@ -128,13 +128,18 @@ class Daemon:
         log_level: str = "warning",
         extra: Sequence[str] = (),
         source: Path | None = None,
+        module: str | None = None,
     ) -> None:
-        """`source`: run the daemon from this checkout instead of the installed one."""
+        """`source`: run the daemon from this checkout instead of the installed one.
+        `module`: run this module (from the repository) instead of blender-sessiond."""
         self.data_dir = data_dir
         program = [str(BIN / "blender-sessiond")]
         if source is not None:
             program = [sys.executable, "-m", "daemon.main"]
             env = {**env, "PYTHONPATH": str(source)}
+        elif module is not None:
+            program = [sys.executable, "-m", module]
+            source = Path(__file__).resolve().parent.parent
         self.process = subprocess.Popen(
             [
                 *program,

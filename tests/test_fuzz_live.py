@@ -3,7 +3,9 @@ control port: hypothesis makes the inputs, a socket sends them. Each input goes 
 fresh connection, which is then half-closed; the server must answer or close within a
 bound (no hang), keep running (no crash), and serve a normal request afterwards.
 
-FUZZ_EXAMPLES sets inputs per target (default 300); the count tried is printed.
+FUZZ_EXAMPLES sets inputs per target (default 300); the count tried is printed. The
+default run is derandomized, so CI tries the same inputs every time; a run with
+FUZZ_EXAMPLES set draws new ones (a campaign).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .programs import Programs
 
 pytestmark = pytest.mark.blender
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+CAMPAIGN = "FUZZ_EXAMPLES" in os.environ
 # How long a server may take to answer and close after the client's EOF.
 ANSWER_BOUND_S = 20.0
 HEALTH_EVERY = 25
@@ -101,6 +104,7 @@ def _campaign(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=not CAMPAIGN,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(payloads)

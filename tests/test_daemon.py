@@ -621,3 +621,84 @@ async def test_full_or_read_only_disk_clear_errors_nothing_lost_next_close_persi
     ]
     journal_left = list(daemon.store.sessions_dir.glob("*.journal"))
     assert journal_left == []  # removed only once the record was safely written
+
+
+# --- the fast path's edges ------------------------------------------------------------
+
+
+async def test_close_waits_for_pipelined_commands_in_flight_and_records_them(
+    daemon: Daemon, client: AsyncClient, fake: FakeAddon
+) -> None:
+    session_id = (await client.ok("session.open"))["session_id"]
+    fake.command_delay_s = 0.2  # still in Blender when the close arrives
+    ids = [
+        await client.send(
+            "session.command",
+            {
+                "session_id": session_id,
+                "type": "create_object",
+                "params": {"kind": "cube", "name": f"P{n}"},
+            },
+        )
+        for n in range(10)
+    ]
+    closer = await ready_client(daemon, client_id="01JTESTCLOSER000000000000")
+    with trio.fail_after(WAIT_S):
+        closed = await closer.ok("session.close", {"session_id": session_id})
+        replies = {(reply := await client.receive()).id: reply for _ in ids}
+    assert all(replies[i].ok for i in ids)
+    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    assert [c["params"]["name"] for c in commands] == [f"P{n}" for n in range(10)]
+    assert closed["command_count"] == 10
+    await closer.aclose()
+
+
+async def test_client_that_hangs_up_mid_pipeline_loses_no_record(
+    daemon: Daemon, client: AsyncClient, fake: FakeAddon
+) -> None:
+    session_id = (await client.ok("session.open"))["session_id"]
+    fake.command_delay_s = 0.1
+    leaver = await ready_client(daemon, client_id="01JTESTLEAVER000000000000")
+    for n in range(20):
+        await leaver.send(
+            "session.command",
+            {
+                "session_id": session_id,
+                "type": "create_object",
+                "params": {"kind": "cube", "name": f"L{n}"},
+            },
+        )
+    await leaver.aclose()  # gone before any answer
+    with trio.fail_after(WAIT_S):
+        closed = await client.ok("session.close", {"session_id": session_id})
+    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    assert [(c["params"]["name"], c["status"]) for c in commands] == [
+        (f"L{n}", "success") for n in range(20)
+    ]
+    assert (await client.ok("status"))["blender"]["connected"]
+
+
+async def test_pipelined_command_that_blender_never_answers_times_out(
+    tmp_path: Path, fake: FakeAddon
+) -> None:
+    async with running_daemon(
+        tmp_path / "data",
+        fake.port,  # type: ignore[attr-defined]
+        request_timeout_s=0.5,
+        heartbeat_timeout_s=30.0,
+    ) as daemon:
+        client = await ready_client(daemon)
+        session_id = (await client.ok("session.open"))["session_id"]
+        fake.command_delay_s = 5.0  # longer than the request timeout
+        params = {"session_id": session_id, "type": "get_scene_info"}
+        with trio.fail_after(WAIT_S):
+            code, message = await client.error("session.command", params)
+        assert code == "timeout" and "did not answer 'get_scene_info' within 0.5 s" in message
+        fake.command_delay_s = 0.0
+        with trio.fail_after(WAIT_S):
+            assert (await client.ok("session.command", params))["seq"] == 2
+            closed = await client.ok("session.close", {"session_id": session_id})
+        commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+        assert [(c["seq"], c["status"]) for c in commands] == [(1, "error"), (2, "success")]
+        assert commands[0]["error"]["code"] == "timeout"
+        await client.aclose()

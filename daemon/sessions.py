@@ -262,19 +262,23 @@ class SessionManager:
         start = self._begin_command(session, type, params, client_id)
         try:
             await self._journal(session, start)
-            began = trio.current_time()
-            try:
-                result, error = await session.link.request(type, bytes(start.params)), None
-            except RemoteProtocolError as failure:
-                result, error = b"null", failure
-            if error is None and type in OPAQUE_COMMANDS:
-                await self._track_opaque(session, type)
-            command, done = self._outcome(session, start, began, result, error)
-            try:
-                await self._journal(session, done)
-                journal_error = None
-            except RemoteProtocolError as failure:
-                journal_error = failure
+            # Once the command leaves, its outcome is recorded even if our caller goes
+            # away meanwhile. Bounded: the link answers every request by its timeout,
+            # and fails them all at once when it stops.
+            with trio.CancelScope(shield=True):
+                began = trio.current_time()
+                try:
+                    result, error = await session.link.request(type, bytes(start.params)), None
+                except RemoteProtocolError as failure:
+                    result, error = b"null", failure
+                if error is None and type in OPAQUE_COMMANDS:
+                    await self._track_opaque(session, type)
+                command, done = self._outcome(session, start, began, result, error)
+                try:
+                    await self._journal(session, done)
+                    journal_error = None
+                except RemoteProtocolError as failure:
+                    journal_error = failure
         finally:
             session.end()
         outcome = self._settle(session, command, error, journal_error)
@@ -460,14 +464,24 @@ class SessionManager:
         try:
             session.track(type, params, result)
         except DECODE_ERRORS as error:
-            log.warning("state_tracking_failed", type=type, reason=str(error))
+            log.warning(
+                "state_tracking_failed",
+                session_id=session.session_id,
+                type=type,
+                reason=str(error),
+            )
 
     async def _track_opaque(self, session: Session, type: str) -> None:
         """After a command whose effect is not in its result, read the scene back."""
         try:
             session.track_scene_info(await session.link.request("get_scene_info"))
         except (*DECODE_ERRORS, RemoteProtocolError) as error:
-            log.warning("state_tracking_failed", type=type, reason=str(error))
+            log.warning(
+                "state_tracking_failed",
+                session_id=session.session_id,
+                type=type,
+                reason=str(error),
+            )
 
     async def bound_session_id(self) -> str:
         """The session bound to this daemon's Blender: the newest open one, or a new

@@ -702,3 +702,21 @@ async def test_pipelined_command_that_blender_never_answers_times_out(
         assert [(c["seq"], c["status"]) for c in commands] == [(1, "error"), (2, "success")]
         assert commands[0]["error"]["code"] == "timeout"
         await client.aclose()
+
+
+async def test_a_caller_that_goes_away_mid_command_still_gets_its_outcome_recorded(
+    daemon: Daemon, client: AsyncClient, fake: FakeAddon
+) -> None:
+    """The async path (proxy, names): the command left, so its outcome is kept even
+    when the caller is cancelled while Blender works on it."""
+    await client.ok("session.open", {"name": "patient"})
+    fake.command_delay_s = 0.3
+    with trio.move_on_after(0.05):  # the caller gives up while Blender works on it
+        await daemon.manager.command(
+            "patient", "create_object", msgspec.Raw(b'{"kind": "cube", "name": "Late"}'), None
+        )
+    fake.command_delay_s = 0.0
+    with trio.fail_after(WAIT_S):
+        closed = await client.ok("session.close", {"session_id": "patient"})
+    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    assert [(c["params"]["name"], c["status"]) for c in commands] == [("Late", "success")]

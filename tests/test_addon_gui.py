@@ -3,7 +3,6 @@ from edits that do not come through the socket, and the legacy addon install."""
 
 from __future__ import annotations
 
-import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -87,20 +86,6 @@ def test_gui_edit_by_hand_sends_scene_changed(gui_blender: blender_procs.Blender
                 assert message["seq"] >= 1
                 return
         pytest.fail("no scene_changed event for an edit made by hand")
-
-
-def test_gui_one_at_a_time_latency_is_measured(gui_blender: blender_procs.BlenderProcess) -> None:
-    """Measured, not asserted as a target: see bench/ for the comparison."""
-    with AddonClient(gui_blender.port) as client:
-        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        samples = []
-        for _ in range(100):
-            began = time.perf_counter()
-            client.ok("get_scene_info")
-            samples.append((time.perf_counter() - began) * 1000)
-    samples.sort()
-    print(f"GUI get_scene_info round trip: p50 {samples[50]:.2f} ms, p99 {samples[98]:.2f} ms")
-    assert samples[50] > 0
 
 
 def test_legacy_addon_install_enables_and_serves(tmp_path: Path) -> None:

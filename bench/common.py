@@ -207,6 +207,16 @@ class Daemon:
             self.process.wait()
 
 
+def blender_version(port: int) -> str:
+    """What the addon at `port` says it runs in (its `hello`)."""
+    client = LineClient(port)
+    try:
+        reply = client.call({"id": "v", "type": "hello", "params": {"client": "bench"}})
+    finally:
+        client.close()
+    return str(reply.get("result", {}).get("blender_version", "unknown"))
+
+
 def rss_mb(pid: int) -> float:
     for row in Path(f"/proc/{pid}/status").read_text().splitlines():
         if row.startswith("VmRSS:"):

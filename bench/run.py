@@ -45,6 +45,7 @@ from bench.common import (  # noqa: E402
     TRIVIAL,
     Daemon,
     LineClient,
+    blender_version,
     cpu_seconds,
     line,
     percentiles_ms,
@@ -119,7 +120,7 @@ def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
         through = daemon.command_line(session, TRIVIAL["type"])
         chatty_session = chatty.call("session.open", {"name": "bench"})["session_id"]
         through_chatty = chatty.command_line(chatty_session, TRIVIAL["type"])
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"blender": blender_version(blender.port)}
         for in_flight in (1, 8, 64):
             total = counts["one"] if in_flight == 1 else counts["pipelined"]
             run_load(blender.port, direct, min(total, 300), in_flight)  # warm up
@@ -209,7 +210,7 @@ def bench_gui(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             ),
         }
         return {
-            "blender": _blender_version(blender.output),
+            "blender": blender_version(blender.port),
             "baseline_one_shot_timers": baseline,
             "addon_drained_queue": addon,
             "addon_over_baseline_rate": over,
@@ -221,10 +222,6 @@ def bench_gui(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
         }
     finally:
         blender.stop()
-
-
-def _blender_version(output: list[str]) -> str:
-    return next((row.strip() for row in output if row.startswith("Blender ")), "unknown")
 
 
 # --- 3. scene work -------------------------------------------------------------------

@@ -11,8 +11,8 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
 2. gui: Debian's GUI Blender under xvfb (timer path): a blender-mcp-style server (one
    command per one-shot timer, one request at a time per connection) against this
    addon's drained queue, in the same Blender.
-3. scene: 1,000 cubes through bpy.ops vs the data API; transform 1,000; get_state of
-   1,000 and 10,000 objects (time and bytes).
+3. scene: 1,000 cubes through bpy.ops vs the data API; transform 1,000 (in a scene
+   of 1,000 and of 10,000); get_state of 1,000 and 10,000 objects (time and bytes).
 4. heartbeat_busy: pong latency while the main thread is busy for 10 s, and the link
    status the daemon reports meanwhile.
 5. persistence: journal append cost, throughput with and without fsync, close time and
@@ -273,6 +273,16 @@ def bench_scene(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             ],
         )
         state_big = _get_state(client)
+        transform_big_s = _pipelined(
+            client,
+            [
+                {  # the newest objects: a name lookup that scans finds them last
+                    "type": "transform_object",
+                    "params": {"name": f"E{i}", "location": [i, 3, 0]},
+                }
+                for i in range(max(0, big - 2 * count), big - count)
+            ],
+        )
         return {
             "create": {
                 "objects": count,
@@ -281,6 +291,7 @@ def bench_scene(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 "ops_over_data_api": ratio(ops_s, create_s),
             },
             "transform": {"objects": count, "seconds": round(transform_s, 3)},
+            f"transform_{count}_in_a_scene_of_{big}": {"seconds": round(transform_big_s, 3)},
             f"get_state_{count}": state_small,
             f"get_state_{big}": state_big,
         }

@@ -60,11 +60,13 @@ class Runtime:
     def pump_until(self, stop: threading.Event) -> None:
         """Drive the main thread where timers never fire. Runs on: main thread."""
         while not stop.is_set():
+            commands.scene_index.forget()  # references live for one drain only
             self.queue.drain(wait_s=PUMP_WAIT_S)
             self.maybe_send_scene_event()
 
     def tick(self) -> float:
         """The timer callback. Runs on: main thread."""
+        commands.scene_index.forget()  # references live for one drain only
         self.queue.drain(budget_s=GUI_DRAIN_BUDGET_S, linger_s=GUI_LINGER_S)
         self.maybe_send_scene_event()
         return 0.0

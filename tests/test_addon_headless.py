@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -311,6 +312,41 @@ def test_requests_without_ids_are_answered_in_order(client: AddonClient) -> None
 def test_pipelined_requests_with_ids_all_come_back(client: AddonClient) -> None:
     client.sock.sendall(b"".join(frame({"id": i, "type": "get_scene_info"}) for i in range(64)))
     assert sorted(client.receive()["id"] for _ in range(64)) == list(range(64))
+
+
+def test_lookups_stay_right_through_renames_deletes_and_code_in_one_drain(
+    client: AddonClient,
+) -> None:
+    """Sent in one write, these run in one drain of the main-thread queue, where
+    names are looked up in the drain's index once enough lookups were made."""
+    steps: list[tuple[str, dict[str, Any], str]] = [
+        *(("create_object", {"kind": "empty", "name": f"I{n}"}, "success") for n in range(8)),
+        *(("transform_object", {"name": f"I{n}", "location": [n, 0, 0]}, "success")
+          for n in range(8)),
+        ("rename_object", {"name": "I0", "new_name": "J0"}, "success"),
+        ("transform_object", {"name": "I0", "location": [9, 9, 9]}, "not_found"),
+        ("transform_object", {"name": "J0", "location": [5, 5, 5]}, "success"),
+        ("delete_object", {"name": "I1"}, "success"),
+        ("get_object_info", {"name": "I1"}, "not_found"),
+        ("create_object", {"kind": "empty", "name": "I1"}, "success"),
+        ("get_object_info", {"name": "I1"}, "success"),
+        ("execute_code", {"code": "pass"}, "error"),  # forbidden here; drops the index
+        ("get_object_info", {"name": "J0"}, "success"),
+        *(("delete_object", {"name": name}, "success")
+          for name in ["J0", "I1", *(f"I{n}" for n in range(2, 8))]),
+    ]  # fmt: skip
+    client.sock.sendall(
+        b"".join(frame({"id": n, "type": t, "params": p}) for n, (t, p, _) in enumerate(steps))
+    )
+    replies = {reply["id"]: reply for reply in (client.receive() for _ in steps)}
+    got = [
+        replies[n]["status"] if replies[n]["status"] == "success" else replies[n]["code"]
+        for n in range(len(steps))
+    ]
+    assert got == [expected if expected != "error" else "forbidden" for _, _, expected in steps]
+    moved = replies[steps.index(("transform_object", {"name": "J0", "location": [5, 5, 5]},
+                                 "success"))]["result"]  # fmt: skip
+    assert moved["name"] == "J0" and moved["location"] == [5.0, 5.0, 5.0]
 
 
 def test_thousand_objects_through_the_data_api(client: AddonClient) -> None:

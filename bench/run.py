@@ -1,6 +1,6 @@
 """Benchmarks against real Blenders; prints one JSON document.
 
-    ./scripts/bench            # full run (about 6 minutes here)
+    ./scripts/bench            # full run (about 5 minutes here)
     ./scripts/bench --smoke    # tiny counts, so CI keeps this code from rotting
 
 Every comparison is measured in the same run. Cases (numbers as in issue 6):

@@ -46,6 +46,20 @@ async def client(daemon: Daemon) -> AsyncIterator[AsyncClient]:
     await client.aclose()
 
 
+def create_cube(session_id: str, name: str) -> dict[str, Any]:
+    """session.command params that make a cube named `name`."""
+    return {"session_id": session_id, "type": "create_object",
+            "params": {"kind": "cube", "name": name}}  # fmt: skip
+
+
+def recorded_commands(closed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The commands of the record a session.close reply points to."""
+    commands: list[dict[str, Any]] = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"][
+        "commands"
+    ]
+    return commands
+
+
 async def raw_exchange(port: int, data: bytes) -> list[Any]:
     """Send raw bytes while reading replies until the daemon closes the connection."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -207,11 +221,7 @@ async def test_command_records_seq_client_and_timing(daemon: Daemon, client: Asy
     for index in range(3):
         await client.ok(
             "session.command",
-            {
-                "session_id": session_id,
-                "type": "create_object",
-                "params": {"kind": "cube", "name": f"C{index}"},
-            },
+            create_cube(session_id, f"C{index}"),
         )
     await client.error(
         "session.command",
@@ -380,11 +390,7 @@ async def test_pipelined_requests_from_many_clients_get_their_own_replies(
         ids = [
             await other.send(
                 "session.command",
-                {
-                    "session_id": session_id,
-                    "type": "create_object",
-                    "params": {"kind": "cube", "name": f"c{index}-{n}"},
-                },
+                create_cube(session_id, f"c{index}-{n}"),
             )
             for n in range(25)
         ]
@@ -400,7 +406,7 @@ async def test_pipelined_requests_from_many_clients_get_their_own_replies(
             for index in range(10):
                 nursery.start_soon(one_client, index)
     closed = await client.ok("session.close", {"session_id": session_id})
-    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    commands = recorded_commands(closed)
     assert sorted(c["seq"] for c in commands) == list(range(1, 251))
 
 
@@ -415,11 +421,7 @@ async def test_open_session_survives_daemon_restart(tmp_path: Path, fake: FakeAd
         for index in range(5):
             await client.ok(
                 "session.command",
-                {
-                    "session_id": session_id,
-                    "type": "create_object",
-                    "params": {"kind": "cube", "name": f"K{index}"},
-                },
+                create_cube(session_id, f"K{index}"),
             )
         await client.aclose()
     # Stopped without closing: the journal stays and the next start recovers it.
@@ -528,11 +530,7 @@ async def test_several_blenders_each_session_bound_to_one(
         for session, name in ((first, "One"), (other, "Two")):
             await client.ok(
                 "session.command",
-                {
-                    "session_id": session["session_id"],
-                    "type": "create_object",
-                    "params": {"kind": "cube", "name": name},
-                },
+                create_cube(session["session_id"], name),
             )
         assert list(fake.objects) == ["One"] and list(second.objects) == ["Two"]
         assert (fake.session_id, second.session_id) == (first["session_id"], other["session_id"])
@@ -593,11 +591,7 @@ async def test_full_or_read_only_disk_clear_errors_nothing_lost_next_close_persi
     session_id = (await client.ok("session.open"))["session_id"]
 
     def create(name: str) -> dict[str, Any]:
-        return {
-            "session_id": session_id,
-            "type": "create_object",
-            "params": {"kind": "cube", "name": name},
-        }
+        return create_cube(session_id, name)
 
     await client.ok("session.command", create("Before"))
     failing.add(b'"kind":"done"')  # the outcome cannot be journaled: the command did run
@@ -613,7 +607,7 @@ async def test_full_or_read_only_disk_clear_errors_nothing_lost_next_close_persi
     failing.clear()  # space was freed; the half lines were cut off, so this one follows cleanly
     await client.ok("session.command", create("After"))
     closed = await client.ok("session.close", {"session_id": session_id})
-    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    commands = recorded_commands(closed)
     assert [(c["params"]["name"], c["status"]) for c in commands] == [
         ("Before", "success"),
         ("Ran", "success"),
@@ -634,11 +628,7 @@ async def test_close_waits_for_pipelined_commands_in_flight_and_records_them(
     ids = [
         await client.send(
             "session.command",
-            {
-                "session_id": session_id,
-                "type": "create_object",
-                "params": {"kind": "cube", "name": f"P{n}"},
-            },
+            create_cube(session_id, f"P{n}"),
         )
         for n in range(10)
     ]
@@ -647,7 +637,7 @@ async def test_close_waits_for_pipelined_commands_in_flight_and_records_them(
         closed = await closer.ok("session.close", {"session_id": session_id})
         replies = {(reply := await client.receive()).id: reply for _ in ids}
     assert all(replies[i].ok for i in ids)
-    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    commands = recorded_commands(closed)
     assert [c["params"]["name"] for c in commands] == [f"P{n}" for n in range(10)]
     assert closed["command_count"] == 10
     await closer.aclose()
@@ -662,16 +652,12 @@ async def test_client_that_hangs_up_mid_pipeline_loses_no_record(
     for n in range(20):
         await leaver.send(
             "session.command",
-            {
-                "session_id": session_id,
-                "type": "create_object",
-                "params": {"kind": "cube", "name": f"L{n}"},
-            },
+            create_cube(session_id, f"L{n}"),
         )
     await leaver.aclose()  # gone before any answer
     with trio.fail_after(WAIT_S):
         closed = await client.ok("session.close", {"session_id": session_id})
-    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    commands = recorded_commands(closed)
     assert [(c["params"]["name"], c["status"]) for c in commands] == [
         (f"L{n}", "success") for n in range(20)
     ]
@@ -698,7 +684,7 @@ async def test_pipelined_command_that_blender_never_answers_times_out(
         with trio.fail_after(WAIT_S):
             assert (await client.ok("session.command", params))["seq"] == 2
             closed = await client.ok("session.close", {"session_id": session_id})
-        commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+        commands = recorded_commands(closed)
         assert [(c["seq"], c["status"]) for c in commands] == [(1, "error"), (2, "success")]
         assert commands[0]["error"]["code"] == "timeout"
         await client.aclose()
@@ -718,5 +704,5 @@ async def test_a_caller_that_goes_away_mid_command_still_gets_its_outcome_record
     fake.command_delay_s = 0.0
     with trio.fail_after(WAIT_S):
         closed = await client.ok("session.close", {"session_id": "patient"})
-    commands = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"]["commands"]
+    commands = recorded_commands(closed)
     assert [(c["params"]["name"], c["status"]) for c in commands] == [("Late", "success")]

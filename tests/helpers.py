@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import trio
 
-from daemon.aclient import AsyncControlClient
+from daemon.clients.aclient import AsyncControlClient
 from daemon.config import DaemonConfig
 from daemon.main import Daemon
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.addon_zip import build_addon_zip
+from daemon.clients.addon_zip import build_addon_zip
 
 from . import blender_procs
 from .addon_client import AddonClient

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from daemon.client import ClientError, ControlClient, find_endpoint
+from daemon.clients.client import ClientError, ControlClient, find_endpoint
 
 from .programs import BIN, Programs
 

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from ulid import ULID
 
-from daemon.client import ClientError, ControlClient, find_endpoint
+from daemon.clients.client import ClientError, ControlClient, find_endpoint
 
 from .programs import Programs
 from .streams import Counter, Stream, run_streams

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.client import find_endpoint
+from daemon.clients.client import find_endpoint
 
 from .programs import Programs
 

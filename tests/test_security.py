@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon.client import find_endpoint
+from daemon.clients.client import find_endpoint
 
 from . import blender_procs
 from .hostile import HOSTILE_IDS

@@ -20,7 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 from pydantic import Field
 
-from . import __version__
+from .. import __version__
 from .aclient import AsyncControlClient
 from .client import ClientError, find_endpoint
 

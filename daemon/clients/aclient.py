@@ -9,9 +9,9 @@ import msgspec
 import trio
 from ulid import ULID
 
+from ..protocol import NEED_DATA, ConnectionClosed, ControlClientConnection, ErrorCode
+from ..protocol.messages import ControlResponse
 from .client import ClientError
-from .protocol import NEED_DATA, ConnectionClosed, ControlClientConnection, ErrorCode
-from .protocol.messages import ControlResponse
 
 RECEIVE_CHUNK_BYTES = 256 * 1024
 

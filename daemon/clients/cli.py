@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
+from ..config import ENV_PREFIX, default_data_dir
 from .client import ClientError, ControlClient, find_endpoint
-from .config import ENV_PREFIX, default_data_dir
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

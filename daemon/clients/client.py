@@ -10,9 +10,9 @@ from pathlib import Path
 import msgspec
 from ulid import ULID
 
-from .protocol import NEED_DATA, ConnectionClosed, ControlClientConnection, ErrorCode
-from .protocol.messages import ControlResponse
-from .store.store import ENDPOINT_FILE, TOKEN_FILE
+from ..protocol import NEED_DATA, ConnectionClosed, ControlClientConnection, ErrorCode
+from ..protocol.messages import ControlResponse
+from ..store.store import ENDPOINT_FILE, TOKEN_FILE
 
 RECEIVE_CHUNK_BYTES = 256 * 1024
 

@@ -1,6 +1,7 @@
 """The scene commands of PROTOCOL.md §1. The only module (with snapshot.py and the
-UI) that touches bpy. Each handler takes the request's params, returns a JSON-able
-result or raises CommandError; `dispatch` turns an unknown type into unknown_command.
+UI) that touches bpy. Each handler takes the request's params, already checked by
+params.py on the I/O thread (types, ranges, unknown keys), and returns a JSON-able
+result or raises CommandError.
 
 Every function here runs on: main thread.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import math
 import os
 import tempfile
 import threading
@@ -21,51 +21,13 @@ import mathutils
 
 from . import snapshot
 from .server import CommandError
+from .vocabulary import COMMAND_NAMES
 
 _settings = {"allow_execute_code": False}
 
 
 def configure(allow_execute_code: bool) -> None:
     _settings["allow_execute_code"] = bool(allow_execute_code)
-
-
-# --- params checking (stdlib only: no msgspec inside Blender) --------------------------
-
-
-def _name(params: dict, key: str = "name", required: bool = True) -> str | None:
-    value = params.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= 63:
-        raise CommandError(
-            "invalid_params", f"{key!r} must be a name of 1-63 characters, got {value!r}"
-        )
-    return value
-
-
-def _vector(params: dict, key: str, size: int = 3) -> list[float] | None:
-    value = params.get(key)
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != size
-        or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        )
-    ):
-        raise CommandError(
-            "invalid_params", f"{key!r} must be {size} finite numbers, got {value!r}"
-        )
-    return [float(v) for v in value]
-
-
-def _bool(params: dict, key: str, default: bool = False) -> bool:
-    value = params.get(key, default)
-    if not isinstance(value, bool):
-        raise CommandError("invalid_params", f"{key!r} must be true or false, got {value!r}")
-    return value
 
 
 class SceneIndex:
@@ -120,17 +82,6 @@ def _object(name: str):
     return obj
 
 
-def _blend_path(params: dict) -> str:
-    path = params.get("path")
-    if not isinstance(path, str) or not path:
-        raise CommandError("invalid_params", "'path' must be a file path string")
-    if "\x00" in path or not os.path.isabs(path) or not path.endswith(".blend"):
-        raise CommandError(
-            "invalid_params", f"'path' must be an absolute path ending in .blend, got {path!r}"
-        )
-    return path
-
-
 # --- commands --------------------------------------------------------------------------
 
 
@@ -153,7 +104,7 @@ def get_scene_info(params: dict) -> dict:
 
 
 def get_object_info(params: dict) -> dict:
-    obj = _object(_name(params))
+    obj = _object(params["name"])
     record = snapshot.object_record(obj)
     if obj.type == "MESH" and obj.data is not None:
         mesh = obj.data
@@ -175,38 +126,31 @@ def get_state(params: dict) -> dict:
 
 
 def create_object(params: dict) -> dict:
-    kind = params.get("kind")
-    if kind not in snapshot.OBJECT_KINDS:
-        raise CommandError(
-            "invalid_params",
-            f"'kind' must be one of {', '.join(snapshot.OBJECT_KINDS)}, got {kind!r}",
-        )
-    name = _name(params, required=False) or kind.replace("_", " ").title().replace(" ", "")
-    location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
+    kind = params["kind"]
+    name = params["name"] or kind.replace("_", " ").title().replace(" ", "")
     obj = snapshot.new_object(kind, name)
     scene_index.added(obj)
-    snapshot.set_transform(obj, location, rotation, scale)
+    snapshot.set_transform(obj, params["location"], params["rotation"], params["scale"])
     return snapshot.object_record(obj, just_linked=True)
 
 
 def delete_object(params: dict) -> dict:
-    obj = _object(_name(params))
+    obj = _object(params["name"])
     name = obj.name
     scene_index.removed(name)
-    bpy.data.objects.remove(obj, do_unlink=True)
+    snapshot.remove_objects([obj])
     return {"deleted": name}
 
 
 def transform_object(params: dict) -> dict:
-    obj = _object(_name(params))
-    location, rotation, scale = (_vector(params, k) for k in ("location", "rotation", "scale"))
-    snapshot.set_transform(obj, location, rotation, scale)
+    obj = _object(params["name"])
+    snapshot.set_transform(obj, params["location"], params["rotation"], params["scale"])
     return snapshot.object_record(obj)
 
 
 def rename_object(params: dict) -> dict:
-    obj = _object(_name(params))
-    new_name = _name(params, "new_name")
+    obj = _object(params["name"])
+    new_name = params["new_name"]
     if new_name != obj.name and bpy.data.objects.get(new_name) is not None:
         raise CommandError("invalid_params", f"an object named {new_name!r} already exists")
     scene_index.removed(obj.name)
@@ -216,12 +160,9 @@ def rename_object(params: dict) -> dict:
 
 
 def select_objects(params: dict) -> dict:
-    names = params.get("names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CommandError("invalid_params", f"'names' must be a list of names, got {names!r}")
-    extend = _bool(params, "extend")
-    active_name = _name(params, "active", required=False)
-    chosen = [_object(name) for name in names]
+    extend = params["extend"]
+    active_name = params["active"]
+    chosen = [_object(name) for name in params["names"]]
     active = _object(active_name) if active_name else None
     view_layer = bpy.context.view_layer
     objects = bpy.context.scene.objects  # not view_layer.objects: it lags behind removals
@@ -243,35 +184,17 @@ def select_objects(params: dict) -> dict:
 
 
 def set_material(params: dict) -> dict:
-    obj = _object(_name(params, "object"))
-    material = _name(params, "material")
-    color = _vector(params, "color", size=4)
-    if color is not None and not all(0.0 <= c <= 1.0 for c in color):
-        raise CommandError("invalid_params", f"'color' must be RGBA values in 0..1, got {color!r}")
-    snapshot.assign_material(obj, material, color)
+    obj = _object(params["object"])
+    snapshot.assign_material(obj, params["material"], params["color"])
     return snapshot.object_record(obj)
 
 
 def apply_state(params: dict) -> dict:
-    objects = params.get("objects", [])
-    if not isinstance(objects, list) or not all(
-        isinstance(o, dict)
-        and isinstance(o.get("name"), str)
-        and isinstance(o.get("type"), str)
-        and all(_vector(o, k) is not None for k in ("location", "rotation", "scale"))
-        for o in objects
-    ):
-        raise CommandError(
-            "invalid_params",
-            "'objects' must be a list of object records "
-            "(name, type, location, rotation, scale), as get_state returns",
-        )
-    return snapshot.apply_state(params, prune=_bool(params, "prune"))
+    return snapshot.apply_state(params, prune=params["prune"])
 
 
 def save_blend(params: dict) -> dict:
-    path = _blend_path(params)
-    copy = _bool(params, "copy")
+    path, copy = params["path"], params["copy"]
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise CommandError("not_found", f"directory {directory!r} does not exist")
@@ -282,7 +205,7 @@ def save_blend(params: dict) -> dict:
 
 
 def open_blend(params: dict) -> dict:
-    path = _blend_path(params)
+    path = params["path"]
     if not os.path.isfile(path):
         raise CommandError("not_found", f"no file {path!r}")
     try:
@@ -293,12 +216,7 @@ def open_blend(params: dict) -> dict:
 
 
 def render_thumbnail(params: dict) -> dict:
-    width, height = (params.get(k, 256) for k in ("width", "height"))
-    for key, value in (("width", width), ("height", height)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 2048:
-            raise CommandError(
-                "invalid_params", f"{key!r} must be an integer 8-2048, got {value!r}"
-            )
+    width, height = params["width"], params["height"]
     png = _render_png(width, height)
     return {"png_base64": base64.b64encode(png).decode(), "width": width, "height": height}
 
@@ -363,9 +281,7 @@ def execute_code(params: dict) -> dict:
             "preferences (or start with --allow-execute-code) if you trust "
             "every local process",
         )
-    code = params.get("code")
-    if not isinstance(code, str):
-        raise CommandError("invalid_params", "'code' must be a string of Python")
+    code = params["code"]
     output = io.StringIO()
     namespace = {"bpy": bpy, "__name__": "__bss_execute__"}
     try:
@@ -394,7 +310,7 @@ COMMANDS = {
     "render_thumbnail": render_thumbnail,
     "execute_code": execute_code,
 }
-# Commands after which the scene may have changed (for scene_changed events).
+assert set(COMMANDS) == COMMAND_NAMES, "vocabulary.COMMAND_PARAMS lists every command"
 # Commands after which `scene_index` still holds: they free no object, or keep the
 # index up to date themselves.
 KEEP_SCENE_INDEX = frozenset(
@@ -411,13 +327,9 @@ KEEP_SCENE_INDEX = frozenset(
     }
 )
 
-READ_ONLY = frozenset(
-    {"get_scene_info", "get_object_info", "get_state", "render_thumbnail", "save_blend"}
-)
-
 
 def dispatch(kind: str, params: dict) -> object:
-    """Run one command. Runs on: main thread (checked)."""
+    """Run one command, its params checked by params.check. Runs on: main thread."""
     if threading.current_thread() is not threading.main_thread():
         raise CommandError("internal", "scene commands must run on Blender's main thread")
     handler = COMMANDS.get(kind)

@@ -31,13 +31,18 @@ _IN_STRING = re.compile(rb'["\\]')
 
 
 class FrameError(Exception):
-    """A frame that cannot be a request. `framing_lost`: answer, then close."""
+    """A frame that cannot be a request. `framing_lost`: answer, then close.
+    `request_id`: the request's id where it could still be read, so the answer carries
+    it and a pipelining client can match it."""
 
-    def __init__(self, code: str, message: str, framing_lost: bool = False) -> None:
+    def __init__(
+        self, code: str, message: str, framing_lost: bool = False, request_id: object = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.framing_lost = framing_lost
+        self.request_id = request_id
 
 
 class FrameDecoder:
@@ -60,6 +65,14 @@ class FrameDecoder:
 
         Raises FrameError(framing_lost=True) when the stream can no longer be framed.
         """
+        body = self.next_body()
+        if body is None or isinstance(body, FrameError):
+            return body
+        return _decode(body)
+
+    def next_body(self) -> bytes | FrameError | None:
+        """Like next_frame, but the frame's JSON bytes, not parsed (the daemon's proxy
+        decodes them itself)."""
         if self.lost:
             raise FrameError("bad_request", "framing was lost earlier", framing_lost=True)
         try:
@@ -74,7 +87,10 @@ class FrameDecoder:
             raise
 
     def encode(self, message: dict) -> bytes:
-        body = json.dumps(message, separators=(",", ":")).encode()
+        return self.frame(json.dumps(message, separators=(",", ":")).encode())
+
+    def frame(self, body: bytes) -> bytes:
+        """A JSON body framed the way this connection's client speaks."""
         if self.framing == LENGTH_PREFIXED:
             return struct.pack(">I", len(body)) + body
         return body + b"\n"
@@ -90,7 +106,7 @@ class FrameDecoder:
 
     # --- length-prefixed ------------------------------------------------------------
 
-    def _next_length_prefixed(self) -> object | FrameError | None:
+    def _next_length_prefixed(self) -> bytes | FrameError | None:
         if len(self._buffer) < 4:
             return None
         (size,) = struct.unpack(">I", self._buffer[:4])
@@ -100,11 +116,11 @@ class FrameDecoder:
             return None
         body = bytes(self._buffer[4 : 4 + size])
         del self._buffer[: 4 + size]
-        return _decode(body)
+        return body
 
     # --- JSON text (NDJSON or bare objects back to back) ----------------------------
 
-    def _next_json_text(self) -> object | FrameError | None:
+    def _next_json_text(self) -> bytes | FrameError | None:
         buffer = self._buffer
         if self._scan_pos == 0:
             start = len(buffer) - len(buffer.lstrip(_WHITESPACE))
@@ -123,7 +139,7 @@ class FrameDecoder:
         body = bytes(buffer[:end])
         del buffer[:end]
         self._scan_pos = 0
-        return _decode(body)
+        return body
 
     def _scan(self) -> int | None:
         """Advance the scanner; return the end offset of the value once it closes."""
@@ -165,14 +181,41 @@ def _decode(body: bytes) -> object | FrameError:
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
-        return FrameError("bad_request", f"malformed JSON: {error}")
+        return FrameError("bad_request", f"malformed JSON: {error}", request_id=readable_id(body))
     except RecursionError:
-        return FrameError("bad_request", "malformed JSON: nested too deeply")
+        return FrameError(
+            "bad_request", "malformed JSON: nested too deeply", request_id=readable_id(body)
+        )
     if not isinstance(value, dict):
         return FrameError(
             "bad_request", f"request must be a JSON object, got {type(value).__name__}"
         )
     return value
+
+
+_ID_FIELD = re.compile(rb'"id"\s*:\s*(-?[0-9]{1,18}(?![0-9.eE])|"[^"\\]{0,200}")')
+
+
+def readable_id(body: bytes) -> object:
+    """The id of a request that is not valid JSON, where it can still be read (invalid
+    UTF-8 is replaced; nesting past any parser's limit leaves a pattern match), else
+    None. Only ints and plain strings: what is echoed must itself be valid JSON."""
+    try:
+        value = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict):
+        request_id = value.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (int, str)):
+            return None
+        if isinstance(request_id, str):
+            return request_id.encode("utf-8", "replace").decode("utf-8")
+        return request_id if -(2**63) <= request_id < 2**63 else None
+    match = _ID_FIELD.search(body)
+    if match is None:
+        return None
+    text = match.group(1)
+    return text[1:-1].decode("utf-8", "replace") if text[:1] == b'"' else int(text)
 
 
 def _too_big(size: int, limit: int) -> FrameError:

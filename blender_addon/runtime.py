@@ -18,6 +18,7 @@ from bpy.app.handlers import persistent
 from . import commands
 from .mainthread import GUI_DRAIN_BUDGET_S, GUI_LINGER_S, MainThreadQueue
 from .server import AddonServer, SceneFacts, ServerSettings
+from .vocabulary import READ_ONLY_COMMANDS
 
 ADDON_VERSION = "0.1.0"
 # scene_changed events are coalesced: at most one per connection per this interval,
@@ -73,7 +74,7 @@ class Runtime:
 
     def _dispatch(self, kind: str, params: dict) -> object:
         result = commands.dispatch(kind, params)
-        if kind not in commands.READ_ONLY:
+        if kind not in READ_ONLY_COMMANDS:
             self._scene_dirty = True
             self.refresh_facts()
         return result

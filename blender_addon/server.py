@@ -13,23 +13,37 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import queue
+import re
 import socket
+import sys
 import threading
 import time
 import traceback
+import types
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import params as checked_params
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameError
 from .mainthread import MainThreadQueue
+from .vocabulary import COMMAND_NAMES, IO_TYPES, MAX_SESSION_NAME_CHARS, SESSION_ID_PATTERN
 
 PROTOCOL_VERSION = 1
 RECEIVE_CHUNK_BYTES = 256 * 1024
 # Requests a connection may have waiting for the main thread before the server stops
 # reading from it, so a client that floods without reading replies costs bounded memory.
 MAX_IN_FLIGHT_PER_CONNECTION = 1024
-IO_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
 KNOWN_EVENTS = frozenset({"scene_changed"})
+_SESSION_ID = re.compile(SESSION_ID_PATTERN, re.ASCII)
+
+
+def instance_id() -> str:
+    """New each time Blender starts; the same across the addon's reloads within one
+    Blender (kept on a module of its own in sys.modules), so the daemon can tell a
+    restarted Blender from the same one reconnecting."""
+    holder = sys.modules.setdefault("_bss_instance", types.ModuleType("_bss_instance"))
+    return str(holder.__dict__.setdefault("value", uuid.uuid4().hex))
 
 
 class CommandError(Exception):
@@ -101,6 +115,11 @@ class Connection:
         self.closed = threading.Event()
         self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT_PER_CONNECTION)
+        # Requests read and not answered yet; at EOF (a client that shut down its write
+        # side, like `nc -N`) the writer finishes only once they are all answered.
+        self._unanswered = 0
+        self._read_done = False
+        self._count_lock = threading.Lock()
 
     # --- writing (the writer thread owns sock.sendall) ------------------------------
 
@@ -167,8 +186,24 @@ class Connection:
                 if not self._handle_frames():
                     break
         finally:
-            self.finish_writing()
+            with self._count_lock:
+                self._read_done = True
+                finish = self._unanswered == 0
+            if finish:
+                self.finish_writing()
             self.server.forget(self)
+
+    def request_read(self) -> None:
+        with self._count_lock:
+            self._unanswered += 1
+
+    def request_answered(self) -> None:
+        """Runs on: any thread. The last answer after EOF lets the writer finish."""
+        with self._count_lock:
+            self._unanswered -= 1
+            finish = self._read_done and self._unanswered == 0
+        if finish:
+            self.finish_writing()
 
     def _handle_frames(self) -> bool:
         """Handle every complete frame; False once framing is lost (then close)."""
@@ -181,7 +216,10 @@ class Connection:
             if frame is None:
                 return True
             if isinstance(frame, FrameError):
-                self.send(_error(frame.code, frame.message), None, self.ordered.reserve())
+                if frame.request_id is not None:  # answered with its id: no ordering slot
+                    self.send(_error(frame.code, frame.message), {"id": frame.request_id}, None)
+                else:
+                    self.send(_error(frame.code, frame.message), None, self.ordered.reserve())
                 continue
             assert isinstance(frame, dict)
             self.server.handle_request(self, frame)
@@ -339,7 +377,23 @@ class AddonServer:
         if kind in IO_TYPES:
             conn.send(self._answer_io(conn, kind, params), request, slot)
             return
+        if kind not in COMMAND_NAMES:
+            conn.send(
+                _error(
+                    "unknown_command",
+                    f"unknown command {kind!r}; known: {', '.join(sorted(COMMAND_NAMES))}",
+                ),
+                request,
+                slot,
+            )
+            return
+        try:
+            params = checked_params.check(kind, params)
+        except checked_params.ParamsError as error:
+            conn.send(_error("invalid_params", str(error)), request, slot)
+            return
         conn.acquire_slot_in_flight()
+        conn.request_read()
         self.main_queue.submit(lambda: self._run_on_main(conn, kind, params, request, slot))
 
     def _run_on_main(
@@ -348,7 +402,7 @@ class AddonServer:
         """Runs on: main thread. Never raises: every outcome becomes a reply."""
         try:
             if conn.closed.is_set():
-                return  # the client hung up before its turn; skip the work
+                return  # the client is gone (its socket failed) before its turn; skip the work
             try:
                 result = self.dispatch(kind, params)
                 reply = {"status": "success", "result": result}
@@ -361,6 +415,7 @@ class AddonServer:
             conn.send(reply, request, slot)
         finally:
             conn.release_slot_in_flight()
+            conn.request_answered()
 
     def _answer_io(self, conn: Connection, kind: str, params: dict) -> dict:
         """Runs on: an I/O thread. Never waits for the main thread."""
@@ -371,6 +426,7 @@ class AddonServer:
                 {
                     "pong": True,
                     "session_id": self.session_id,
+                    "instance_id": instance_id(),
                     "main_thread": {"busy": busy, "busy_for_ms": busy_for_ms, "queue_depth": depth},
                 }
             )
@@ -386,19 +442,31 @@ class AddonServer:
                     "commands": list(facts.commands),
                     "session_id": self.session_id,
                     "execute_code_enabled": self.settings.allow_execute_code,
+                    "instance_id": instance_id(),
                 }
             )
         if kind == "attach_session":
+            # Whatever is kept here is echoed in every hello and ping: only a real
+            # session id and a printable name, so the daemon can always read them back.
             session_id = params.get("session_id")
             if session_id is not None and (
-                not isinstance(session_id, str) or not 0 < len(session_id) <= 200
+                not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id)
             ):
                 return _error(
-                    "invalid_params", "attach_session needs a session_id string (or null to detach)"
+                    "invalid_params",
+                    "attach_session needs a session id like scene-YYYYMMDD-HHMMSS-xxxxxxxx "
+                    "(or null to detach)",
                 )
             name = params.get("name")
+            if name is not None:
+                try:
+                    name = checked_params.text(name, "name", max_chars=MAX_SESSION_NAME_CHARS)
+                except checked_params.ParamsError as error:
+                    return _error("invalid_params", str(error))
+                if not name.isprintable():
+                    return _error("invalid_params", "'name' must be printable")
             self.session_id = session_id
-            self.session_name = name if isinstance(name, str) else None
+            self.session_name = name
             return _ok({})
         events = params.get("events", sorted(KNOWN_EVENTS))
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):

@@ -15,12 +15,17 @@ import bmesh
 import bpy
 
 from .server import CommandError
+from .vocabulary import LIGHT_TYPES, MESH_KINDS, OBJECT_KINDS
 
-# Custom property that remembers which primitive the addon made an object from.
+# Custom property that remembers which primitive the addon made an object (and its
+# data) from; on a material, that the addon made it. Removing an object removes the
+# data and materials the addon made for it once nothing else uses them, and never
+# anything the addon did not make.
 KIND_PROPERTY = "bss_kind"
-MESH_KINDS = ("cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "plane", "torus", "monkey")
-OBJECT_KINDS = (*MESH_KINDS, "empty", "camera", "light")
-LIGHT_TYPES = ("POINT", "SUN", "SPOT", "AREA")
+MADE_PROPERTY = "bss_made"
+# Errors bpy raises for one object that cannot take a change; apply_state reports the
+# object as skipped and goes on.
+OBJECT_ERRORS = (RuntimeError, ReferenceError, TypeError, ValueError, AttributeError)
 
 
 def _vec(values) -> list[float]:
@@ -171,10 +176,32 @@ def new_object(kind: str, name: str, light_type: str = "POINT"):
         raise CommandError(
             "invalid_params", f"unknown kind {kind!r}; known: {', '.join(OBJECT_KINDS)}"
         )
+    if data is not None:
+        data[KIND_PROPERTY] = kind
     obj = bpy.data.objects.new(name, data)
     obj[KIND_PROPERTY] = kind
     bpy.context.scene.collection.objects.link(obj)
     return obj
+
+
+def remove_objects(objects) -> None:
+    """Remove objects, then the data and materials the addon made for them that
+    nothing else uses any more (they would stay behind as orphans, 9-32 KiB each).
+    Runs on: main thread."""
+    datas = {obj.data for obj in objects if obj.data is not None and obj.data.get(KIND_PROPERTY)}
+    materials = {
+        slot.material
+        for obj in objects
+        for slot in obj.material_slots
+        if slot.material is not None and slot.material.get(MADE_PROPERTY)
+    }
+    bpy.data.batch_remove(list(objects))  # one batch: one by one, 10,000 took minutes
+    orphans = [data for data in datas if data.users == 0]
+    if orphans:
+        bpy.data.batch_remove(orphans)
+    unused = [material for material in materials if material.users == 0]
+    if unused:
+        bpy.data.batch_remove(unused)
 
 
 def set_transform(obj, location=None, rotation=None, scale=None) -> bool:
@@ -197,7 +224,10 @@ def assign_material(obj, material_name: str, color=None) -> None:
         raise CommandError(
             "invalid_params", f"object {obj.name!r} of type {obj.type} cannot have materials"
         )
-    material = bpy.data.materials.get(material_name) or bpy.data.materials.new(material_name)
+    material = bpy.data.materials.get(material_name)
+    if material is None:
+        material = bpy.data.materials.new(material_name)
+        material[MADE_PROPERTY] = True
     if color is not None:
         material.diffuse_color = color
         if material.use_nodes and material.node_tree is not None:
@@ -215,68 +245,100 @@ def assign_material(obj, material_name: str, color=None) -> None:
 
 
 def apply_state(snapshot: dict, prune: bool) -> dict:
-    """Make the scene match a get_state snapshot. Idempotent: applying the same
-    snapshot twice reports nothing created, updated or removed the second time.
-    Objects it cannot make are listed in `skipped` with the reason.
-    Runs on: main thread."""
-    scene = bpy.context.scene
-    created, updated, removed, skipped = [], [], [], []
-    touched = set()  # names created or updated: membership must stay O(1) at 10,000
-    in_scene = {obj.name for obj in scene.objects}
-    # Looked up once: bpy.data.objects.get() searches the whole list (0.29 ms per call
-    # at 10,000 objects). The references live only for this call on the main thread,
-    # where nothing can free the objects behind our back.
-    by_name = {obj.name: obj for obj in bpy.data.objects}
-    hidden_to_check = []  # (object, wanted visibility) for a second pass
-    records = snapshot.get("objects", [])
-    wanted = {record["name"] for record in records}
-    colors = snapshot.get("material_colors") or {}
-    if prune:
-        doomed = [obj for obj in scene.objects if obj.name not in wanted]
-        removed.extend(obj.name for obj in doomed)
-        for obj in doomed:
-            by_name.pop(obj.name, None)
-        # One batch: removing 10,000 objects one by one took minutes here.
-        bpy.data.batch_remove(doomed)
-    for record in records:
+    """Make the scene match a get_state snapshot (checked by params.py: unique names, no
+    parent loops). Idempotent: applying the same snapshot twice reports nothing created,
+    updated or removed the second time. An object that cannot be made or changed is
+    listed in `skipped` with the reason, and the rest is applied: the result reports
+    exactly what was done. Runs on: main thread."""
+    return _StateApplier(snapshot["material_colors"]).apply(snapshot, prune)
+
+
+class _StateApplier:
+    """One apply_state call's working state. Runs on: main thread."""
+
+    def __init__(self, colors: dict) -> None:
+        self.scene = bpy.context.scene
+        self.colors = colors
+        self.created, self.updated, self.removed, self.skipped = [], [], [], []
+        self.touched = set()  # names created or updated: O(1) membership at 10,000
+        self.in_scene = {obj.name for obj in self.scene.objects}
+        # Looked up once: bpy.data.objects.get() searches the whole list (0.29 ms per
+        # call at 10,000 objects). The references live only for this call on the main
+        # thread, where nothing can free the objects behind our back.
+        self.by_name = {obj.name: obj for obj in bpy.data.objects}
+        self.hidden_to_check = []  # (object, wanted visibility) for a second pass
+
+    def apply(self, snapshot: dict, prune: bool) -> dict:
+        records = snapshot["objects"]
+        if prune:
+            wanted = {record["name"] for record in records}
+            doomed = [obj for obj in self.scene.objects if obj.name not in wanted]
+            self.removed.extend(obj.name for obj in doomed)
+            for obj in doomed:
+                self.by_name.pop(obj.name, None)
+            remove_objects(doomed)
+        for record in records:
+            try:
+                self._apply_record(record)
+            except OBJECT_ERRORS as error:  # this object only: report it, apply the rest
+                self.by_name.pop(record["name"], None)
+                self._skip(record["name"], f"could not apply: {error}")
+        # After every object is linked: the first visible_get() syncs the view layer once,
+        # instead of once per object created before it.
+        for obj, visible in self.hidden_to_check:
+            if bool(obj.visible_get()) != visible:
+                obj.hide_set(not visible)
+                self._mark_updated(obj.name)
+        self._apply_parents(records)
+        _apply_selection(snapshot["selection"], self.by_name.get(snapshot["active"] or ""))
+        if self.scene.frame_current != snapshot["frame"]:
+            self.scene.frame_set(snapshot["frame"])
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "removed": self.removed,
+            "skipped": self.skipped,
+        }
+
+    def _skip(self, name: str, reason: str) -> None:
+        self.skipped.append({"name": name, "reason": reason})
+
+    def _mark_updated(self, name: str) -> None:
+        if name not in self.touched:
+            self.updated.append(name)
+            self.touched.add(name)
+
+    def _apply_record(self, record: dict) -> None:
         name = record["name"]
-        obj = by_name.get(name)
+        obj = self.by_name.get(name)
         if obj is not None and obj.type != record["type"]:
-            del by_name[name]
-            bpy.data.objects.remove(obj, do_unlink=True)
+            del self.by_name[name]
+            remove_objects([obj])
             obj = None
-            removed.append(name)
+            self.removed.append(name)
         changed = False
         if obj is None:
-            kind = record.get("data_kind")
+            kind = record["data_kind"]
             if kind not in OBJECT_KINDS:
-                skipped.append(
-                    {
-                        "name": name,
-                        "reason": f"{record['type'].lower()} object with "
-                        "geometry the addon did not make; only a .blend snapshot "
-                        "can bring it back",
-                    }
+                self._skip(
+                    name,
+                    f"{record['type'].lower()} object with geometry the addon did not make; "
+                    "only a .blend snapshot can bring it back",
                 )
-                continue
-            obj = new_object(kind, name, record.get("light_type", "POINT"))
+                return
+            obj = new_object(kind, name, record["light_type"] or "POINT")
             if obj.name != name:
-                skipped.append(
-                    {
-                        "name": name,
-                        "reason": f"the name is taken by other data; made as {obj.name!r}",
-                    }
-                )
-            by_name[obj.name] = obj
-            created.append(obj.name)
-            touched.add(obj.name)
-        elif obj.name not in in_scene:
-            scene.collection.objects.link(obj)
+                self._skip(name, f"the name is taken by other data; made as {obj.name!r}")
+            self.by_name[obj.name] = obj
+            self.created.append(obj.name)
+            self.touched.add(obj.name)
+        elif obj.name not in self.in_scene:
+            self.scene.collection.objects.link(obj)
             changed = True
         changed |= set_transform(obj, record["location"], record["rotation"], record["scale"])
-        for material_name in record.get("materials", [])[:1]:
+        for material_name in record["materials"][:1]:
             current = obj.material_slots[0].material if obj.material_slots else None
-            color = colors.get(material_name)
+            color = self.colors.get(material_name)
             if obj.type == "MESH" and (
                 current is None
                 or current.name != material_name
@@ -284,43 +346,33 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
             ):
                 assign_material(obj, material_name, color)
                 changed = True
-        hidden_to_check.append((obj, bool(record.get("visible", True))))
-        if changed and obj.name not in touched:
-            updated.append(obj.name)
-            touched.add(obj.name)
-    # After every object is linked: the first visible_get() syncs the view layer once,
-    # instead of once per object created before it.
-    for obj, visible in hidden_to_check:
-        if bool(obj.visible_get()) != visible:
-            obj.hide_set(not visible)
-            if obj.name not in touched:
-                updated.append(obj.name)
-                touched.add(obj.name)
-    _apply_parents(records, by_name, updated, touched)
-    _apply_selection(snapshot.get("selection", []), by_name.get(snapshot.get("active") or ""))
-    frame = snapshot.get("frame")
-    if isinstance(frame, int) and scene.frame_current != frame:
-        scene.frame_set(frame)
-    return {"created": created, "updated": updated, "removed": removed, "skipped": skipped}
+        self.hidden_to_check.append((obj, record["visible"]))
+        if changed:
+            self._mark_updated(obj.name)
 
-
-def _apply_parents(records, by_name, updated, touched) -> None:
-    for record in records:
-        obj = by_name.get(record["name"])
-        if obj is None:
-            continue
-        parent = by_name.get(record["parent"]) if record.get("parent") else None
-        if obj.parent != parent:
-            obj.parent = parent
+    def _apply_parents(self, records: list) -> None:
+        for record in records:
+            obj = self.by_name.get(record["name"])
+            if obj is None:
+                continue
+            parent = self.by_name.get(record["parent"]) if record["parent"] else None
+            if obj.parent == parent:
+                continue
+            try:
+                obj.parent = parent
+            except OBJECT_ERRORS as error:  # a loop through objects outside the snapshot
+                self._skip(obj.name, f"parent not set: {error}")
+                continue
+            if obj.parent != parent:
+                self._skip(obj.name, f"Blender refused {record['parent']!r} as its parent")
+                continue
             # Keep the recorded local transform: the record holds local values.
             obj.location, obj.rotation_euler, obj.scale = (
                 record["location"],
                 record["rotation"],
                 record["scale"],
             )
-            if obj.name not in touched:
-                updated.append(obj.name)
-                touched.add(obj.name)
+            self._mark_updated(obj.name)
 
 
 def _apply_selection(selection, active) -> None:

@@ -1,18 +1,40 @@
-"""The daemon's settings: defaults, environment variables, command-line flags."""
+"""The daemon's settings: defaults, environment variables, command-line flags.
+
+Each default is defined once: the constants below (or in protocol/limits.py) feed the
+`DaemonConfig` dataclass, and the flags, their environment variables and `--help`
+read the dataclass's defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
+from .protocol.limits import (
+    IMPORT_MAX_MEMBERS,
+    IMPORT_MAX_RATIO,
+    IMPORT_MAX_TOTAL_BYTES,
+    MAX_CONNECTIONS,
+    MAX_PROXY_CONNECTIONS,
+)
+
 APP_NAME = "blender-scene-sessions"
 ENV_PREFIX = "BLENDER_SESSIOND_"
+DEFAULT_ADDON_HOST = "127.0.0.1"
 DEFAULT_ADDON_PORT = 9876
 DEFAULT_CONTROL_PORT = 9877
+DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
+DEFAULT_HEARTBEAT_TIMEOUT_S = 5.0
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+# Hosts that mean this machine: the only ones the control, proxy and web ports listen
+# on, and the ones where Blender can write into the data dir (snapshots).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def default_data_dir() -> Path:
@@ -23,17 +45,22 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     data_dir: Path
-    addon_host: str = "127.0.0.1"
+    addon_host: str = DEFAULT_ADDON_HOST
     addon_port: int = DEFAULT_ADDON_PORT
     extra_addon_ports: tuple[int, ...] = ()  # more Blenders to track at once
     control_host: str = "127.0.0.1"
     control_port: int = DEFAULT_CONTROL_PORT
     proxy_port: int | None = None  # off unless set; 0 picks a free port
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 5.0
-    request_timeout_s: float = 60.0
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     journal_fsync: bool = False
     max_in_flight_per_client: int = 128
+    max_connections: int = MAX_CONNECTIONS
+    max_proxy_connections: int = MAX_PROXY_CONNECTIONS
+    import_max_bytes: int = IMPORT_MAX_TOTAL_BYTES
+    import_max_members: int = IMPORT_MAX_MEMBERS
+    import_max_ratio: int = IMPORT_MAX_RATIO
     blend_snapshots: bool = True
     thumbnails: bool = True
     idle_ttl_s: float | None = 30 * 60.0
@@ -44,8 +71,17 @@ class DaemonConfig:
     log_level: str = "info"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(ENV_PREFIX + name, default)
+DEFAULTS: dict[str, Any] = {
+    field.name: field.default for field in fields(DaemonConfig) if field.name != "data_dir"
+}
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(ENV_PREFIX + name)
+
+
+def _flag_on(name: str) -> bool:
+    return (_env(name) or "0").lower() in ("1", "true", "yes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,134 +94,178 @@ def build_parser() -> argparse.ArgumentParser:
             f"environment variable shown ({ENV_PREFIX}...)."
         ),
     )
-    add = parser.add_argument
-    add(
+
+    def option(
+        flag: str,
+        env: str,
+        convert: Callable[[str], Any],
+        default: Any,
+        text: str,
+        shown: str | None = None,
+    ) -> None:
+        raw = _env(env)
+        parser.add_argument(
+            flag,
+            type=convert,
+            default=convert(raw) if raw else default,
+            help=f"{text} [{ENV_PREFIX}{env}] (default: {shown if shown else default})",
+        )
+
+    option(
         "--data-dir",
-        type=Path,
-        default=default_data_dir(),
-        help=f"where sessions and the control token live [{ENV_PREFIX}DATA_DIR] "
-        "(default: the platform's user data dir, e.g. ~/.local/share/blender-scene-sessions)",
+        "DATA_DIR",
+        Path,
+        default_data_dir(),
+        "where sessions and the control token live; it must be private to you",
+        "the platform's user data dir, e.g. ~/.local/share/blender-scene-sessions",
     )
-    add(
-        "--addon-host",
-        default=_env("ADDON_HOST", "127.0.0.1"),
-        help=f"host of the Blender addon [{ENV_PREFIX}ADDON_HOST] (default: 127.0.0.1)",
-    )
-    add(
-        "--addon-port",
-        type=int,
-        action="append",
-        default=None,
+    option("--addon-host", "ADDON_HOST", str, DEFAULTS["addon_host"], "host of the Blender addon")
+    parser.add_argument(
+        "--addon-port", type=int, action="append", default=None,
         help="port of the Blender addon; repeat it to track several Blenders (the first is "
         f"the default for new sessions) [{ENV_PREFIX}ADDON_PORT, comma-separated] "
-        f"(default: {DEFAULT_ADDON_PORT})",
-    )
-    add(
+        f"(default: {DEFAULTS['addon_port']})",
+    )  # fmt: skip
+    option(
         "--control-port",
-        type=int,
-        default=int(_env("CONTROL_PORT", str(DEFAULT_CONTROL_PORT))),
-        help=f"loopback port for clients; 0 picks a free one [{ENV_PREFIX}CONTROL_PORT] "
-        f"(default: {DEFAULT_CONTROL_PORT})",
+        "CONTROL_PORT",
+        int,
+        DEFAULTS["control_port"],
+        "loopback port for clients; 0 picks a free one",
     )
-    proxy_default = _env("PROXY_PORT", "")
-    add(
+    option(
         "--proxy-port",
-        type=int,
-        default=int(proxy_default) if proxy_default else None,
-        help="also listen on this loopback port for clients written for the addon "
-        "(blender-mcp's server: set its BLENDER_PORT to this); their commands are recorded "
-        "in the session bound to this Blender; 0 picks a free port "
-        f"[{ENV_PREFIX}PROXY_PORT] (default: off)",
+        "PROXY_PORT",
+        int,
+        None,
+        "also listen on this loopback port for clients written for the addon (blender-mcp's "
+        "server: set its BLENDER_PORT to this); their commands are recorded in the session "
+        "bound to this Blender; 0 picks a free port",
+        "off",
     )
-    add(
+    option(
         "--heartbeat-interval",
-        type=float,
-        default=float(_env("HEARTBEAT_INTERVAL", "1.0")),
-        help=f"seconds between pings to Blender [{ENV_PREFIX}HEARTBEAT_INTERVAL] (default: 1)",
+        "HEARTBEAT_INTERVAL",
+        float,
+        DEFAULTS["heartbeat_interval_s"],
+        "seconds between pings to Blender",
     )
-    add(
+    option(
         "--heartbeat-timeout",
-        type=float,
-        default=float(_env("HEARTBEAT_TIMEOUT", "5.0")),
-        help=f"seconds without a pong before Blender counts as gone "
-        f"[{ENV_PREFIX}HEARTBEAT_TIMEOUT] (default: 5)",
+        "HEARTBEAT_TIMEOUT",
+        float,
+        DEFAULTS["heartbeat_timeout_s"],
+        "seconds without a pong before Blender counts as gone (its connection is kept: "
+        "answers that come later are still recorded)",
     )
-    add(
+    option(
         "--request-timeout",
-        type=float,
-        default=float(_env("REQUEST_TIMEOUT", "60")),
-        help=f"seconds to wait for Blender to answer a command [{ENV_PREFIX}REQUEST_TIMEOUT] "
-        "(default: 60)",
+        "REQUEST_TIMEOUT",
+        float,
+        DEFAULTS["request_timeout_s"],
+        "seconds to wait for Blender to answer a command (then its outcome is 'unknown' "
+        "until an answer comes)",
     )
-    add(
-        "--journal-fsync",
-        action="store_true",
-        default=_env("JOURNAL_FSYNC", "0").lower() in ("1", "true", "yes"),
-        help=f"fsync the journal after each batch of commands, to survive power loss as well "
+    parser.add_argument(
+        "--journal-fsync", action="store_true", default=_flag_on("JOURNAL_FSYNC"),
+        help="fsync the journal before each batch of replies, to survive power loss as well "
         f"as a killed daemon [{ENV_PREFIX}JOURNAL_FSYNC] (default: off)",
-    )
-    add(
+    )  # fmt: skip
+    option(
         "--max-in-flight-per-client",
-        type=int,
-        default=int(_env("MAX_IN_FLIGHT_PER_CLIENT", "128")),
-        help="requests one client (by client_id) may have in flight; more are answered "
-        f"'busy' [{ENV_PREFIX}MAX_IN_FLIGHT_PER_CLIENT] (default: 128)",
+        "MAX_IN_FLIGHT_PER_CLIENT",
+        int,
+        DEFAULTS["max_in_flight_per_client"],
+        "requests one client (by client_id) may have in flight; more are answered 'busy'",
     )
-    add(
+    option(
+        "--max-connections",
+        "MAX_CONNECTIONS",
+        int,
+        DEFAULTS["max_connections"],
+        "open control connections at once; more are refused with 'busy' (the default fd "
+        "limit is 1,024, and journals and Blender links need some)",
+    )
+    option(
+        "--max-proxy-connections",
+        "MAX_PROXY_CONNECTIONS",
+        int,
+        DEFAULTS["max_proxy_connections"],
+        "open proxy connections at once (the proxy has no token and takes 16 MiB frames, "
+        "so this bounds what unauthenticated peers can make the daemon hold)",
+    )
+    option(
+        "--import-max-bytes",
+        "IMPORT_MAX_BYTES",
+        int,
+        DEFAULTS["import_max_bytes"],
+        "an archive being imported may unpack to at most this many bytes",
+    )
+    option(
+        "--import-max-members",
+        "IMPORT_MAX_MEMBERS",
+        int,
+        DEFAULTS["import_max_members"],
+        "an archive being imported may hold at most this many files (three per session)",
+    )
+    option(
+        "--import-max-ratio",
+        "IMPORT_MAX_RATIO",
+        int,
+        DEFAULTS["import_max_ratio"],
+        "an archive may unpack to at most this many times its compressed size (past its "
+        "first 64 MiB): refuses compression bombs early",
+    )
+    option(
         "--idle-ttl-minutes",
-        type=float,
-        default=float(_env("IDLE_TTL_MINUTES", "30")),
-        help="close (and save) an open session idle this long; 0 never does "
-        f"[{ENV_PREFIX}IDLE_TTL_MINUTES] (default: 30)",
+        "IDLE_TTL_MINUTES",
+        float,
+        DEFAULTS["idle_ttl_s"] / 60,
+        "close (and save) an open session idle this long; 0 never does",
     )
-    add(
+    option(
         "--cleanup-older-than-days",
-        type=float,
-        default=float(_env("CLEANUP_OLDER_THAN_DAYS", "90")),
-        help="the schedule deletes closed sessions older than this (never younger than 30 "
-        f"days); 0 turns it off [{ENV_PREFIX}CLEANUP_OLDER_THAN_DAYS] (default: 90)",
+        "CLEANUP_OLDER_THAN_DAYS",
+        float,
+        DEFAULTS["cleanup_older_than_days"],
+        "the schedule deletes closed sessions older than this (never younger than 30 days; "
+        "an imported session's age counts from its import); 0 turns it off",
     )
-    keep_default = _env("CLEANUP_KEEP", "")
-    add(
+    option(
         "--cleanup-keep",
-        type=int,
-        default=int(keep_default) if keep_default else None,
-        help="the schedule always keeps the newest N closed sessions "
-        f"[{ENV_PREFIX}CLEANUP_KEEP] (default: no such floor)",
+        "CLEANUP_KEEP",
+        int,
+        None,
+        "the schedule always keeps the newest N closed sessions",
+        "no such floor",
     )
-    add(
+    option(
         "--cleanup-interval-hours",
-        type=float,
-        default=float(_env("CLEANUP_INTERVAL_HOURS", "6")),
-        help=f"how often the cleanup schedule runs; 0 turns it off "
-        f"[{ENV_PREFIX}CLEANUP_INTERVAL_HOURS] (default: 6)",
+        "CLEANUP_INTERVAL_HOURS",
+        float,
+        DEFAULTS["cleanup_interval_s"] / 3600,
+        "how often the cleanup schedule runs; 0 turns it off",
     )
-    add(
-        "--no-blend-snapshot",
-        action="store_true",
-        default=_env("NO_BLEND_SNAPSHOT", "0").lower() in ("1", "true", "yes"),
+    parser.add_argument(
+        "--no-blend-snapshot", action="store_true", default=_flag_on("NO_BLEND_SNAPSHOT"),
         help="do not save a .blend of the scene beside each closed session "
         f"[{ENV_PREFIX}NO_BLEND_SNAPSHOT] (default: saved, when Blender runs on this machine)",
-    )
-    add(
-        "--no-thumbnails",
-        action="store_true",
-        default=_env("NO_THUMBNAILS", "0").lower() in ("1", "true", "yes"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-thumbnails", action="store_true", default=_flag_on("NO_THUMBNAILS"),
         help=f"do not render a thumbnail when a session closes [{ENV_PREFIX}NO_THUMBNAILS]",
-    )
-    add(
-        "--log-format",
-        choices=["auto", "console", "json"],
-        default=_env("LOG_FORMAT", "auto"),
-        help=f"console for people, json for machines; auto picks console on a terminal "
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-format", choices=["auto", "console", "json"],
+        default=_env("LOG_FORMAT") or DEFAULTS["log_format"],
+        help="console for people, json for machines; auto picks console on a terminal "
         f"[{ENV_PREFIX}LOG_FORMAT] (default: auto)",
-    )
-    add(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=_env("LOG_LEVEL", "info"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"],
+        default=_env("LOG_LEVEL") or DEFAULTS["log_level"],
         help=f"[{ENV_PREFIX}LOG_LEVEL] (default: info)",
-    )
+    )  # fmt: skip
     return parser
 
 
@@ -195,7 +275,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= args.heartbeat_interval:
         parser.error("--heartbeat-timeout must be longer than --heartbeat-interval, both > 0")
     addon_ports = args.addon_port or [
-        int(port) for port in _env("ADDON_PORT", str(DEFAULT_ADDON_PORT)).split(",") if port
+        int(port) for port in (_env("ADDON_PORT") or str(DEFAULT_ADDON_PORT)).split(",") if port
     ]
     ports = (
         *(("--addon-port", port) for port in addon_ports),
@@ -205,6 +285,15 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     for flag, port in ports:
         if not 0 <= port <= 65535:
             parser.error(f"{flag} {port} is not a port number (0-65535)")
+    for flag, value in (
+        ("--max-connections", args.max_connections),
+        ("--max-proxy-connections", args.max_proxy_connections),
+        ("--import-max-bytes", args.import_max_bytes),
+        ("--import-max-members", args.import_max_members),
+        ("--import-max-ratio", args.import_max_ratio),
+    ):
+        if value < 1:
+            parser.error(f"{flag} {value} must be at least 1")
     return DaemonConfig(
         data_dir=args.data_dir.expanduser(),
         addon_host=args.addon_host,
@@ -217,6 +306,11 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         request_timeout_s=args.request_timeout,
         journal_fsync=args.journal_fsync,
         max_in_flight_per_client=args.max_in_flight_per_client,
+        max_connections=args.max_connections,
+        max_proxy_connections=args.max_proxy_connections,
+        import_max_bytes=args.import_max_bytes,
+        import_max_members=args.import_max_members,
+        import_max_ratio=args.import_max_ratio,
         blend_snapshots=not args.no_blend_snapshot,
         thumbnails=not args.no_thumbnails,
         idle_ttl_s=args.idle_ttl_minutes * 60 or None,

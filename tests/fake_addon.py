@@ -27,6 +27,28 @@ class FakeAddon:
     connections: int = 0
     session_id: str | None = None
     streams: list[trio.abc.Stream] = field(default_factory=list)
+    instance_id: str = "fake-instance-1"
+    port: int = 0  # set when it serves on a loopback port
+    # Frozen, like a SIGSTOPped Blender: nothing is answered until `thaw()`, then
+    # everything that came meanwhile is (the kernel kept it in the socket buffers).
+    frozen: bool = False
+    # Replace the result of a request type with raw JSON (a hostile or broken addon).
+    raw_results: dict[str, bytes] = field(default_factory=dict)
+    _thawed: trio.Event = field(default_factory=trio.Event)
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self._thawed = trio.Event()
+
+    def thaw(self) -> None:
+        self.frozen = False
+        self._thawed.set()
+
+    async def inject(self, data: bytes) -> None:
+        """Send raw bytes to every connected daemon, as a broken addon would."""
+        for stream in list(self.streams):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(data)
 
     async def connect(self, host: str, port: int, *, nursery: trio.Nursery) -> trio.abc.Stream:
         """A `connect=` hook for AddonLink: a fresh in-memory connection to this fake."""
@@ -71,18 +93,27 @@ class FakeAddon:
 
     async def _answer(self, stream: trio.abc.Stream, send_lock: trio.Lock, request: dict) -> None:
         kind, params = request["type"], request.get("params", {})
+        if self.frozen:
+            await self._thawed.wait()
         if kind == "ping" and not self.answer_pings:
             return
         if kind not in ("hello", "ping", "attach_session", "subscribe") and self.command_delay_s:
             await trio.sleep(self.command_delay_s)
-        try:
-            reply = {"status": "success", "result": self._result(kind, params)}
-        except KeyError as missing:
-            reply = {"status": "error", "code": "not_found", "message": f"no object {missing}"}
-        reply["id"] = request.get("id")
+        if kind in self.raw_results:
+            data = b'{"id": %s, "status": "success", "result": %s}\n' % (
+                json.dumps(request.get("id")).encode(),
+                self.raw_results[kind],
+            )
+        else:
+            try:
+                reply = {"status": "success", "result": self._result(kind, params)}
+            except KeyError as missing:
+                reply = {"status": "error", "code": "not_found", "message": f"no object {missing}"}
+            reply["id"] = request.get("id")
+            data = json.dumps(reply).encode() + b"\n"
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             async with send_lock:
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                await stream.send_all(data)
 
     def _record(self, name: str) -> dict:
         obj = self.objects[name]
@@ -125,6 +156,7 @@ class FakeAddon:
                         "apply_state",
                     ],
                     "session_id": self.session_id,
+                    "instance_id": self.instance_id,
                 }
             case "ping":
                 return {
@@ -164,6 +196,11 @@ class FakeAddon:
                     ],
                     "materials_count": 0,
                 }
+            case "transform_object":
+                self.objects[params["name"]]["location"] = params.get(
+                    "location", self.objects[params["name"]]["location"]
+                )
+                return self._record(params["name"])
             case "apply_state":
                 created = [
                     o["name"] for o in params.get("objects", []) if o["name"] not in self.objects

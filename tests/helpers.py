@@ -13,6 +13,7 @@ import trio
 from daemon.clients.aclient import AsyncControlClient
 from daemon.config import DaemonConfig
 from daemon.main import Daemon
+from daemon.store import DataDir, SessionStore
 
 
 class AsyncClient(AsyncControlClient):
@@ -53,7 +54,7 @@ async def running_daemon(data_dir: Path, addon_port: int, **config: Any) -> Asyn
 
 
 def token_of(daemon: Daemon) -> str:
-    return (daemon.store.data_dir / "control.token").read_text()
+    return (daemon.data_dir.path / "control.token").read_text()
 
 
 async def ready_client(daemon: Daemon, client_id: str = "01JTESTCLIENT000000000000") -> AsyncClient:
@@ -62,3 +63,54 @@ async def ready_client(daemon: Daemon, client_id: str = "01JTESTCLIENT0000000000
         await daemon.link.wait_connected()
     assert daemon.control_port is not None
     return await AsyncClient.connect(daemon.control_port, token_of(daemon), client_id)
+
+
+def local_store(data_dir: Path, *, journal_fsync: bool = False) -> SessionStore:
+    """A store on a prepared data dir, as the daemon makes one (without its lock)."""
+    root = DataDir(data_dir)
+    root.check_and_create()
+    store = SessionStore(root, journal_fsync=journal_fsync)
+    store.prepare()
+    return store
+
+
+def create_cube(session_id: str, name: str) -> dict[str, Any]:
+    """session.command params that make a cube named `name`."""
+    return {"session_id": session_id, "type": "create_object",
+            "params": {"kind": "cube", "name": name}}  # fmt: skip
+
+
+def recorded_commands(closed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The commands of the record a session.close reply points to."""
+    commands: list[dict[str, Any]] = msgspec.json.decode(Path(closed["path"]).read_bytes())["data"][
+        "commands"
+    ]
+    return commands
+
+
+# The bound for every wait in the daemon tests (trio clock; real sockets on loopback).
+WAIT_S = 10
+
+
+async def raw_exchange(port: int, data: bytes) -> list[Any]:
+    """Send raw bytes while reading replies until the daemon closes the connection."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    received = bytearray()
+
+    async def send() -> None:
+        try:
+            await stream.send_all(data)
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass  # the daemon closed on us mid-send: what it said is what matters
+
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received.extend(chunk)
+            except trio.BrokenResourceError:
+                pass
+    await stream.aclose()
+    return [msgspec.json.decode(line) for line in bytes(received).splitlines()]

@@ -18,16 +18,13 @@ import msgspec
 import pytest
 
 from daemon.protocol.messages import (
-    ApplyStateResult,
     HelloResult,
     LinkEvent,
     LinkFailure,
     LinkSuccess,
-    ObjectRecord,
     PongResult,
-    SceneInfo,
-    SceneState,
 )
+from daemon.protocol.scene import ApplyStateResult, ObjectRecord, SceneInfo, SceneState
 
 from . import blender_procs
 from .addon_client import BARE, LENGTH, AddonClient, frame

@@ -10,13 +10,13 @@ import msgspec
 import pytest
 import trio
 
-from daemon.cleanup import select_expired
 from daemon.protocol import ErrorCode, RemoteProtocolError
-from daemon.store import ListedRecord, SessionStore
+from daemon.sessions import select_expired
+from daemon.store import ListedRecord
 from daemon.store.records import RecordSummary
 
 from .fake_addon import FakeAddon
-from .helpers import AsyncClient, running_daemon, token_of
+from .helpers import AsyncClient, local_store, running_daemon, token_of
 from .test_store import make_data
 
 DAY = 86400.0
@@ -57,24 +57,16 @@ def test_select_needs_a_rule() -> None:
     assert caught.value.code is ErrorCode.INVALID_PARAMS
 
 
-@pytest.fixture
-async def fake(nursery: trio.Nursery) -> FakeAddon:
-    fake = FakeAddon()
-    fake.port = await nursery.start(fake.serve_tcp)  # type: ignore[attr-defined]
-    return fake
-
-
 async def test_cleanup_op_dry_run_then_delete(tmp_path: Path, fake: FakeAddon) -> None:
     data_dir = tmp_path / "data"
-    store = SessionStore(data_dir)
-    store.prepare()
+    store = local_store(data_dir)
     now = time.time()
     ids = {}
     for name, days in (("fresh", 2), ("old", 50), ("older", 120)):
         session_id = f"scene-20260101-000000-{len(ids):08x}"
         ids[name] = session_id
         await store.save(make_data(session_id, name=name, closed_at=now - days * DAY))
-    async with running_daemon(data_dir, fake.port) as daemon:  # type: ignore[attr-defined]
+    async with running_daemon(data_dir, fake.port) as daemon:
         assert daemon.control_port is not None
         client = await AsyncClient.connect(daemon.control_port, token_of(daemon))
         dry = await client.ok("session.cleanup", {"older_than_days": 30, "dry_run": True})
@@ -95,14 +87,14 @@ async def test_cleanup_op_dry_run_then_delete(tmp_path: Path, fake: FakeAddon) -
 async def test_idle_open_session_is_closed_and_saved(tmp_path: Path, fake: FakeAddon) -> None:
     async with running_daemon(
         tmp_path / "data",
-        fake.port,  # type: ignore[attr-defined]
+        fake.port,
         idle_ttl_s=0.4,
     ) as daemon:
         with trio.fail_after(10):
             await daemon.link.wait_connected()
         assert daemon.control_port is not None
         client = await AsyncClient.connect(daemon.control_port, token_of(daemon))
-        with daemon.manager.events.subscribe() as events:
+        with daemon.service.events.subscribe() as events:
             session_id = (await client.ok("session.open", {"name": "forgotten"}))["session_id"]
             opened_at = trio.current_time()
             with trio.fail_after(10):
@@ -120,8 +112,7 @@ async def test_schedule_never_deletes_sessions_younger_than_30_days(
     tmp_path: Path, fake: FakeAddon
 ) -> None:
     data_dir = tmp_path / "data"
-    store = SessionStore(data_dir)
-    store.prepare()
+    store = local_store(data_dir)
     now = time.time()
     for index, days in enumerate((2, 29, 31, 120)):
         await store.save(
@@ -133,8 +124,10 @@ async def test_schedule_never_deletes_sessions_younger_than_30_days(
     async with running_daemon(
         data_dir,
         fake.port,
-        cleanup_interval_s=3600.0,  # type: ignore[attr-defined]
+        cleanup_interval_s=3600.0,
         cleanup_older_than_days=1.0,
-    ):
+    ) as daemon:
+        with trio.fail_after(10):
+            await daemon.housekeeper.wait_cleaned()
         listed, _ = await store.list()
         assert sorted(r.summary.name for r in listed) == ["d2", "d29"]

@@ -72,7 +72,9 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
         "last_heartbeat": data["blender"]["last_heartbeat"],
         "version": "5.0.1",
         "file": "",
+        "instance_id": data["blender"]["instance_id"],
     }
+    assert len(data["blender"]["instance_id"]) == 32  # the addon's, new each Blender start
     assert data["closed_at"] - data["blender"]["last_heartbeat"] < 5
     assert sorted(data["state"]["objects"]) == ["Halo", "Suzanne"]
     assert data["state"]["selection"] == "Suzanne"

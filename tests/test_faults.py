@@ -97,9 +97,12 @@ def test_daemon_sigkilled_during_a_four_client_stream_keeps_every_acknowledged_c
     assert 0 <= len(names) - acked <= clients * window
 
 
-def test_blender_sigkilled_mid_session_then_a_new_blender_and_the_session_goes_on(
+def test_blender_sigkilled_then_a_new_blender_is_never_taken_for_the_same_one(
     programs: Programs,
 ) -> None:
+    """Item 5: the new Blender's empty scene is not the session's. The daemon says so
+    (status, the command's error, the record), records nothing more into the session
+    as if nothing happened, and its close keeps the last state it recorded."""
     programs.start_blender()
     programs.start_daemon()
     programs.wait_connected()
@@ -130,13 +133,20 @@ def test_blender_sigkilled_mid_session_then_a_new_blender_and_the_session_goes_o
 
     programs.start_blender()  # a new Blender on the same port
     programs.wait_connected()
-    after = programs.json("cmd", "create_object", "kind=cube", "name=After")
-    assert after["seq"] == 2  # the refused command never got a seq
-    commands = _records(programs, session_id)
-    assert [(c["seq"], c["params"]["name"], c["status"]) for c in commands] == [
+    refused_cmd = programs.cli("cmd", "create_object", "kind=cube", "name=After", check=False)
+    assert refused_cmd.returncode == 1
+    assert "conflict" in refused_cmd.stderr and "restarted" in refused_cmd.stderr
+    (listed,) = programs.json("status")["open_sessions"]
+    assert listed["detached"] is not None and "restarted" in listed["detached"]
+    closed = programs.json("close", session_id)
+    record = json.loads(Path(closed["path"]).read_text())["data"]
+    assert [(c["seq"], c["params"]["name"], c["status"]) for c in record["commands"]] == [
         (1, "Before", "success"),
-        (2, "After", "success"),
     ]
+    assert record["state"]["objects"] == ["Before"]  # not the new Blender's empty scene
+    (restart,) = record["restarts"]
+    assert restart["after_seq"] == 1 and restart["instance"] != restart["previous_instance"]
+    assert closed["snapshot_fresh"] is False
 
 
 def test_fifty_clients_get_exactly_their_own_replies_while_one_stops_reading(
@@ -221,7 +231,9 @@ def test_damaged_and_newer_records_and_journals_are_quarantined_the_rest_served(
         "scene-20260101-000000-0000aaaa.json": record[: len(record) // 2],  # truncated
         "scene-20260101-000000-0000bbbb.json": record.replace(b'"data"', b'"dat\xff"', 1),
         "scene-20260101-000000-0000cccc.json": record.replace(b'"format":1', b'"format":7', 1),
-        "scene-20260101-000000-0000dddd.journal": opening + b"\nGARBAGE\n" + rest,
+        "scene-20260101-000000-0000dddd.journal": opening.replace(
+            open_id.encode(), b"scene-20260101-000000-0000dddd"
+        ) + b"\nGARBAGE\n" + rest,
         "scene-20260101-000000-0000eeee.journal": _newer(opening) + b"\n" + rest,
     }  # fmt: skip
     for name, data in damaged.items():
@@ -233,15 +245,23 @@ def test_damaged_and_newer_records_and_journals_are_quarantined_the_rest_served(
     programs.wait_connected()
     listed = programs.json("list")
     assert sorted((s["session_id"], s["status"]) for s in listed["sessions"]) == sorted(
-        [(closed_id, "closed"), (open_id, "open")]
+        [(closed_id, "closed"), (open_id, "open"), ("scene-20260101-000000-0000dddd", "open")]
     )
     reasons = {d["file"].split("-", 2)[-1]: d["reason"] for d in listed["damaged"]}
+    # A damaged line in the middle of a journal costs only that line: that session is
+    # recovered, and the line kept aside for a person to look at.
+    recovered_id = "scene-20260101-000000-0000dddd"
+    kept_lines = programs.data_dir / "quarantine" / f"{recovered_id}.journal-lines"
+    assert b"GARBAGE" in kept_lines.read_bytes()
+    assert recovered_id in {s["session_id"] for s in listed["sessions"]}
+    del damaged[f"{recovered_id}.journal"]
     assert set(reasons) == set(damaged)
     assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000cccc.json"]
     assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000eeee.journal"]
     assert all(d["file"].startswith("quarantine/") for d in listed["damaged"])
     # The rest is served: the recovered session goes on, the closed one restores.
-    assert programs.json("cmd", "create_object", "kind=cube", "name=After")["seq"] == 2
+    after = programs.json("cmd", "-s", open_id, "create_object", "kind=cube", "name=After")
+    assert after["seq"] == 2
     restored = programs.json("restore", closed_id, "--path", "state")
     assert restored["restored_from"] == closed_id and restored["skipped"] == []
     scene = programs.json("state", restored["session_id"])["scene"]

@@ -5,15 +5,19 @@ times asserted are exact virtual times."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 import trio
+import trio.testing
 
 from daemon.link import AddonLink, LinkConfig, LinkStatus
-from daemon.protocol import ErrorCode, RemoteProtocolError
+from daemon.protocol import ErrorCode, NoAnswer, RemoteProtocolError
+from daemon.protocol.messages import LinkSuccess
 
 from .fake_addon import FakeAddon
 
@@ -24,6 +28,7 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[float, LinkStatus]] = []
         self.changed = trio.Event()
+        self.instances: list[tuple[str, str]] = []  # (previous, new) at each hello
 
     def link_changed(self, link: AddonLink) -> None:
         if not self.changes or self.changes[-1][1] is not link.snapshot.status:
@@ -33,6 +38,9 @@ class Recorder:
 
     def scene_changed(self, link: AddonLink, data: object, missed: int) -> None:
         pass
+
+    def blender_connected(self, link: AddonLink, previous_instance: str) -> None:
+        self.instances.append((previous_instance, link.snapshot.instance_id))
 
     async def wait_for(self, status: LinkStatus) -> float:
         while not self.changes or self.changes[-1][1] is not status:
@@ -239,4 +247,182 @@ async def test_failed_send_ends_the_connection_fails_requests_and_reconnects(
         await recorder.wait_for(LinkStatus.CONNECTED)  # a new connection, after backoff
         assert len(streams) == 2
         assert await link.request("get_state")
+        nursery.cancel_scope.cancel()
+
+
+# --- a frozen Blender, late answers, hostile addons ------------------------------------
+
+
+class Outcomes:
+    """Collects what `submit` delivers, and late answers."""
+
+    def __init__(self) -> None:
+        self.delivered: list[object] = []
+        self.late: list[object] = []
+        self.changed = trio.Event()
+
+    def deliver(self, outcome: object) -> None:
+        self.delivered.append(outcome)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def on_late(self, answer: object) -> None:
+        self.late.append(answer)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self.changed.wait()
+
+
+async def test_frozen_blender_answers_senders_at_the_timeout_then_late_answers_are_kept(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A SIGSTOPped Blender: dead at exactly the heartbeat timeout, senders told at once
+    (no 60 s wait), the connection kept; thawed, it answers, and the answer arrives
+    late, on the same connection."""
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(
+            nursery, fake, heartbeat_interval_s=1.0, heartbeat_timeout_s=5.0
+        )
+        outcomes = Outcomes()
+        await trio.sleep(0.5)  # between pongs: the last came at t=0
+        fake.freeze()
+        link.submit("create_object", b'{"kind": "cube", "name": "Frozen"}', outcomes.deliver,
+                    outcomes.on_late)  # fmt: skip
+        dead_at = await recorder.wait_for(LinkStatus.DISCONNECTED)
+        assert dead_at == 0.0 + 5.0  # 5 s after the last pong (t=0)
+        assert outcomes.delivered == [NoAnswer.STOPPED_ANSWERING]
+        with pytest.raises(RemoteProtocolError) as refused:
+            link.submit("get_state", b"{}", outcomes.deliver)
+        assert refused.value.code is ErrorCode.BLENDER_UNAVAILABLE
+        await trio.sleep(30)
+        fake.thaw()
+        await recorder.wait_for(LinkStatus.CONNECTED)
+        await outcomes.wait_for(lambda: bool(outcomes.late))
+        (late,) = outcomes.late
+        assert isinstance(late, LinkSuccess) and b"Frozen" in bytes(late.result)
+        assert "Frozen" in fake.objects and fake.connections == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_request_timeout_then_the_answer_arrives_late(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    fake = FakeAddon(command_delay_s=100.0)
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake, request_timeout_s=30.0)
+        outcomes = Outcomes()
+        began = trio.current_time()
+        link.submit("get_scene_info", b"{}", outcomes.deliver, outcomes.on_late)
+        await outcomes.wait_for(lambda: bool(outcomes.delivered))
+        assert outcomes.delivered == [NoAnswer.TIMED_OUT]
+        assert trio.current_time() - began == 30.0
+        await outcomes.wait_for(lambda: bool(outcomes.late))
+        assert trio.current_time() - began == 100.0
+        assert isinstance(outcomes.late[0], LinkSuccess)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pong_the_daemon_cannot_read_keeps_the_link_alive(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The fuzz campaign's kill (b): `{"status": "success", "result": {}}` as a pong."""
+    fake = FakeAddon(raw_results={"ping": b"{}"})
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(nursery, fake, heartbeat_timeout_s=5.0)
+        await trio.sleep(60)
+        assert link.connected and fake.connections == 1
+        assert LinkStatus.DISCONNECTED not in [status for _, status in recorder.changes]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unreadable_echo_in_pongs_keeps_a_healthy_link(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Item 18: a lone surrogate echoed in every pong must not end the link."""
+    fake = FakeAddon(raw_results={
+        "ping": b'{"pong": true, "session_id": "\\ud800", '
+                b'"main_thread": {"busy": false, "busy_for_ms": 0, "queue_depth": 0}}'
+    })  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake)
+        await trio.sleep(30)
+        assert link.connected and fake.connections == 1
+        assert await link.request("get_state")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\n" * 100_000,
+        b"\n" * (16 * 1024 * 1024),
+        b"not json at all\n",
+        b'{"status": "error", "code": "bad_request", "message": "no id"}\n',
+        b"[" * 20_000 + b"\n",
+    ],
+    ids=["100k-blank-lines", "16MiB-newlines", "garbage", "id-less-error", "deep"],
+)
+async def test_nothing_the_addon_sends_ends_more_than_its_connection(
+    autojump_clock: trio.abc.Clock, garbage: bytes
+) -> None:
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, _ = await start_link(nursery, fake)
+        await fake.inject(garbage)
+        await trio.sleep(5)
+        assert link.connected  # blank lines change nothing; the rest: reconnected
+        assert await link.request("get_state")
+        nursery.cancel_scope.cancel()
+
+
+async def test_hello_and_a_bad_line_in_one_write_is_contained(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The fuzz campaign's kill (c): a valid hello reply and a bad line together."""
+    attempts: list[int] = []
+
+    async def connect(host: str, port: int) -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+
+        async def peer() -> None:
+            data = b""
+            while b"\n" not in data:
+                data += await theirs.receive_some()
+            hello = (
+                b'{"id": 1, "status": "success", "result": {"protocol": 1, "addon_version": "x",'
+                b' "blender_version": "5", "file": "", "scene": "S", "commands": []}}\n'
+            )
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await theirs.send_all(hello + b"GARBAGE\n")
+                await trio.sleep_forever()
+
+        attempts.append(1)
+        nursery.start_soon(peer)
+        return ours
+
+    async with trio.open_nursery() as nursery:
+        link = AddonLink(LinkConfig(), connect=connect, jitter=random.Random(3))
+        await nursery.start(link.run)
+        await trio.sleep(10)
+        assert len(attempts) >= 2  # it reconnects after each failure: the link lives on
+        assert not link.connected
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_blender_instance_is_reported_on_reconnect(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    fake = FakeAddon(instance_id="first")
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(nursery, fake)
+        fake.instance_id = "second"  # a new Blender on the same port
+        await fake.drop_connections()
+        await recorder.wait_for(LinkStatus.DISCONNECTED)
+        await recorder.wait_for(LinkStatus.CONNECTED)
+        assert recorder.instances == [("", "first"), ("first", "second")]
+        assert link.info().instance_id == "second"
         nursery.cancel_scope.cancel()

@@ -25,14 +25,14 @@ from daemon.protocol import (
     RemoteProtocolError,
     RequestReceived,
     ResponseReceived,
+    UnreadableReply,
 )
-from daemon.protocol.messages import (
-    COMMAND_PARAMS,
-    LinkFailure,
-    LinkSuccess,
-    ObjectRecord,
-    SceneState,
-)
+from daemon.protocol.commands import COMMANDS, check_command
+from daemon.protocol.json_checks import check_json
+from daemon.protocol.limits import MAX_JSON_DEPTH, PRE_AUTH_FRAME_BYTES
+from daemon.protocol.link import MAX_LATE_REQUESTS
+from daemon.protocol.messages import LinkFailure, LinkSuccess
+from daemon.protocol.scene import ObjectRecord, SceneState
 
 
 def feed_all(buffer: LineBuffer, data: bytes, chunk: int | None) -> list[bytes]:
@@ -95,16 +95,20 @@ def test_protocol_error_base_cannot_be_raised_directly() -> None:
 
 def test_link_pairs_responses_with_pending_requests() -> None:
     conn = LinkConnection()
-    first, data = conn.send_request("get_state")
-    second, _ = conn.send_request("ping")
+    first, data = conn.send_request("get_state", None, "first-waiter")
+    second, _ = conn.send_request("ping", None, "second-waiter")
     assert data == b'{"type":"get_state","id":1}\n'  # empty params are left off
-    assert conn.pending_requests == {first: "get_state", second: "ping"}
+    assert {k: (v.type, v.context) for k, v in conn.pending_requests.items()} == {
+        first: ("get_state", "first-waiter"),
+        second: ("ping", "second-waiter"),
+    }
     conn.receive_data(
         b'{"id": 2, "status": "success", "result": {"pong": true}}\n'
         b'{"id": 1, "status": "error", "code": "busy_timeout", "message": "m"}\n'
     )
     reply_two, reply_one = conn.next_event(), conn.next_event()
-    assert isinstance(reply_two, ResponseReceived) and reply_two.request_type == "ping"
+    assert isinstance(reply_two, ResponseReceived) and reply_two.pending is not None
+    assert reply_two.pending.context == "second-waiter"
     assert isinstance(reply_two.response, LinkSuccess)
     assert isinstance(reply_one, ResponseReceived) and isinstance(reply_one.response, LinkFailure)
     assert reply_one.response.code == "busy_timeout"
@@ -112,13 +116,54 @@ def test_link_pairs_responses_with_pending_requests() -> None:
     assert conn.pending_requests == {}
 
 
-def test_link_late_response_after_forget_has_no_request_type() -> None:
+def test_link_response_after_forget_is_paired_with_nobody() -> None:
     conn = LinkConnection()
     request_id, _ = conn.send_request("get_state")
     conn.forget(request_id)
     conn.receive_data(b'{"id": 1, "status": "success", "result": {}}\n')
     event = conn.next_event()
-    assert isinstance(event, ResponseReceived) and event.request_type is None
+    assert isinstance(event, ResponseReceived) and event.pending is None
+
+
+def test_link_response_after_expire_arrives_late_with_its_request() -> None:
+    conn = LinkConnection()
+    request_id, _ = conn.send_request("create_object", b"{}", "waiter")
+    conn.expire(request_id)
+    conn.receive_data(b'{"id": 1, "status": "success", "result": {"name": "Late"}}\n')
+    event = conn.next_event()
+    assert isinstance(event, ResponseReceived) and event.pending is not None
+    assert event.pending.late and event.pending.context == "waiter"
+    assert conn.pending_requests == {}
+
+
+def test_link_keeps_a_bounded_number_of_late_requests() -> None:
+    conn = LinkConnection()
+    ids = [conn.send_request("get_state")[0] for _ in range(MAX_LATE_REQUESTS + 10)]
+    for request_id in ids:
+        conn.expire(request_id)
+    assert len(conn.pending_requests) == MAX_LATE_REQUESTS
+    assert ids[0] not in conn.pending_requests and ids[-1] in conn.pending_requests
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"id": 1, "status": "success", "result": {"session_id": "\\ud800"}}',
+        b'{"id": 1, "status": "success", "result": {"x": NaN}}',
+    ],
+    ids=["lone-surrogate", "nan"],
+)
+def test_link_unreadable_reply_fails_its_request_and_the_link_goes_on(reply: bytes) -> None:
+    conn = LinkConnection()
+    conn.send_request("ping", None, "pinger")
+    conn.send_request("get_state", None, "reader")
+    conn.receive_data(reply + b'\n{"id": 2, "status": "success", "result": {}}\n')
+    unreadable, fine = conn.next_event(), conn.next_event()
+    assert isinstance(unreadable, ResponseReceived)
+    assert isinstance(unreadable.response, UnreadableReply)
+    assert unreadable.pending is not None and unreadable.pending.context == "pinger"
+    assert isinstance(fine, ResponseReceived) and isinstance(fine.response, LinkSuccess)
+    assert conn.state is ConnectionState.OPEN
 
 
 def test_link_detects_event_seq_gap() -> None:
@@ -205,7 +250,7 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+finite = st.floats(min_value=-(2.0**96), max_value=2.0**96, width=32)  # exact in float32, < 1e30
 vec3 = st.tuples(finite, finite, finite)
 names = st.text(min_size=1, max_size=20)
 object_records = st.builds(
@@ -236,9 +281,7 @@ def test_scene_state_survives_encode_decode(state: SceneState) -> None:
     assert msgspec.json.decode(msgspec.json.encode(state), type=SceneState) == state
 
 
-@given(
-    st.lists(st.tuples(st.sampled_from(sorted(COMMAND_PARAMS)), json_values), max_size=8), st.data()
-)
+@given(st.lists(st.tuples(st.sampled_from(sorted(COMMANDS)), json_values), max_size=8), st.data())
 def test_link_any_split_of_the_stream_gives_the_same_events(
     requests: list[tuple[str, object]], data: st.DataObject
 ) -> None:
@@ -330,3 +373,120 @@ def test_link_response_nested_too_deeply_is_a_protocol_error() -> None:
     )
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
+
+
+# --- blank lines: parsed in a loop, never by recursion (a peer sets the count) --------
+
+BLANK_FLOODS = [b"\n" * 100_000, b"\n" * (16 * 1024 * 1024), b" \r\n" * 50_000]
+
+
+@pytest.mark.parametrize("flood", BLANK_FLOODS, ids=["100k-newlines", "16MiB-newlines", "blanks"])
+def test_link_core_reads_any_number_of_blank_lines(flood: bytes) -> None:
+    conn = LinkConnection()
+    conn.send_request("ping")
+    conn.receive_data(flood + b'{"id": 1, "status": "success", "result": {}}\n')
+    event = conn.next_event()
+    assert isinstance(event, ResponseReceived) and event.request_id == 1
+
+
+@pytest.mark.parametrize("flood", BLANK_FLOODS, ids=["100k-newlines", "16MiB-newlines", "blanks"])
+def test_control_core_reads_any_number_of_blank_lines(flood: bytes) -> None:
+    conn = ControlServerConnection()
+    conn.receive_data(flood + b'{"id": 1, "op": "status", "token": "t"}\n')
+    event = conn.next_event()
+    assert isinstance(event, RequestReceived) and event.request.id == 1
+
+
+# --- the control core before the token ------------------------------------------------
+
+
+def test_control_lines_are_small_until_a_request_shows_the_token() -> None:
+    conn = ControlServerConnection()
+    conn.receive_data(b" " * (PRE_AUTH_FRAME_BYTES + 1))
+    with pytest.raises(RemoteProtocolError) as caught:
+        conn.next_event()
+    assert caught.value.framing_lost and str(PRE_AUTH_FRAME_BYTES) in caught.value.message
+    trusted = ControlServerConnection()
+    trusted.authenticated()
+    big = b'{"id": 2, "op": "status", "token": "t", "params": {"x": "' + b"y" * 1_000_000
+    trusted.receive_data(big + b'"}}\n')
+    assert isinstance(trusted.next_event(), RequestReceived)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected_id", "expected_token"),
+    [
+        (b'{"id": 7, "op": "status", "token": "t", "params": {"x": NaN}}', 7, "t"),
+        (b'{"id": 8, "op": "status", "token": "t", "params": {"x": "\\ud800"}}', 8, "t"),
+        (b'{"id": 10, "token": "t", "params": ' + b"[" * 5000 + b"]" * 5000 + b"}", 10, "t"),
+        (b'{"id": 11, "op": "status", "token": 12345}', 11, None),
+        (b'{"id": "\\ud800", "op": "status", "token": "t", "params": NaN}', "?", "t"),
+    ],
+    ids=["nan", "lone-surrogate", "deep", "non-string-token", "bad-id"],
+)
+def test_control_bad_message_still_carries_its_id_and_token(
+    line: bytes, expected_id: object, expected_token: str | None
+) -> None:
+    conn = ControlServerConnection()
+    conn.authenticated()
+    conn.receive_data(line + b"\n")
+    bad = conn.next_event()
+    assert isinstance(bad, BadMessage) and bad.error.code is ErrorCode.BAD_REQUEST
+    assert bad.request_id == expected_id and bad.token == expected_token
+    msgspec.json.decode(ControlServerConnection.send_error(bad.request_id, bad.error))
+
+
+# --- stored JSON ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b'{"a": "\xff"}', "not valid UTF-8"),
+        (b'{"a": "\xed\xa0\x80"}', "not valid UTF-8"),
+        (b'{"a": 1e400}', "out of range"),
+        (b'{"a": ' + b"9" * 4301 + b"}", "out of range"),
+        (b'{"a": 18446744073709551616}', "outside the signed 64-bit range"),
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), "nested deeper"),
+        (b"[" * 2000 + b"]" * 2000, "nested deeper"),
+        (b'{"a": "\\ud800"}', "truncated"),
+    ],
+    ids=[
+        "bad-utf8",
+        "raw-surrogate",
+        "1e400",
+        "4301-digits",
+        "2**64",
+        "65-deep",
+        "2000-deep",
+        "lone-escape",
+    ],
+)
+def test_check_json_refuses_what_could_not_be_read_back(raw: bytes, problem: str) -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        check_json(raw, "value")
+    assert caught.value.code is ErrorCode.INVALID_PARAMS and problem in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "Cube", "location": [0.30000001192092896, 1e-300, -2.5e38]}',
+        b'{"a": 9223372036854775807, "b": -9223372036854775808, "t": "\\u00e9\\ud83d\\ude00"}',
+        '{"name": "Stuhl \u00e9 \U0001f600"}'.encode(),
+        b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH,
+        b'{"digits": "12345678901234567890123"}',
+    ],
+)
+def test_check_json_accepts_ordinary_values(raw: bytes) -> None:
+    check_json(raw, "value")
+
+
+def test_unknown_param_is_refused_naming_the_key_and_the_accepted_ones() -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        check_command(
+            "transform_object", msgspec.Raw(b'{"name": "Leg1", "locaton": [5, 5, 5]}'), []
+        )
+    assert caught.value.code is ErrorCode.INVALID_PARAMS
+    assert "unknown param 'locaton'" in caught.value.message
+    assert "name, location, rotation, scale" in caught.value.message

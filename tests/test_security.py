@@ -153,8 +153,8 @@ def test_addon_refuses_a_non_loopback_address_unless_allowed(tmp_path: Path) -> 
 
 def test_daemon_has_no_way_to_listen_beyond_loopback(tmp_path: Path) -> None:
     """The control port and the proxy take no host: `--help` offers none, and the
-    server class itself refuses one."""
-    from daemon.control.server import ControlServer
+    listener itself refuses one."""
+    from daemon.listeners import CappedListener
 
     helped = subprocess.run(
         [str(Path(sys.executable).parent / "blender-sessiond"), "--help"],
@@ -165,7 +165,14 @@ def test_daemon_has_no_way_to_listen_beyond_loopback(tmp_path: Path) -> None:
     assert helped.returncode == 0
     assert "--control-host" not in helped.stdout and "--proxy-host" not in helped.stdout
     with pytest.raises(ValueError, match="not loopback"):
-        ControlServer(manager=None, token="t", host="0.0.0.0")  # type: ignore[arg-type]
+        CappedListener(
+            "control",
+            None,
+            host="0.0.0.0",
+            port=0,
+            max_connections=1,
+            refusal=bytes,  # type: ignore[arg-type]
+        )
 
 
 def test_execute_code_is_refused_while_the_preference_is_off(

@@ -12,7 +12,7 @@ from ulid import ULID
 
 from ..protocol import NEED_DATA, ConnectionClosed, ControlClientConnection, ErrorCode
 from ..protocol.messages import ControlResponse
-from ..store.store import ENDPOINT_FILE, TOKEN_FILE
+from ..store.datadir import ENDPOINT_FILE, TOKEN_FILE
 
 RECEIVE_CHUNK_BYTES = 256 * 1024
 

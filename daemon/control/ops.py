@@ -1,5 +1,7 @@
-"""Op name -> handler. Each handler decodes its params with the op's Struct and
-returns the encoded result; errors are raised as RemoteProtocolError."""
+"""Op name -> handler. Each handler decodes its params with the op's Struct (an
+unknown key is `invalid_params`) and returns the encoded result; errors are raised as
+ProtocolError. `session.command` and `watch` are not here: the server runs the one
+command path itself, and streams `watch`."""
 
 from __future__ import annotations
 
@@ -10,117 +12,130 @@ from typing import TypeVar
 import msgspec
 
 from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
+from ..protocol.messages import NoParams, Params
 from ..protocol.ops import (
     CleanupParams,
     CommandParams,
     ExportParams,
     ImportParams,
-    NoParams,
     OpenParams,
     RestoreParams,
     SessionRefParams,
     SetDataParams,
+    StatusResult,
 )
-from ..sessions import SessionManager
+from ..sessions import SessionService
 
 _encoder = msgspec.json.Encoder()
-T = TypeVar("T")
+P = TypeVar("P", bound=Params)
 
 
 @dataclass(frozen=True, slots=True)
 class OpContext:
-    manager: SessionManager
+    service: SessionService
+    status: Callable[[], StatusResult]  # the daemon's: pid, uptime, endpoints, Blenders
     client_id: str | None
 
 
 Handler = Callable[[OpContext, msgspec.Raw], Awaitable[bytes]]
+_decoders: dict[type[Params], msgspec.json.Decoder[Params]] = {}
 
 
-def decode_params(params: msgspec.Raw, schema: type[T], op: str) -> T:
+def decode_params(params: msgspec.Raw, schema: type[P], op: str) -> P:
+    """The op's params, or invalid_params naming what is wrong (and the keys it takes)."""
+    decoder = _decoders.get(schema)
+    if decoder is None:
+        decoder = _decoders[schema] = msgspec.json.Decoder(schema)
     try:
-        return msgspec.json.decode(params, type=schema)
+        decoded = decoder.decode(params)
     except DECODE_ERRORS as error:
+        text = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        if "unknown field" in text:
+            text += f"; {op!r} accepts {', '.join(schema.__struct_fields__) or 'no params'}"
         raise RemoteProtocolError(
-            ErrorCode.INVALID_PARAMS, f"params of {op!r} are not valid: {error}"
+            ErrorCode.INVALID_PARAMS, f"params of {op!r} are not valid: {text}"
         ) from None
+    assert isinstance(decoded, schema)
+    return decoded
 
 
 async def _status(ctx: OpContext, params: msgspec.Raw) -> bytes:
     decode_params(params, NoParams, "status")
-    return _encoder.encode(ctx.manager.status())
+    return _encoder.encode(ctx.status())
 
 
 async def _open(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, OpenParams, "session.open")
     return _encoder.encode(
-        await ctx.manager.open(name=p.name, session_id=p.session_id, blender=p.blender)
+        await ctx.service.open(name=p.name, session_id=p.session_id, blender=p.blender)
     )
 
 
 async def _command(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    """The awaited form of session.command (the server usually submits it directly)."""
     p = decode_params(params, CommandParams, "session.command")
-    return _encoder.encode(await ctx.manager.command(p.session_id, p.type, p.params, ctx.client_id))
+    return _encoder.encode(await ctx.service.command(p.session_id, p.type, p.params, ctx.client_id))
 
 
 async def _state(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.state")
-    return _encoder.encode(await ctx.manager.state(p.session_id))
+    return _encoder.encode(await ctx.service.state(p.session_id))
 
 
 async def _close(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.close")
-    return _encoder.encode(await ctx.manager.close(p.session_id))
+    return _encoder.encode(await ctx.service.close(p.session_id))
 
 
 async def _list(ctx: OpContext, params: msgspec.Raw) -> bytes:
     decode_params(params, NoParams, "session.list")
-    return _encoder.encode(await ctx.manager.list())
+    return _encoder.encode(await ctx.service.list())
 
 
 async def _show(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.show")
-    return await ctx.manager.show(p.session_id)
+    return await ctx.service.show(p.session_id)
 
 
 async def _delete(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.delete")
-    return _encoder.encode(await ctx.manager.delete(p.session_id))
+    return _encoder.encode(await ctx.service.delete(p.session_id))
 
 
 async def _stats(ctx: OpContext, params: msgspec.Raw) -> bytes:
     decode_params(params, NoParams, "session.stats")
-    return _encoder.encode(await ctx.manager.stats())
+    return _encoder.encode(await ctx.service.stats())
 
 
 async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, RestoreParams, "session.restore")
-    restored = await ctx.manager.restore(p.session_id, p.name, ctx.client_id, p.path, p.blender)
+    restored = await ctx.service.restore(p.session_id, p.name, ctx.client_id, p.path, p.blender)
     return _encoder.encode(restored)
 
 
 async def _export(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, ExportParams, "session.export")
-    return _encoder.encode(await ctx.manager.export(p.session_ids, p.all, p.path))
+    return _encoder.encode(await ctx.service.export(p.session_ids, p.all, p.path))
 
 
 async def _import(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, ImportParams, "session.import")
-    return _encoder.encode(await ctx.manager.import_archive(p.path, p.overwrite))
+    return _encoder.encode(await ctx.service.import_archive(p.path, p.overwrite))
 
 
 async def _cleanup(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, CleanupParams, "session.cleanup")
-    return _encoder.encode(await ctx.manager.cleanup(p.older_than_days, p.keep, p.dry_run))
+    return _encoder.encode(await ctx.service.cleanup(p.older_than_days, p.keep, p.dry_run))
 
 
 async def _thumbnail(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SessionRefParams, "session.thumbnail")
-    return _encoder.encode(await ctx.manager.thumbnail(p.session_id))
+    return _encoder.encode(await ctx.service.thumbnail(p.session_id))
 
 
 async def _set_data(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, SetDataParams, "session.set_data")
-    return _encoder.encode(await ctx.manager.set_data(p.session_id, p.key, p.value))
+    return _encoder.encode(await ctx.service.set_data(p.session_id, p.key, p.value))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -142,11 +157,13 @@ HANDLERS: dict[str, Handler] = {
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})
+OP_NAMES = frozenset(HANDLERS) | STREAMING_OPS
 
 
 def lookup(op: str) -> Handler:
     handler = HANDLERS.get(op)
     if handler is not None:
         return handler
-    known = ", ".join(sorted([*HANDLERS, *STREAMING_OPS]))
-    raise RemoteProtocolError(ErrorCode.UNKNOWN_COMMAND, f"unknown op {op!r}; known ops: {known}")
+    raise RemoteProtocolError(
+        ErrorCode.UNKNOWN_COMMAND, f"unknown op {op!r}; known ops: {', '.join(sorted(OP_NAMES))}"
+    )

@@ -1,25 +1,28 @@
 """The control port: loopback TCP, NDJSON, token-checked (PROTOCOL.md §2).
 
-One handler per client connection, with a reader (this task) and a single writer
-task. A `session.command` for an open session takes the fast path: the reader
-journals it and hands it to the link, and the link's reader queues the reply, with no
-task of its own (`SessionManager.command_now`). Every other request gets a task, so
-slow ops run concurrently. Each message to a client holds a unit of the connection's
-`room` until it is written, so a client that stops reading stalls only itself, with
-bounded memory.
+One handler per client connection: a reader (this task) and a single writer task. A
+`session.command` goes straight onto the one command path (`submit`): its reply is
+queued when the link delivers the outcome, with no task of its own. Every other
+request gets a task, so slow ops run concurrently.
+
+The handler edge: every exception of a request becomes a wire error here and only
+here (ProtocolError: its code; anything else: logged with its traceback, `internal`);
+every request read gets exactly one reply; what escapes a connection ends that
+connection only. Until a request shows the token, a connection may send lines of at
+most PRE_AUTH_FRAME_BYTES and must do so within AUTH_DEADLINE_S.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
-import math
+from collections.abc import Callable
 from functools import partial
 
 import msgspec
 import structlog
 import trio
 
+from ..events import encode_event
 from ..protocol import (
     DECODE_ERRORS,
     NEED_DATA,
@@ -31,22 +34,22 @@ from ..protocol import (
     RemoteProtocolError,
     RequestReceived,
 )
+from ..protocol.limits import AUTH_DEADLINE_S, PRE_AUTH_FRAME_BYTES
 from ..protocol.messages import ControlRequest, RequestId
-from ..protocol.ops import CommandParams, CommandResult
-from ..sessions import SessionManager
-from ..store import is_session_id
+from ..protocol.ops import CommandParams, CommandResult, StatusResult
+from ..sessions import SessionService
+from .connection import ClientConnection
 from .ops import STREAMING_OPS, OpContext, lookup
 
 log = structlog.get_logger("control")
 
-# Requests in flight plus replies not yet written, per connection, before the server
-# stops reading from it: enough for deep pipelining, bounded memory for a flood.
-MAX_UNWRITTEN_PER_CONNECTION = 256
 RECEIVE_CHUNK_BYTES = 64 * 1024
 # Requests one client (by client_id) may have in flight before the excess is answered
 # `busy` at once: deep enough for pipelining, a clear signal instead of a silent queue.
 DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 128
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# After a framing error, how long to keep reading (and dropping) what the client still
+# sends, so closing does not reset the connection before it has read our reply.
+LINGER_S = 1.0
 _encoder = msgspec.json.Encoder()
 _command_params_decoder = msgspec.json.Decoder(CommandParams)
 
@@ -54,45 +57,34 @@ _command_params_decoder = msgspec.json.Decoder(CommandParams)
 class ControlServer:
     def __init__(
         self,
-        manager: SessionManager,
+        service: SessionService,
         token: str,
+        status: Callable[[], StatusResult] | None = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 9877,
         max_in_flight_per_client: int = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT,
+        auth_deadline_s: float = AUTH_DEADLINE_S,
     ) -> None:
+        self.service = service
+        self.status = status or _no_status
         self.max_in_flight_per_client = max_in_flight_per_client
+        self.auth_deadline_s = auth_deadline_s
         # client_id -> requests in flight, across all of that client's connections.
         self._in_flight: dict[str, int] = {}
-        if host not in LOOPBACK_HOSTS:
-            raise ValueError(
-                f"control host {host!r} is not loopback; the control port only listens on "
-                "127.0.0.1 or ::1"
-            )
-        self.manager = manager
-        self.host = host
-        self.port = port
         self._token = token.encode()
-
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve; `started()` reports the bound port (useful with port 0)."""
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        port = int(listeners[0].socket.getsockname()[1])
-        log.info("control_listening", host=self.host, port=port)
-        task_status.started(port)
-        await trio.serve_listeners(self.handle_connection, listeners)
+        self.connections: set[ClientConnection] = set()
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        client = _Client(stream)
+        client = ClientConnection(stream)
+        self.connections.add(client)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.write_loop)
                 # Each request task holds its own clone of the outbox; the writer ends
-                # once the reader, every request task and every fast-path reply are done
+                # once the reader, every request task and every command's reply are done
                 # with it, so requests in flight at EOF still get their replies.
                 async with client.outbox:
                     await self._read_loop(client, nursery)
-                    await client.fast_idle()
+                    await client.commands_idle()
                 for scope in client.watches:  # a watch streams until the client hangs up
                     scope.cancel()
             if client.lingering:
@@ -102,15 +94,17 @@ class ControlServer:
         except* Exception as group:  # a bug: log it, drop this connection, serve the rest
             log.error("connection_failed", exc_info=group)
         finally:
+            self.connections.discard(client)
             await trio.aclose_forcefully(stream)
 
-    async def _read_loop(self, client: _Client, nursery: trio.Nursery) -> None:
+    async def _read_loop(self, client: ClientConnection, nursery: trio.Nursery) -> None:
         conn = client.conn
+        auth_deadline = trio.current_time() + self.auth_deadline_s
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as error:  # framing lost: answer, then close
-                await client.send(conn.send_error(None, error))
+                await client.send(conn.send_error(None, _pre_auth(error, conn)))
                 client.lingering = True
                 return
             match event:
@@ -119,17 +113,8 @@ class ControlServer:
                     if not self._authorized(request.token):
                         client.queue(conn.send_error(request.id, _unauthorized()))
                         continue
-                    client_key = request.client_id or f"connection-{id(conn)}"
-                    if not self._take_slot(client_key):
-                        client.queue(conn.send_error(request.id, self._busy(request)))
-                        continue
-                    if request.op == "session.command" and self._command_now(
-                        request, client, client_key
-                    ):
-                        continue
-                    nursery.start_soon(
-                        self._serve_request, request, client.outbox.clone(), client_key, client
-                    )
+                    conn.authenticated()
+                    self._dispatch(request, client, nursery)
                 case BadMessage(error=bad_request, request_id=request_id, token=token):
                     problem = bad_request if self._authorized(token) else _unauthorized()
                     await client.send(conn.send_error(request_id, problem))
@@ -137,37 +122,57 @@ class ControlServer:
                     return
                 case _:
                     assert event is NEED_DATA
-                    data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                    if conn.is_authenticated:
+                        data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                    else:
+                        with trio.move_on_at(auth_deadline):
+                            data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                            conn.receive_data(data)
+                            continue
+                        await client.send(conn.send_error(None, _too_slow(self.auth_deadline_s)))
+                        return
                     conn.receive_data(data)
 
-    def _command_now(self, request: ControlRequest, client: _Client, client_key: str) -> bool:
-        """Run a scene command on the fast path if it can take it; False otherwise."""
-        try:
-            params = _command_params_decoder.decode(request.params)
-        except DECODE_ERRORS:
-            return False  # the op handler words the error
-        if not is_session_id(params.session_id):
-            return False
-
-        def reply(outcome: CommandResult | RemoteProtocolError) -> None:
-            self._release_slot(client_key)
-            if isinstance(outcome, RemoteProtocolError):
-                client.deliver(ControlServerConnection.send_error(request.id, outcome))
+    def _dispatch(
+        self, request: ControlRequest, client: ClientConnection, nursery: trio.Nursery
+    ) -> None:
+        """Start one authorized request. Its room is taken; it gets exactly one reply."""
+        conn = client.conn
+        client_key = request.client_id or f"connection-{id(conn)}"
+        if not self._take_slot(client_key):
+            client.queue(conn.send_error(request.id, self._busy(request)))
+            return
+        if request.op == "session.command":
+            try:
+                params = _command_params_decoder.decode(request.params)
+            except DECODE_ERRORS:
+                pass  # the op handler words the error
             else:
-                result = _encoder.encode(outcome)
-                client.deliver(ControlServerConnection.send_result(request.id, result))
+                self._submit_command(request, params, client, client_key)
+                return
+        nursery.start_soon(self._serve_request, request, client.outbox.clone(), client_key, client)
 
-        client.fast_in_flight += 1
-        try:
-            taken = self.manager.command_now(
-                params.session_id, params.type, params.params, request.client_id, reply
-            )
-        except RemoteProtocolError as error:
-            reply(error)
-            return True
-        if not taken:
-            client.fast_in_flight -= 1
-        return taken
+    def _submit_command(
+        self,
+        request: ControlRequest,
+        params: CommandParams,
+        client: ClientConnection,
+        client_key: str,
+    ) -> None:
+        def reply(answer: CommandResult | ProtocolError) -> None:
+            try:
+                self._release_slot(client_key)
+            finally:
+                if isinstance(answer, ProtocolError):
+                    client.command_answered(ControlServerConnection.send_error(request.id, answer))
+                else:
+                    result = _encoder.encode(answer)
+                    client.command_answered(ControlServerConnection.send_result(request.id, result))
+
+        client.command_sent()
+        self.service.submit_command(
+            params.session_id, params.type, params.params, request.client_id, reply
+        )
 
     def _take_slot(self, key: str) -> bool:
         count = self._in_flight.get(key, 0)
@@ -192,14 +197,16 @@ class ControlServer:
         )
 
     def _authorized(self, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token.encode(), self._token)
+        return token is not None and hmac.compare_digest(
+            token.encode("utf-8", "replace"), self._token
+        )
 
     async def _serve_request(
         self,
         request: ControlRequest,
         outbox: trio.MemorySendChannel[bytes],
         client_key: str,
-        client: _Client,
+        client: ClientConnection,
     ) -> None:
         """The handler edge: every exception becomes a wire error here, and only here."""
         try:
@@ -212,7 +219,7 @@ class ControlServer:
         self,
         request: ControlRequest,
         outbox: trio.MemorySendChannel[bytes],
-        client: _Client,
+        client: ClientConnection,
     ) -> None:
         with structlog.contextvars.bound_contextvars(client_id=request.client_id, op=request.op):
             if request.op in STREAMING_OPS:
@@ -225,7 +232,8 @@ class ControlServer:
                 return
             try:
                 handler = lookup(request.op)
-                result = await handler(OpContext(self.manager, request.client_id), request.params)
+                context = OpContext(self.service, self.status, request.client_id)
+                result = await handler(context, request.params)
                 reply = ControlServerConnection.send_result(request.id, result)
             except ProtocolError as error:
                 reply = ControlServerConnection.send_error(request.id, error)
@@ -240,82 +248,21 @@ class ControlServer:
             outbox.send_nowait(reply)  # its room was taken when the request was read
 
     async def _watch(
-        self, request_id: RequestId | None, outbox: trio.MemorySendChannel[bytes], client: _Client
+        self,
+        request_id: RequestId | None,
+        outbox: trio.MemorySendChannel[bytes],
+        client: ClientConnection,
     ) -> None:
         """Stream events until the client hangs up (which cancels this task)."""
-        encode = partial(ControlServerConnection.send_event, request_id)
-        with self.manager.events.subscribe() as events:
+        send = partial(ControlServerConnection.send_event, request_id)
+        with self.service.events.subscribe() as events:
             # The watch request's room carries the first message; each event after it
             # waits for room, so a watcher that stops reading falls behind (and the
             # broadcaster tells it how many events it missed).
-            outbox.send_nowait(encode("watching", msgspec.json.encode(self.manager.status())))
+            outbox.send_nowait(send(*encode_event(self.status())))
             async for event, data in events:
                 await client.take_room()
-                outbox.send_nowait(encode(event, data))
-
-
-class _Client:
-    """One control connection: its protocol state and its outgoing side. Every message
-    to the client holds one unit of `room` from when its request is read until the
-    writer has sent it; the outbox itself is unbounded so the fast path never waits."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.conn = ControlServerConnection()
-        self.outbox, self._outbox_receive = trio.open_memory_channel[bytes](math.inf)
-        self.room = trio.Semaphore(MAX_UNWRITTEN_PER_CONNECTION)
-        self.watches: set[trio.CancelScope] = set()
-        self.fast_in_flight = 0
-        self._fast_done = trio.Event()
-        self.lingering = False  # framing was lost: close gently so the error arrives
-
-    async def take_room(self) -> None:
-        try:
-            self.room.acquire_nowait()  # no checkpoint while there is room
-        except trio.WouldBlock:
-            await self.room.acquire()
-
-    def queue(self, data: bytes) -> None:
-        """Queue a message whose room is already taken."""
-        self.outbox.send_nowait(data)
-
-    async def send(self, data: bytes) -> None:
-        await self.take_room()
-        self.queue(data)
-
-    def deliver(self, data: bytes) -> None:
-        """Queue the reply of a fast-path command (called from the link's reader)."""
-        self.fast_in_flight -= 1
-        if self.fast_in_flight == 0:
-            self._fast_done.set()
-        # If the client left, the outcome is in the journal all the same.
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self.outbox.send_nowait(data)
-
-    async def fast_idle(self) -> None:
-        """Wait for the replies of fast-path commands still in flight."""
-        while self.fast_in_flight:
-            self._fast_done = trio.Event()
-            await self._fast_done.wait()
-
-    async def write_loop(self) -> None:
-        """The connection's only writer; sends queued messages in batches."""
-        async with self._outbox_receive:
-            async for first in self._outbox_receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(self._outbox_receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self.stream.send_all(b"".join(batch))
-                for _ in batch:
-                    self.room.release()
-
-
-# After a framing error, how long to keep reading (and dropping) what the client still
-# sends, so closing does not reset the connection before it has read our reply.
-LINGER_S = 1.0
+                outbox.send_nowait(send(event, data))
 
 
 async def _lingering_close(stream: trio.abc.Stream) -> None:
@@ -328,3 +275,38 @@ async def _lingering_close(stream: trio.abc.Stream) -> None:
 
 def _unauthorized() -> RemoteProtocolError:
     return RemoteProtocolError(ErrorCode.UNAUTHORIZED, "unauthorized")
+
+
+def _pre_auth(error: RemoteProtocolError, conn: ControlServerConnection) -> RemoteProtocolError:
+    """Before the token, lines are small: say how to get past that."""
+    if conn.is_authenticated:
+        return error
+    return RemoteProtocolError(
+        error.code,
+        f"{error.message}; until a request has shown the token, lines are limited to "
+        f"{PRE_AUTH_FRAME_BYTES} bytes (send a small request first, like status)",
+        framing_lost=error.framing_lost,
+    )
+
+
+def _too_slow(deadline_s: float) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        ErrorCode.UNAUTHORIZED,
+        f"unauthorized: no request with the token within {deadline_s:g} s; closing",
+    )
+
+
+def refusal_line(max_connections: int) -> bytes:
+    """What a connection over the cap reads before it is closed."""
+    return ControlServerConnection.send_error(
+        None,
+        RemoteProtocolError(
+            ErrorCode.BUSY,
+            f"the daemon has {max_connections} control connections open (its limit, "
+            "--max-connections); close some and retry",
+        ),
+    )
+
+
+def _no_status() -> StatusResult:
+    raise RemoteProtocolError(ErrorCode.INTERNAL, "this control server has no daemon status")

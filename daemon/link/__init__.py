@@ -1,5 +1,22 @@
-"""The daemon's trio client for the Blender addon."""
+"""The daemon's trio client for the Blender addon.
 
-from .addon import AddonLink, LinkConfig, LinkObserver, LinkSnapshot, LinkStatus
+- `supervisor`: `AddonLink`, one per Blender: reconnects, status, the request API.
+- `channel`: one connection: reader, the only writer, request expiry, late answers.
+- `handshake`, `heartbeat`: the opening exchange; liveness.
+- `status`: settings, status and what the addon reported.
+"""
 
-__all__ = ["AddonLink", "LinkConfig", "LinkObserver", "LinkSnapshot", "LinkStatus"]
+from .channel import Answer, Deliver, OnLate
+from .status import LinkConfig, LinkSnapshot, LinkStatus
+from .supervisor import AddonLink, LinkObserver
+
+__all__ = [
+    "AddonLink",
+    "Answer",
+    "Deliver",
+    "LinkConfig",
+    "LinkObserver",
+    "LinkSnapshot",
+    "LinkStatus",
+    "OnLate",
+]

@@ -1,17 +1,80 @@
-"""Checking a scene command at the daemon's edge, before it costs Blender anything."""
+"""The scene commands, once: each one's params schema and how the daemon treats it.
+`check_command` validates a command at the daemon's edge, before it costs Blender
+anything and before it is journaled."""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import msgspec
 
 from .errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
-from .messages import COMMAND_PARAMS, LINK_ONLY_TYPES
+from .json_checks import check_json
+from .messages import NoParams, Params
+from .scene import (
+    ApplyStateParams,
+    CreateObjectParams,
+    ExecuteCodeParams,
+    ObjectNameParams,
+    OpenBlendParams,
+    RenameObjectParams,
+    RenderThumbnailParams,
+    SaveBlendParams,
+    SelectObjectsParams,
+    SetMaterialParams,
+    TransformObjectParams,
+)
 
-_param_decoders = {type: msgspec.json.Decoder(schema) for type, schema in COMMAND_PARAMS.items()}
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    params: type[Params]
+    # Changes the scene (else it only reads it); the addon lists the others as read-only.
+    changes_scene: bool
+    # Its effect on the scene is not in its result: the daemon reads the scene back
+    # after it, and a replay cannot redo it exactly.
+    opaque: bool = False
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    "get_scene_info": CommandSpec(NoParams, changes_scene=False),
+    "get_object_info": CommandSpec(ObjectNameParams, changes_scene=False),
+    "get_state": CommandSpec(NoParams, changes_scene=False),
+    "create_object": CommandSpec(CreateObjectParams, changes_scene=True),
+    "delete_object": CommandSpec(ObjectNameParams, changes_scene=True),
+    "transform_object": CommandSpec(TransformObjectParams, changes_scene=True),
+    "rename_object": CommandSpec(RenameObjectParams, changes_scene=True),
+    "select_objects": CommandSpec(SelectObjectsParams, changes_scene=True),
+    "set_material": CommandSpec(SetMaterialParams, changes_scene=True),
+    "apply_state": CommandSpec(ApplyStateParams, changes_scene=True, opaque=True),
+    "save_blend": CommandSpec(SaveBlendParams, changes_scene=False),
+    "open_blend": CommandSpec(OpenBlendParams, changes_scene=True, opaque=True),
+    "render_thumbnail": CommandSpec(RenderThumbnailParams, changes_scene=False),
+    "execute_code": CommandSpec(ExecuteCodeParams, changes_scene=True, opaque=True),
+}
+COMMAND_NAMES = frozenset(COMMANDS)
+OPAQUE_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if spec.opaque)
+READ_ONLY_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if not spec.changes_scene)
+# Requests of the link itself, answered on the addon's I/O thread; never scene commands.
+LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
+
+_param_decoders = {name: msgspec.json.Decoder(spec.params) for name, spec in COMMANDS.items()}
+_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<key>[^`]*)`(?: - at `(?P<path>[^`]*)`)?")
+
+
+def accepted_keys(command: str) -> list[str]:
+    return list(COMMANDS[command].params.__struct_fields__)
 
 
 def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> msgspec.Raw:
-    """Validate a scene command at the daemon's edge, before it costs Blender anything."""
+    """Validate a scene command and return its params, unchanged, for the journal.
+
+    Raises RemoteProtocolError: `unknown_command` for a type nobody implements,
+    `invalid_params` naming the bad key or value (with the keys the command accepts).
+    A command the connected addon lists but this daemon has no schema for passes with
+    its params checked as plain JSON.
+    """
     if type in LINK_ONLY_TYPES:
         raise RemoteProtocolError(
             ErrorCode.UNKNOWN_COMMAND,
@@ -19,16 +82,30 @@ def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> 
         )
     decoder = _param_decoders.get(type)
     if decoder is None:
-        if type in addon_commands:
-            return params  # the addon knows a command this daemon has no schema for
-        raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_COMMAND,
-            f"unknown command {type!r}; known: {', '.join(sorted(COMMAND_PARAMS))}",
-        )
-    try:
-        decoder.decode(params)
-    except DECODE_ERRORS as error:
-        raise RemoteProtocolError(
-            ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {error}"
-        ) from None
+        if type not in addon_commands:
+            raise RemoteProtocolError(
+                ErrorCode.UNKNOWN_COMMAND,
+                f"unknown command {type!r}; known: {', '.join(sorted(COMMANDS))}",
+            )
+    else:
+        try:
+            decoder.decode(params)
+        except DECODE_ERRORS as error:
+            raise _invalid(type, error) from None
+    check_json(params, f"params of {type!r}")
     return params
+
+
+def _invalid(type: str, error: Exception) -> RemoteProtocolError:
+    text = str(error)
+    unknown = _UNKNOWN_FIELD.search(text)
+    if unknown is not None and unknown.group("path") in (None, "$"):
+        text = (
+            f"unknown param {unknown.group('key')!r}; {type!r} accepts "
+            f"{', '.join(accepted_keys(type)) or 'no params'}"
+        )
+    elif isinstance(error, RecursionError):
+        text = "nested too deeply"
+    return RemoteProtocolError(
+        ErrorCode.INVALID_PARAMS, f"params of {type!r} are not valid: {text}"
+    )

@@ -75,3 +75,9 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We tried to do something the protocol does not allow: a bug on our side."""
+
+
+class StorageError(ProtocolError):
+    """Our own disk failed us: full, read-only, or a file in the data dir that is
+    damaged or not what we wrote. Not the peer's fault; answer with `code` (`storage`
+    for a write that failed, `internal` for damage) and keep serving."""

@@ -1,12 +1,14 @@
-"""NDJSON framing: a receive buffer that yields complete lines, with a size limit."""
+"""NDJSON framing: a receive buffer that yields complete lines, with a size limit, and
+the line reader both connection cores build on."""
 
 from __future__ import annotations
 
 from .errors import ErrorCode, RemoteProtocolError
+from .events import NEED_DATA, ConnectionClosed, NeedData
+from .limits import MAX_FRAME_BYTES
+from .state import ConnectionState, Input, transition
 
-# 16 MiB: a get_state snapshot of 10,000 objects is about 1.6 MB, so this leaves an
-# order of magnitude of headroom while bounding what one peer can make us buffer.
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_FRAME_BYTES = MAX_FRAME_BYTES
 
 
 class LineBuffer:
@@ -53,8 +55,73 @@ class LineBuffer:
         return line
 
     def unterminated_tail(self) -> bytes:
-        """What is left after EOF: bytes of a line that never got its newline."""
+        """Bytes of a line that has not got its newline (yet)."""
         return bytes(self._data[self._start :])
+
+    def take_unterminated(self) -> bytes:
+        """Hand out the unterminated tail (at EOF) and forget it."""
+        tail = self.unterminated_tail()
+        self._start = self._searched_to = len(self._data)
+        return tail
+
+
+class LineReader:
+    """A connection's incoming side: bytes in, non-blank lines out, in a loop (never
+    recursion: the peer decides how many blank lines come), with the connection state.
+
+    `final_line_at_eof`: a last line without its newline is still a line when the
+    peer closes (clients like `printf ... | nc`); otherwise it is a framing error.
+    """
+
+    def __init__(self, max_frame_bytes: int, *, final_line_at_eof: bool) -> None:
+        self.buffer = LineBuffer(max_frame_bytes)
+        self.state = ConnectionState.OPEN
+        self._final_line_at_eof = final_line_at_eof
+        self._eof = False
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes from the peer; `b""` means EOF."""
+        if data:
+            self.buffer.feed(data)
+        else:
+            self._eof = True
+
+    def next_line(self) -> bytes | ConnectionClosed | NeedData:
+        """The next non-blank line, ConnectionClosed at EOF, or NEED_DATA.
+
+        Raises RemoteProtocolError (framing_lost) for an oversized line or a torn one
+        at EOF; the state is then ERROR and every later call raises LocalProtocolError.
+        """
+        if self.state is not ConnectionState.OPEN:
+            self.state = transition(self.state, Input.EOF if self._eof else Input.MESSAGE)
+            return ConnectionClosed()
+        while True:
+            try:
+                line = self.buffer.maybe_extract_line()
+            except RemoteProtocolError:
+                self.state = transition(self.state, Input.FRAMING_LOST)
+                raise
+            if line is None:
+                if not self._eof:
+                    return NEED_DATA
+                tail = self.buffer.take_unterminated()
+                if tail.strip() and self._final_line_at_eof:
+                    return tail
+                if tail.strip():
+                    self.state = transition(self.state, Input.FRAMING_LOST)
+                    raise RemoteProtocolError(
+                        ErrorCode.BAD_REQUEST,
+                        "the peer closed the connection in the middle of a message",
+                        framing_lost=True,
+                    )
+                self.state = transition(self.state, Input.EOF)
+                return ConnectionClosed()
+            if line.strip():
+                return line
+
+    def fail(self) -> None:
+        """Framing is lost for a reason the caller found (a line that is not a message)."""
+        self.state = transition(self.state, Input.FRAMING_LOST)
 
 
 def _too_big(size: int, limit: int) -> RemoteProtocolError:

@@ -1,37 +1,34 @@
-"""msgspec Structs for every message of PROTOCOL.md §1 (addon link) and §2 (control).
+"""msgspec Structs for the envelopes of PROTOCOL.md §1 (addon link) and §2 (control),
+and the link's handshake. Scene commands' params and results are in `scene.py`, the
+control ops' in `ops.py`.
 
-Peers may add fields (the protocol grows additively), so unknown fields are ignored.
+Peers may add fields (the protocol grows additively), so unknown fields are ignored
+in what they send; params are the exception (`Params`: an unknown key is an error).
 Opaque payloads stay `msgspec.Raw` until the code that understands them decodes them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import Raw, Struct
 
 RequestId = int | str
 EMPTY_OBJECT = Raw(b"{}")
 NULL = Raw(b"null")
 
-Vec3 = tuple[float, float, float]
-RGBA = tuple[
-    Annotated[float, Meta(ge=0, le=1)],
-    Annotated[float, Meta(ge=0, le=1)],
-    Annotated[float, Meta(ge=0, le=1)],
-    Annotated[float, Meta(ge=0, le=1)],
-]
-ObjectName = Annotated[str, Meta(min_length=1, max_length=63)]
-ObjectKind = Literal[
-    "cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "plane",
-    "torus", "monkey", "empty", "camera", "light",
-]  # fmt: skip
-OBJECT_KINDS: tuple[str, ...] = ObjectKind.__args__  # type: ignore[attr-defined]
-
 
 class Message(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Base for wire messages: immutable, keyword-only, defaults left off the wire."""
+
+
+class Params(Message, forbid_unknown_fields=True, frozen=True):
+    """Base for the params of a command or op: an unknown key is `invalid_params`."""
+
+
+class NoParams(Params, frozen=True):
+    pass
 
 
 # --- §1 addon link: envelopes --------------------------------------------------------
@@ -72,14 +69,19 @@ class HelloParams(Message, frozen=True):
 
 
 class HelloResult(Message, frozen=True):
+    """The addon's `hello`. The session id it echoes is not read back: the daemon
+    knows which session it attached."""
+
     protocol: int
     addon_version: str
     blender_version: str
     file: str
     scene: str
     commands: list[str]
-    session_id: str | None = None
     execute_code_enabled: bool = False
+    # New each time Blender starts (PROTOCOL.md §4): a different one under an open
+    # session means Blender restarted and its scene is not the session's any more.
+    instance_id: str = ""
 
 
 class MainThreadStatus(Message, frozen=True):
@@ -91,7 +93,6 @@ class MainThreadStatus(Message, frozen=True):
 class PongResult(Message, frozen=True):
     pong: bool
     main_thread: MainThreadStatus
-    session_id: str | None = None
 
 
 class AttachSessionParams(Message, frozen=True):
@@ -101,157 +102,6 @@ class AttachSessionParams(Message, frozen=True):
 
 class SubscribeParams(Message, frozen=True):
     events: list[str] = []
-
-
-# --- §1 addon link: scene commands ---------------------------------------------------
-
-
-class ObjectRecord(Message, frozen=True):
-    name: str
-    type: str
-    location: Vec3
-    rotation: Vec3
-    scale: Vec3
-    parent: str | None = None
-    materials: list[str] = []
-    visible: bool = True
-    data_kind: str | None = None
-    light_type: str | None = None  # additive: lets apply_state remake a light faithfully
-
-
-MaterialColors = dict[str, RGBA]
-
-
-class SceneState(Message, frozen=True):
-    """The result of `get_state`, and the params of `apply_state` (plus `prune`)."""
-
-    scene: str
-    frame: int
-    file: str
-    objects: list[ObjectRecord]
-    selection: list[str] = []
-    active: str | None = None
-    material_colors: MaterialColors = {}  # additive: material name -> RGBA
-
-
-class SceneObjectSummary(Message, frozen=True):
-    name: str
-    type: str
-    location: Vec3
-
-
-class SceneInfo(Message, frozen=True):
-    """blender-mcp's get_scene_info shape, plus `frame`, `selection`, `active`."""
-
-    name: str
-    object_count: int
-    objects: list[SceneObjectSummary]
-    materials_count: int
-    frame: int = 1
-    selection: list[str] = []
-    active: str | None = None
-
-
-class NoParams(Message, frozen=True):
-    pass
-
-
-class ObjectNameParams(Message, frozen=True):
-    name: ObjectName
-
-
-class CreateObjectParams(Message, frozen=True):
-    kind: ObjectKind
-    name: ObjectName | None = None
-    location: Vec3 | None = None
-    rotation: Vec3 | None = None
-    scale: Vec3 | None = None
-
-
-class TransformObjectParams(Message, frozen=True):
-    name: ObjectName
-    location: Vec3 | None = None
-    rotation: Vec3 | None = None
-    scale: Vec3 | None = None
-
-
-class RenameObjectParams(Message, frozen=True):
-    name: ObjectName
-    new_name: ObjectName
-
-
-class SelectObjectsParams(Message, frozen=True):
-    names: list[ObjectName]
-    active: ObjectName | None = None
-    extend: bool = False
-
-
-class SetMaterialParams(Message, frozen=True):
-    object: ObjectName
-    material: ObjectName
-    color: RGBA | None = None
-
-
-class ApplyStateParams(Message, frozen=True):
-    scene: str = ""
-    frame: int = 1
-    file: str = ""
-    objects: list[ObjectRecord] = []
-    selection: list[str] = []
-    active: str | None = None
-    material_colors: MaterialColors = {}
-    prune: bool = False
-
-
-class SkippedObject(Message, frozen=True):
-    name: str
-    reason: str
-
-
-class ApplyStateResult(Message, frozen=True):
-    created: list[str]
-    updated: list[str]
-    removed: list[str]
-    skipped: list[SkippedObject]
-
-
-class PathParams(Message, frozen=True):
-    path: Annotated[str, Meta(min_length=1, max_length=4096)]
-
-
-class PathResult(Message, frozen=True):
-    path: str
-    bytes: int
-
-
-class RenderThumbnailParams(Message, frozen=True):
-    width: Annotated[int, Meta(ge=8, le=2048)] = 256
-    height: Annotated[int, Meta(ge=8, le=2048)] = 256
-
-
-class ExecuteCodeParams(Message, frozen=True):
-    code: Annotated[str, Meta(max_length=1_000_000)]
-
-
-# Each scene command's params Struct: the daemon validates at its edge with these
-# before anything reaches Blender, so a bad request costs Blender nothing.
-COMMAND_PARAMS: dict[str, type[Message]] = {
-    "get_scene_info": NoParams,
-    "get_object_info": ObjectNameParams,
-    "get_state": NoParams,
-    "create_object": CreateObjectParams,
-    "delete_object": ObjectNameParams,
-    "transform_object": TransformObjectParams,
-    "rename_object": RenameObjectParams,
-    "select_objects": SelectObjectsParams,
-    "set_material": SetMaterialParams,
-    "apply_state": ApplyStateParams,
-    "save_blend": PathParams,
-    "open_blend": PathParams,
-    "render_thumbnail": RenderThumbnailParams,
-    "execute_code": ExecuteCodeParams,
-}
-LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
 
 
 # --- §2 control protocol -------------------------------------------------------------
@@ -270,17 +120,17 @@ class ErrorBody(Message, frozen=True):
     message: str
 
 
-class Reply(Struct, frozen=True, kw_only=True):
+class ControlReply(Struct, frozen=True, kw_only=True):
     """Base for control replies: every field is always on the wire (`ok` included)."""
 
 
-class ControlOk(Reply, kw_only=True, frozen=True):
+class ControlOk(ControlReply, kw_only=True, frozen=True):
     id: RequestId | None
     ok: Literal[True] = True
     result: Raw
 
 
-class ControlFailure(Reply, kw_only=True, frozen=True):
+class ControlFailure(ControlReply, kw_only=True, frozen=True):
     id: RequestId | None
     ok: Literal[False] = False
     error: ErrorBody

@@ -6,24 +6,24 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Raw
 
-from .messages import EMPTY_OBJECT, NULL, Message, SkippedObject
+from .limits import MAX_SESSION_NAME_CHARS
+from .messages import EMPTY_OBJECT, NULL, Message, Params
+from .scene import SkippedObject
+
+SessionName = Annotated[str, Meta(max_length=MAX_SESSION_NAME_CHARS)]
 
 
-class NoParams(Message, frozen=True):
-    pass
-
-
-class OpenParams(Message, frozen=True):
-    name: str | None = None
+class OpenParams(Params, frozen=True):
+    name: SessionName | None = None
     session_id: str | None = None  # client-chosen: makes open idempotent
     blender: str | None = None  # "host:port" or "port" of the Blender; default: the first
 
 
-class SessionRefParams(Message, frozen=True):
+class SessionRefParams(Params, frozen=True):
     session_id: str  # an id, or a unique session name
 
 
-class CommandParams(Message, frozen=True):
+class CommandParams(Params, frozen=True):
     session_id: str
     type: str
     params: Raw = EMPTY_OBJECT
@@ -32,7 +32,7 @@ class CommandParams(Message, frozen=True):
 DataKey = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
-class SetDataParams(Message, frozen=True):
+class SetDataParams(Params, frozen=True):
     session_id: str
     key: DataKey
     value: Raw  # any JSON value; `null` removes the key
@@ -41,18 +41,18 @@ class SetDataParams(Message, frozen=True):
 RestorePath = Literal["auto", "blend", "state", "replay"]
 
 
-class RestoreParams(Message, frozen=True):
+class RestoreParams(Params, frozen=True):
     session_id: str
-    name: str | None = None
+    name: SessionName | None = None
     path: RestorePath = "auto"  # auto: the best source available
     blender: str | None = None  # which Blender to restore into; default: the first
 
 
-class Reply(Message, omit_defaults=False, frozen=True):
+class OpResult(Message, omit_defaults=False, frozen=True):
     """Op results keep every field, nulls included, so clients see the whole shape."""
 
 
-class BlenderLinkInfo(Reply, frozen=True):
+class BlenderLinkInfo(OpResult, frozen=True):
     endpoint: str
     status: str
     connected: bool
@@ -64,9 +64,10 @@ class BlenderLinkInfo(Reply, frozen=True):
     last_error: str
     execute_code_enabled: bool
     found: str  # what answers on the addon port instead of this project's addon, if any
+    instance_id: str = ""  # the addon's instance (new each Blender start)
 
 
-class SessionSummary(Reply, frozen=True):
+class SessionSummary(OpResult, frozen=True):
     session_id: str
     name: str | None
     status: str  # "open" or "closed"
@@ -75,19 +76,22 @@ class SessionSummary(Reply, frozen=True):
     command_count: int
     size_bytes: int
     restored_from: str | None
+    # Why commands are refused, when they are: the Blender this session was recorded
+    # in restarted (its scene is not the session's any more). None: nothing to say.
+    detached: str | None = None
 
 
-class DamagedEntry(Reply, frozen=True):
+class DamagedEntry(OpResult, frozen=True):
     file: str
     reason: str
 
 
-class ListResult(Reply, frozen=True):
+class ListResult(OpResult, frozen=True):
     sessions: list[SessionSummary]
     damaged: list[DamagedEntry]
 
 
-class OpenResult(Reply, frozen=True):
+class OpenResult(OpResult, frozen=True):
     session_id: str
     name: str | None
     created: bool  # False when a client-chosen id named a session already open
@@ -95,7 +99,7 @@ class OpenResult(Reply, frozen=True):
     blender: BlenderLinkInfo
 
 
-class CommandResult(Reply, frozen=True):
+class CommandResult(OpResult, frozen=True):
     session_id: str
     seq: int
     type: str
@@ -104,24 +108,24 @@ class CommandResult(Reply, frozen=True):
     result: Raw = NULL
 
 
-class StateResult(Reply, frozen=True):
+class StateResult(OpResult, frozen=True):
     session_id: str
     scene: Raw
 
 
-class CloseResult(Reply, frozen=True):
+class CloseResult(OpResult, frozen=True):
     session_id: str
     path: str
     command_count: int
     snapshot_fresh: bool  # False when Blender was gone and the last snapshot was kept
 
 
-class DeleteResult(Reply, frozen=True):
+class DeleteResult(OpResult, frozen=True):
     session_id: str
     removed: list[str]
 
 
-class RestoreResult(Reply, frozen=True):
+class RestoreResult(OpResult, frozen=True):
     session_id: str
     restored_from: str
     path: str  # which restore path was taken: "blend", "state" or "replay"
@@ -135,59 +139,60 @@ class RestoreResult(Reply, frozen=True):
 AbsolutePath = Annotated[str, Meta(pattern=r"^/", min_length=2, max_length=4096)]
 
 
-class ExportParams(Message, frozen=True):
+class ExportParams(Params, frozen=True):
     path: AbsolutePath  # where the daemon writes the archive (.tar.gz)
     session_ids: list[str] = []  # ids or names; empty with all=true: every closed session
     all: bool = False
 
 
-class ExportResult(Reply, frozen=True):
+class ExportResult(OpResult, frozen=True):
     path: str
     session_ids: list[str]
     bytes: int
 
 
-class ImportParams(Message, frozen=True):
+class ImportParams(Params, frozen=True):
     path: AbsolutePath
     overwrite: bool = False  # an id that exists: replace it (else keep both, new id)
 
 
-class ImportedSession(Reply, frozen=True):
+class ImportedSession(OpResult, frozen=True):
     from_id: str
     to_id: str
 
 
-class ImportResult(Reply, frozen=True):
+class ImportResult(OpResult, frozen=True):
     imported: list[ImportedSession]
     overwritten: list[str]
+    notes: list[str] = []  # ids imported under a new id, and why
 
 
-class CleanupParams(Message, frozen=True):
+class CleanupParams(Params, frozen=True):
     older_than_days: Annotated[float, Meta(ge=0)] | None = None
     keep: Annotated[int, Meta(ge=0)] | None = None
     dry_run: bool = False
 
 
-class CleanupResult(Reply, frozen=True):
+class CleanupResult(OpResult, frozen=True):
     deleted: list[str]  # with dry_run: what would be deleted
     dry_run: bool
     freed_bytes: int
     remaining: int  # closed sessions left
 
 
-class ThumbnailResult(Reply, frozen=True):
+class ThumbnailResult(OpResult, frozen=True):
     session_id: str
     png_base64: str
     bytes: int
 
 
-class SetDataResult(Reply, frozen=True):
+class SetDataResult(OpResult, frozen=True):
     session_id: str
     key: str
     keys: list[str]
 
 
-class StatusResult(Reply, frozen=True):
+class StatusResult(OpResult, frozen=True):
     daemon_version: str
     pid: int
     data_dir: str
@@ -199,7 +204,7 @@ class StatusResult(Reply, frozen=True):
     open_sessions: list[SessionSummary]
 
 
-class StatsResult(Reply, frozen=True):
+class StatsResult(OpResult, frozen=True):
     session_count: int
     total_size_bytes: int
     total_size_mb: float

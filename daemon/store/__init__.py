@@ -1,48 +1,71 @@
-"""The data dir: records, journals, ids. The only package that writes files there."""
+"""The data dir: its lock and token, session records, journals, snapshot files and
+archives. The only package that reads or writes files there.
 
+- `datadir`: safety checks, the one-daemon lock, the token, control.json, errors.
+- `store`: records, listing, journals, snapshots, quarantine.
+- `journal`, `recovery`: a session's journal written and read back.
+- `records`: the record of PROTOCOL.md §3 and the journal's lines, as Structs.
+- `archive`: export and import; `ids`: session ids; `files`: blocking file primitives.
+"""
+
+from .datadir import DataDir, DataDirError, DataDirLocked, Token
 from .ids import check_session_name, is_session_id, new_session_id, parse_session_id
 from .journal import JournalWriter
 from .records import (
     RECORD_FORMAT,
     BlenderInfo,
+    BlenderRestart,
     CommandRecord,
+    CommandStatus,
     JournalData,
     JournalDone,
+    JournalLate,
     JournalOpen,
+    JournalRestart,
     JournalStart,
     LastResult,
     RecordError,
+    RecordSummary,
     SessionData,
     SessionRecord,
     SessionState,
     SnapshotInfo,
 )
-from .recovery import ReplayedJournal, replay_journal
-from .store import DamagedRecord, ListedRecord, SessionStore, storage_error
+from .recovery import DamagedLine, ReplayedJournal, replay_journal
+from .store import DamagedRecord, ListedRecord, SessionStore
 
 __all__ = [
     "RECORD_FORMAT",
     "BlenderInfo",
+    "BlenderRestart",
     "CommandRecord",
+    "CommandStatus",
+    "DamagedLine",
     "DamagedRecord",
+    "DataDir",
+    "DataDirError",
+    "DataDirLocked",
     "JournalData",
     "JournalDone",
+    "JournalLate",
     "JournalOpen",
+    "JournalRestart",
     "JournalStart",
     "JournalWriter",
     "LastResult",
     "ListedRecord",
     "RecordError",
+    "RecordSummary",
     "ReplayedJournal",
     "SessionData",
     "SessionRecord",
     "SessionState",
     "SessionStore",
     "SnapshotInfo",
+    "Token",
     "check_session_name",
     "is_session_id",
     "new_session_id",
     "parse_session_id",
     "replay_journal",
-    "storage_error",
 ]

@@ -1,4 +1,7 @@
-"""Blocking file primitives: atomic replace and the append-only journal file.
+"""Blocking file primitives for the data dir: atomic replace, the append-only journal
+file, and reads. Nothing here follows a symbolic link: every file is opened with
+O_NOFOLLOW and every directory is checked with lstat, so a link planted in the data
+dir can neither redirect a write nor feed us another file's contents.
 
 Everything here is synchronous; async callers run it through trio.to_thread.
 """
@@ -6,31 +9,89 @@ Everything here is synchronous; async callers run it through trio.to_thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from pathlib import Path
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnsafePathError(OSError):
+    """A path in the data dir is a link, or not the kind of file we made there."""
 
 
 def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def ensure_private_dir(path: Path) -> None:
+    """Make `path` a directory only we can use (0700), or check that it is one.
+    Raises UnsafePathError when it is a symlink or not a directory."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    check_real_dir(path)
+
+
+def check_real_dir(path: Path) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise UnsafePathError(
+            errno.ELOOP, f"{path} is {kind}; the daemon never follows links in its data dir "
+            "(remove it and start again)", str(path),
+        )  # fmt: skip
+
+
+def read_file(path: Path) -> bytes:
+    """The contents of a regular file, never through a symlink. Raises
+    FileNotFoundError, or UnsafePathError for a link or a non-regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _link_error(path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePathError(errno.EINVAL, f"{path} is not a regular file", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _link_error(path: Path) -> UnsafePathError:
+    return UnsafePathError(
+        errno.ELOOP,
+        f"{path} is a symbolic link; the daemon never follows links in its data dir (remove it)",
+        str(path),
+    )
+
+
+def is_link(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` so a crash at any point leaves the old file or the
     new one, never a torn file: temp file in the same dir, write, fsync, rename,
-    fsync the directory."""
+    fsync the directory. A symlink at `path` is replaced, never written through."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -40,6 +101,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(temp)
         raise
     fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def remove_durably(path: Path) -> bool:
@@ -52,36 +119,51 @@ def remove_durably(path: Path) -> bool:
     return True
 
 
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use in `directory`'s file system."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
+
+
 class JournalFile:
     """An append-only file of JSON lines. Each `append` reaches the kernel before it
-    returns (so a killed daemon loses nothing appended); `fsync=True` also survives
-    power loss, at the cost of a disk flush per batch."""
+    returns (so a killed daemon loses nothing appended); `sync()` makes it survive
+    power loss too."""
 
-    def __init__(self, path: Path, *, fsync: bool = False) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._fsync = fsync
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NOFOLLOW, 0o644
+        )
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise UnsafePathError(errno.EINVAL, f"{path} is not a regular file", str(path))
         self._size = os.fstat(self._fd).st_size  # the end of the last whole append
         fsync_dir(path.parent)
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
 
     def append(self, data: bytes) -> None:
         """Append whole lines, or nothing: a write that fails part way (disk full) is
         cut back off, so later appends never follow half a line."""
         if self._fd is None:
-            raise ValueError(f"journal {self.path} is closed")
+            raise OSError(errno.EBADF, f"journal {self.path} is closed", str(self.path))
         try:
-            written = os.write(self._fd, data)
-            if written < len(data):  # rare: a signal or a full disk part way through
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            if self._fsync:
-                os.fsync(self._fd)
+            _write_all(self._fd, data)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -89,10 +171,31 @@ class JournalFile:
             self._fd = None
 
 
-def read_lines(path: Path) -> tuple[list[bytes], bytes]:
-    """Complete lines of a journal, and the torn tail after the last newline (if any)."""
-    data = path.read_bytes()
-    body, _, tail = data.rpartition(b"\n")
-    if not body and not data.startswith(b"\n"):
-        return [], tail
-    return body.split(b"\n"), tail
+def cut_to_last_line(path: Path) -> int:
+    """Cut a journal back to the end of its last complete line (a crash can leave half
+    a line at the end) and make that durable. Returns how many bytes were cut.
+    Raises UnsafePathError for a link."""
+    try:
+        fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _link_error(path) from None
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        keep = size
+        block = 64 * 1024
+        while keep > 0:  # scan back from the end for the last newline
+            start = max(0, keep - block)
+            chunk = os.pread(fd, keep - start, start)
+            newline = chunk.rfind(b"\n")
+            if newline != -1:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep != size:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        return size - keep
+    finally:
+        os.close(fd)

@@ -7,13 +7,12 @@ import secrets
 from datetime import UTC, datetime
 
 from ..protocol.errors import ErrorCode, RemoteProtocolError
+from ..protocol.limits import MAX_SESSION_NAME_CHARS
 
 # ASCII only: `\d` would also match other scripts' digits, which must never reach a path.
 SESSION_ID_PATTERN = r"^scene-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$"
 _SESSION_ID = re.compile(SESSION_ID_PATTERN, re.ASCII)
 SESSION_ID_EXAMPLE = "scene-YYYYMMDD-HHMMSS-xxxxxxxx"
-# Names are for people; they never become paths, but keep them printable and short.
-MAX_NAME_CHARS = 200
 
 
 def new_session_id(now: datetime | None = None) -> str:
@@ -39,10 +38,10 @@ def parse_session_id(value: object) -> str:
 
 
 def check_session_name(value: str) -> str:
-    if not value or len(value) > MAX_NAME_CHARS or not value.isprintable():
+    if not value or len(value) > MAX_SESSION_NAME_CHARS or not value.isprintable():
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS,
-            f"session name {value[:80]!r} is not valid; use 1-{MAX_NAME_CHARS} printable "
+            f"session name {value[:80]!r} is not valid; use 1-{MAX_SESSION_NAME_CHARS} printable "
             "characters",
         )
     if is_session_id(value):

@@ -1,105 +1,122 @@
-"""The journal of one open session, written by one task with group commit.
+"""The journal of one open session: its history, one JSON line per event, appended.
 
-Callers `await journal.append(line)`; it returns once that line is in the file.
-Without fsync the line is written at once (one write() into the page cache, which a
-killed daemon cannot lose). With fsync, lines go to a writer task with group commit:
-lines that arrive while a write and its fsync are under way go out together in the
-next one, so a burst of pipelined commands costs one disk flush per batch.
+Writes are synchronous and in order: `write(line)` is one write() into the page cache,
+a few microseconds, which a killed daemon cannot lose (handing each line to a task and
+a thread cost ~0.4 ms per command, measured with bench/run.py). Durability against
+power loss is separate: with fsync on, `when_durable(callback)` runs the callback once
+an fsync that started after the line was written has finished. Callbacks queued while
+an fsync runs share the next one (group commit), so a burst of pipelined commands
+costs one disk flush per batch. Without fsync, callbacks run at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 import trio
 
 from .files import JournalFile
 from .records import JournalLine, encode_journal_line
 
-
-class _Batch:
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        self.written = trio.Event()
-        self.error: OSError | None = None
+log = structlog.get_logger("journal")
+Durable = Callable[[OSError | None], None]  # called with the fsync's error, if any
 
 
 class JournalWriter:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
-        self._fsync = fsync
+        self.fsync = fsync
         self._file: JournalFile | None = None
-        self._batch = _Batch()
+        self._waiting: list[Durable] = []
         self._wakeup = trio.Event()
         self._closing = False
+        self._running = False
         self._stopped = trio.Event()
 
     async def open(self) -> None:
-        self._file = await trio.to_thread.run_sync(
-            lambda: JournalFile(self.path, fsync=self._fsync)
-        )
+        self._file = await trio.to_thread.run_sync(JournalFile, self.path)
+
+    @property
+    def is_open(self) -> bool:
+        return self._file is not None and not self._closing
+
+    def write(self, line: JournalLine) -> None:
+        """Append `line` now. Raises OSError (disk full, read-only, closed): then nothing
+        of it is in the file, and the caller must not acknowledge what it records."""
+        if self._file is None or self._closing:
+            raise OSError(f"the journal {self.path.name} is closed")
+        self._file.append(encode_journal_line(line))
+
+    def when_durable(self, callback: Durable) -> None:
+        """Run `callback(error)` once everything written so far is durable."""
+        if not self.fsync:
+            _call(callback, None)
+            return
+        self._waiting.append(callback)
+        self._wakeup.set()
+
+    async def durable(self) -> None:
+        """Wait until everything written so far is durable. Raises OSError."""
+        if not self.fsync:
+            return
+        done = trio.Event()
+        failure: list[OSError] = []
+
+        def wake(error: OSError | None) -> None:
+            if error is not None:
+                failure.append(error)
+            done.set()
+
+        self.when_durable(wake)
+        await done.wait()
+        if failure:
+            raise failure[0]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer task: owns every write to the file; returns after `close()`."""
+        """The fsync task (only with fsync): returns after `close()`."""
+        self._running = True
         task_status.started()
         try:
-            while True:
+            while self.fsync:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
-                batch, self._batch = self._batch, _Batch()
-                if batch.lines:
-                    await self._write(batch)
-                if self._closing and not self._batch.lines:
+                waiting, self._waiting = self._waiting, []
+                if waiting:
+                    error = await self._sync()
+                    for callback in waiting:
+                        _call(callback, error)
+                if self._closing and not self._waiting:
                     return
         finally:
             self._stopped.set()
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _sync(self) -> OSError | None:
         file = self._file
-        assert file is not None
+        if file is None:
+            return OSError(f"the journal {self.path.name} is closed")
         try:
-            # abandon_on_cancel=False (the default): a cancelled write still finishes whole.
-            await trio.to_thread.run_sync(file.append, b"".join(batch.lines))
+            # abandon_on_cancel=False (the default): a cancelled fsync still finishes.
+            await trio.to_thread.run_sync(file.sync)
         except OSError as error:
-            batch.error = error
-        batch.written.set()
-
-    @property
-    def fsync(self) -> bool:
-        return self._fsync
-
-    def append_now(self, line: JournalLine) -> None:
-        """Write `line` at once (one write() into the page cache). Only without fsync:
-        with fsync, lines go through `append` and its group commit."""
-        if self._fsync:
-            raise RuntimeError("append_now() on a journal that fsyncs; use append()")
-        if self._closing or self._file is None:
-            raise OSError(f"journal {self.path} is not open")
-        self._file.append(encode_journal_line(line))
-
-    async def append(self, line: JournalLine) -> None:
-        """Queue `line` and wait until it is written. Raises OSError if the write failed
-        (disk full, read-only): the caller must not acknowledge what it journals."""
-        if not self._fsync:
-            # Without fsync an append is one write() into the page cache, a few
-            # microseconds; handing it to the writer task and a thread cost ~0.4 ms per
-            # command (measured with bench/run.py). So it is written here, in order.
-            self.append_now(line)
-            return
-        if self._closing or self._file is None:
-            raise OSError(f"journal {self.path} is not open")
-        batch = self._batch
-        batch.lines.append(encode_journal_line(line))
-        self._wakeup.set()
-        await batch.written.wait()
-        if batch.error is not None:
-            raise batch.error
+            return error
+        return None
 
     async def close(self) -> None:
-        """Write what is queued, wait for the writer task to end, close the file."""
+        """Sync what is written (with fsync), stop the fsync task, close the file."""
         self._closing = True
         self._wakeup.set()
-        await self._stopped.wait()
+        if self._running:
+            await self._stopped.wait()
         if self._file is not None:
             file, self._file = self._file, None
             await trio.to_thread.run_sync(file.close)
+
+
+def _call(callback: Durable, error: OSError | None) -> None:
+    """A callback's bug must not stop the fsync task or the caller."""
+    try:
+        callback(error)
+    except Exception:
+        log.exception("durable_callback_failed")

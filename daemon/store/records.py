@@ -7,7 +7,7 @@ from typing import Literal
 import msgspec
 from msgspec import Raw, Struct
 
-from ..protocol.errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
+from ..protocol.errors import DECODE_ERRORS, ErrorCode, StorageError
 from ..protocol.messages import NULL, ErrorBody
 
 RECORD_FORMAT = 1
@@ -24,6 +24,9 @@ class BlenderInfo(Record, kw_only=True, frozen=True):
     last_heartbeat: float | None = None
     version: str = ""
     file: str = ""
+    # The addon's instance id when the session was bound to it (new each Blender
+    # start; "" from an addon that does not send one).
+    instance_id: str = ""
 
 
 class LastResult(Record, kw_only=True, frozen=True):
@@ -46,6 +49,8 @@ class SnapshotInfo(Record, kw_only=True, frozen=True):
     thumbnail: str | None = None
 
 
+# `unknown`: the command left for Blender and no answer came (the connection dropped,
+# the request timed out, Blender stopped answering): it may or may not have run.
 CommandStatus = Literal["success", "error", "unknown"]
 
 
@@ -62,6 +67,19 @@ class CommandRecord(Record, kw_only=True, frozen=True):
     # A blender-mcp client's probe (get_polyhaven_status...), answered by the proxy
     # itself: kept in the history, not counted as a scene command.
     housekeeping: bool = False
+    # The outcome arrived after the client had been told there was none (a timeout,
+    # Blender frozen then thawed): status, result and error are the real outcome.
+    late: bool = False
+
+
+class BlenderRestart(Record, kw_only=True, frozen=True):
+    """A different Blender answered under the session: its scene is not the session's."""
+
+    at: float  # wall clock
+    after_seq: int  # the last step recorded before it
+    previous_instance: str
+    instance: str
+    blender_version: str
 
 
 class SessionData(Record, kw_only=True, frozen=True):
@@ -77,6 +95,8 @@ class SessionData(Record, kw_only=True, frozen=True):
     snapshot: SnapshotInfo | None
     commands: list[CommandRecord]
     data: dict[str, Raw] = {}
+    restarts: list[BlenderRestart] = []  # additive
+    imported_at: float | None = None  # additive: when import brought it into this data dir
 
 
 class SessionRecord(Record, kw_only=True, frozen=True):
@@ -95,6 +115,7 @@ class RecordSummary(Record, kw_only=True, frozen=True):
     closed_at: float | None
     command_count: int
     restored_from: str | None
+    imported_at: float | None = None
 
 
 # --- journal lines: one JSON object per line, `kind` says which ----------------------
@@ -120,12 +141,28 @@ class JournalStart(Record, tag_field="kind", tag="start", kw_only=True, frozen=T
 
 
 class JournalDone(Record, tag_field="kind", tag="done", kw_only=True, frozen=True):
+    """The outcome; `unknown` with the reason in `error` when no answer came."""
+
+    seq: int
+    status: CommandStatus
+    duration_ms: float
+    result: Raw = NULL
+    error: ErrorBody | None = None
+    state: SessionState | None = None  # the session's state after the command
+
+
+class JournalLate(Record, tag_field="kind", tag="late", kw_only=True, frozen=True):
+    """The real outcome of an `unknown` command, arrived after its client was answered."""
+
     seq: int
     status: Literal["success", "error"]
     duration_ms: float
     result: Raw = NULL
     error: ErrorBody | None = None
-    state: SessionState | None = None  # the session's state after the command
+
+
+class JournalRestart(Record, tag_field="kind", tag="restart", kw_only=True, frozen=True):
+    restart: BlenderRestart
 
 
 class JournalData(Record, tag_field="kind", tag="data", kw_only=True, frozen=True):
@@ -135,7 +172,7 @@ class JournalData(Record, tag_field="kind", tag="data", kw_only=True, frozen=Tru
     value: Raw
 
 
-JournalLine = JournalOpen | JournalStart | JournalDone | JournalData
+JournalLine = JournalOpen | JournalStart | JournalDone | JournalData | JournalLate | JournalRestart
 
 
 class _FormatProbe(Struct):
@@ -159,13 +196,11 @@ class _SummaryEnvelope(Struct):
 
 
 _summary_decoder = msgspec.json.Decoder(_SummaryEnvelope)
-_journal_decoder: msgspec.json.Decoder[JournalOpen | JournalStart | JournalDone | JournalData] = (
-    msgspec.json.Decoder(JournalLine)
-)
+_journal_decoder: msgspec.json.Decoder[JournalLine] = msgspec.json.Decoder(JournalLine)
 _encoder = msgspec.json.Encoder()
 
 
-class RecordError(RemoteProtocolError):
+class RecordError(StorageError):
     """A record on disk that cannot be read: damaged, or from a newer format."""
 
 

@@ -1,0 +1,32 @@
+"""The session service: sessions, their one command path, and everything done to them.
+
+- `session`: `Session`, which records its own commands (start_command/finish_command).
+- `command_path`: the one path of every scene command, with its guarantees.
+- `catalog` (finding sessions), `registry` (the open ones), `lifecycle` (open, close),
+  `restore`, `snapshots`, `recovery` (at start-up), `housekeeping` (cleanup, idle
+  sessions), `transfer` (export, import), `tracking` (the scene between snapshots).
+- `blender`: what the service needs of a Blender link (a Protocol).
+- `service`: `SessionService`, the thin facade the servers call.
+"""
+
+from .blender import BlenderLink, Blenders
+from .command_path import CommandPath, Reply
+from .housekeeping import Housekeeper, select_expired
+from .restore import choose_path, replay_plan
+from .service import SessionService
+from .session import CommandOutcome, CommandStart, Session
+
+__all__ = [
+    "BlenderLink",
+    "Blenders",
+    "CommandOutcome",
+    "CommandPath",
+    "CommandStart",
+    "Housekeeper",
+    "Reply",
+    "Session",
+    "SessionService",
+    "choose_path",
+    "replay_plan",
+    "select_expired",
+]

@@ -1,0 +1,240 @@
+"""Opening and closing sessions.
+
+Open: the journal's first line is durable before the session exists. Close: nothing
+new is accepted, the commands in flight finish, the final snapshots are taken (not
+from a Blender that restarted under the session: its scene is not the session's),
+the record is saved atomically, and only then is the journal closed and removed. A
+close that fails at any step leaves the session open and fully working.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import structlog
+import trio
+
+from ..events import Broadcaster, SessionClosed, SessionOpened
+from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
+from ..protocol.messages import NULL
+from ..protocol.ops import CloseResult, OpenResult
+from ..store import (
+    JournalOpen,
+    JournalWriter,
+    SessionData,
+    SessionState,
+    SessionStore,
+    check_session_name,
+    new_session_id,
+    parse_session_id,
+)
+from .blender import BlenderLink, Blenders
+from .catalog import Catalog
+from .session import Session, blender_info
+from .snapshots import take_snapshots
+
+log = structlog.get_logger("sessions")
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        store: SessionStore,
+        catalog: Catalog,
+        blenders: Blenders,
+        events: Broadcaster,
+        *,
+        blend_snapshots: bool = True,
+        thumbnails: bool = True,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.registry = catalog.registry
+        self.blenders = blenders
+        self.events = events
+        self.blend_snapshots = blend_snapshots
+        self.thumbnails = thumbnails
+        self._nursery: trio.Nursery | None = None
+        # Opening checks that a name is free, then opens: one open at a time, so two
+        # clients racing for a name (or the proxy's binding) cannot both get it.
+        self._open_lock = trio.Lock()
+
+    def bind(self, nursery: trio.Nursery) -> None:
+        """Where journals' fsync tasks live (the service's nursery)."""
+        self._nursery = nursery
+
+    async def start_journal(self, journal: JournalWriter) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the session service is not running")
+        await self._nursery.start(journal.run)
+
+    # --- open -----------------------------------------------------------------------
+
+    async def open(
+        self,
+        *,
+        name: str | None = None,
+        session_id: str | None = None,
+        restored_from: str | None = None,
+        data: dict[str, msgspec.Raw] | None = None,
+        blender: str | None = None,
+    ) -> OpenResult:
+        link = self.blenders.pick(blender)
+        if name is not None:
+            check_session_name(name)
+        async with self._open_lock:
+            if session_id is not None:
+                parse_session_id(session_id)
+                existing = self.registry.get(session_id)
+                if existing is not None:
+                    return self.open_result(existing, created=False)
+                if self.store.exists(session_id) or self.store.journal_exists(session_id):
+                    raise RemoteProtocolError(
+                        ErrorCode.CONFLICT,
+                        f"session {session_id} was already closed; restore it instead "
+                        f"(run: blender-session restore {session_id})",
+                    )
+            if name is not None:
+                await self.catalog.check_name_free(name)
+            session = await self._create(
+                session_id or new_session_id(), name, link, restored_from, data or {}
+            )
+        await self.attach_latest(link)
+        log.info(
+            "session_opened",
+            session_id=session.session_id,
+            name=name,
+            restored_from=restored_from,
+            blender=link.endpoint,
+        )
+        self.events.publish(SessionOpened(session_id=session.session_id, name=name))
+        return self.open_result(session, created=True)
+
+    async def _create(
+        self,
+        session_id: str,
+        name: str | None,
+        link: BlenderLink,
+        restored_from: str | None,
+        data: dict[str, msgspec.Raw],
+    ) -> Session:
+        now = time.time()
+        opened = SessionData(
+            session_id=session_id,
+            name=name,
+            created_at=now,
+            last_activity=now,
+            closed_at=None,
+            blender=blender_info(link, link.info().instance_id),
+            state=SessionState(scene=NULL),
+            command_count=0,
+            restored_from=restored_from,
+            snapshot=None,
+            commands=[],
+            data=data,
+        )
+        try:
+            journal = await self.store.open_journal(session_id)
+        except OSError as error:
+            raise self.store.storage_error(error, "no session was opened") from None
+        await self.start_journal(journal)
+        try:
+            journal.write(JournalOpen(session=opened))
+            await journal.durable()
+        except OSError as error:
+            await journal.close()
+            await self.store.remove_journal(session_id)
+            raise self.store.storage_error(error, "no session was opened") from None
+        session = Session(opened, link, journal)
+        self.registry.add(session)
+        return session
+
+    def open_result(self, session: Session, *, created: bool) -> OpenResult:
+        return OpenResult(
+            session_id=session.session_id,
+            name=session.name,
+            created=created,
+            restored_from=session.restored_from,
+            blender=session.link.info(),
+        )
+
+    async def attach_latest(self, link: BlenderLink) -> None:
+        """Show the newest open session bound to `link` in that Blender's panel (or none)."""
+        bound = self.registry.bound_to(link)
+        latest = bound[-1] if bound else None
+        try:
+            if latest is None:
+                await link.attach(None)
+            else:
+                await link.attach(latest.session_id, latest.name)
+        except RemoteProtocolError as error:
+            log.info("attach_deferred", endpoint=link.endpoint, reason=error.message)
+
+    # --- close ----------------------------------------------------------------------
+
+    async def close(self, ref: str) -> CloseResult:
+        session = await self.catalog.open(ref)
+        if session.closing:
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT, f"session {session.session_id} is closing"
+            )
+        session.closing = True
+        try:
+            await session.wait_idle()
+            fresh = False
+            snapshot = session.snapshot
+            if session.detached is None and session.link.connected:
+                fresh = await self._final_state(session)
+                snapshot = (
+                    await take_snapshots(
+                        session.link,
+                        self.store,
+                        session.session_id,
+                        blend=self.blend_snapshots,
+                        thumbnail=self.thumbnails,
+                    )
+                    or snapshot
+                )
+            commands = await self.catalog.history(session)
+            data = session.to_data(commands, closed_at=time.time(), snapshot=snapshot)
+            try:
+                await self.store.save(data)
+            except OSError as error:
+                raise self.store.storage_error(
+                    error, "the session stays open and nothing recorded is lost"
+                ) from None
+        except BaseException:
+            session.closing = False
+            raise
+        session.snapshot = snapshot
+        self.registry.remove(session.session_id)
+        await session.journal.close()
+        try:
+            await self.store.remove_journal(session.session_id)
+        except OSError as error:  # the record is saved; the next start removes it
+            log.warning("journal_not_removed", session_id=session.session_id, reason=str(error))
+        await self.attach_latest(session.link)
+        path = self.store.path_for(session.session_id)
+        log.info(
+            "session_closed",
+            session_id=session.session_id,
+            commands=session.command_count,
+            path=str(path),
+            snapshot_fresh=fresh,
+        )
+        self.events.publish(SessionClosed(session_id=session.session_id, path=str(path)))
+        return CloseResult(
+            session_id=session.session_id,
+            path=str(path),
+            command_count=session.command_count,
+            snapshot_fresh=fresh,
+        )
+
+    async def _final_state(self, session: Session) -> bool:
+        try:
+            await session.read_scene()
+        except (RemoteProtocolError, *DECODE_ERRORS) as error:
+            log.warning("final_snapshot_failed", session_id=session.session_id, reason=str(error))
+            return False
+        return True

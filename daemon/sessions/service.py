@@ -1,0 +1,317 @@
+"""The session service: one method per control op, each handing the work to the part
+that owns it, and the observer of every Blender link. The control port, the proxy and
+(later) the web page call this; nothing in `sessions/` imports it back.
+
+Parts: `Catalog` (finding sessions), `Lifecycle` (open, close), `CommandPath` (every
+scene command), `Restorer`, `Housekeeper`, transfer (export, import), recovery (at
+start-up).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import time
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+import trio
+
+from ..events import BlenderRestarted, Broadcaster, SceneChanged
+from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError, check_json
+from ..protocol.limits import MAX_DATA_VALUE_BYTES
+from ..protocol.ops import (
+    CleanupResult,
+    CloseResult,
+    CommandResult,
+    DeleteResult,
+    ExportResult,
+    ImportResult,
+    ListResult,
+    OpenResult,
+    RestorePath,
+    RestoreResult,
+    SessionSummary,
+    SetDataResult,
+    StateResult,
+    StatsResult,
+    ThumbnailResult,
+)
+from ..store import SessionStore
+from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
+from .blender import BlenderLink, Blenders
+from .catalog import Catalog
+from .command_path import CommandPath, Reply
+from .housekeeping import Housekeeper, cleanup
+from .lifecycle import Lifecycle
+from .recovery import quarantine_damaged_records, recover_open_sessions
+from .registry import OpenSessions
+from .restore import Restorer
+from .session import Session
+from .snapshots import render_thumbnail
+from .transfer import export, import_archive
+
+log = structlog.get_logger("sessions")
+_encoder = msgspec.json.Encoder()
+
+
+class SessionService:
+    def __init__(
+        self,
+        store: SessionStore,
+        links: Sequence[BlenderLink],
+        *,
+        events: Broadcaster | None = None,
+        blend_snapshots: bool = True,
+        thumbnails: bool = True,
+        import_limits: ImportLimits = DEFAULT_IMPORT_LIMITS,
+    ) -> None:
+        self.store = store
+        self.blenders = Blenders(links)
+        self.events = events or Broadcaster()
+        self.registry = OpenSessions()
+        self.catalog = Catalog(store, self.registry)
+        self.lifecycle = Lifecycle(
+            store,
+            self.catalog,
+            self.blenders,
+            self.events,
+            blend_snapshots=blend_snapshots,
+            thumbnails=thumbnails,
+        )
+        self.commands = CommandPath(self.events, store.storage_error)
+        self.restorer = Restorer(store, self.catalog, self.blenders, self.lifecycle, self.commands)
+        self.import_limits = import_limits
+        # The proxy binds its clients to the newest open session, or opens one: one
+        # binding at a time, so racing clients share a session instead of each opening one.
+        self._binding = trio.Lock()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the journals' tasks; recover what a crash left open; then wait."""
+        async with trio.open_nursery() as nursery:
+            self.lifecycle.bind(nursery)
+            await quarantine_damaged_records(self.store)
+            await recover_open_sessions(self.store, self.blenders, self.lifecycle)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def housekeeper(
+        self,
+        *,
+        cleanup_interval_s: float | None,
+        cleanup_older_than_days: float | None,
+        cleanup_keep: int | None,
+        idle_ttl_s: float | None,
+    ) -> Housekeeper:
+        return Housekeeper(
+            self.store,
+            self.registry,
+            self.close,
+            cleanup_interval_s=cleanup_interval_s,
+            cleanup_older_than_days=cleanup_older_than_days,
+            cleanup_keep=cleanup_keep,
+            idle_ttl_s=idle_ttl_s,
+        )
+
+    # --- ops ------------------------------------------------------------------------
+
+    async def open(
+        self, *, name: str | None = None, session_id: str | None = None, blender: str | None = None
+    ) -> OpenResult:
+        return await self.lifecycle.open(name=name, session_id=session_id, blender=blender)
+
+    async def close(self, ref: str) -> CloseResult:
+        return await self.lifecycle.close(ref)
+
+    def submit_command(
+        self, ref: str, type: str, params: msgspec.Raw, client_id: str | None, reply: Reply
+    ) -> None:
+        """A scene command for the open session `ref` names; `reply` gets exactly one
+        answer. Never raises."""
+        try:
+            session = self.catalog.open_now(ref)
+        except RemoteProtocolError as error:
+            reply(error)
+            return
+        self.commands.submit(session, type, params, client_id, reply)
+
+    async def command(
+        self, ref: str, type: str, params: msgspec.Raw, client_id: str | None
+    ) -> CommandResult:
+        return await self.commands.run(self.catalog.open_now(ref), type, params, client_id)
+
+    async def state(self, ref: str) -> StateResult:
+        session = await self.catalog.open(ref)
+        scene = await session.read_scene()
+        return StateResult(session_id=session.session_id, scene=msgspec.Raw(scene))
+
+    async def list(self) -> ListResult:
+        return await self.catalog.list()
+
+    async def stats(self) -> StatsResult:
+        return await self.catalog.stats()
+
+    async def show(self, ref: str) -> bytes:
+        """The whole record as JSON: from disk when closed, built from the journal when open."""
+        session_id = await self.catalog.resolve(ref)
+        session = self.registry.get(session_id)
+        if session is None:
+            return _encoder.encode(await self.store.load(session_id))
+        data = session.to_data(await self.catalog.history(session))
+        return _encoder.encode(
+            {"format": 1, "session_id": session_id, "status": "open", "data": data}
+        )
+
+    async def delete(self, ref: str) -> DeleteResult:
+        session_id = await self.catalog.resolve(ref)
+        if session_id in self.registry:
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT,
+                f"session {session_id} is open; close it first "
+                f"(run: blender-session close {session_id})",
+            )
+        try:
+            removed = await self.store.delete(session_id)
+        except OSError as error:
+            raise self.store.storage_error(error, "the session may be partly deleted") from None
+        log.info("session_deleted", session_id=session_id, removed=removed)
+        return DeleteResult(session_id=session_id, removed=removed)
+
+    async def restore(
+        self,
+        ref: str,
+        name: str | None,
+        client_id: str | None,
+        path: RestorePath = "auto",
+        blender: str | None = None,
+    ) -> RestoreResult:
+        return await self.restorer.restore(ref, name, path, client_id, blender)
+
+    async def thumbnail(self, ref: str) -> ThumbnailResult:
+        """A PNG of the scene: rendered now (and stored) for an open session, the stored
+        one for a closed session."""
+        session_id = await self.catalog.resolve(ref)
+        session = self.registry.get(session_id)
+        if session is not None:
+            if not session.link.connected:
+                raise session.link.unavailable_error()
+            try:
+                png = await render_thumbnail(session.link)
+            except DECODE_ERRORS as error:
+                raise RemoteProtocolError(
+                    ErrorCode.INTERNAL, f"Blender's thumbnail cannot be read: {error}"
+                ) from None
+            try:
+                await self.store.write_thumbnail(session_id, png)
+            except OSError as error:
+                raise self.store.storage_error(error, "the thumbnail was not kept") from None
+        else:
+            if not self.store.exists(session_id):
+                raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+            png = await self.store.read_thumbnail(session_id)
+        return ThumbnailResult(
+            session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
+        )
+
+    async def set_data(self, ref: str, key: str, value: msgspec.Raw) -> SetDataResult:
+        """Attach a JSON value to an open session under `key` (null removes it)."""
+        session = await self.catalog.open(ref)
+        if len(value) > MAX_DATA_VALUE_BYTES:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"value for {key!r} is {len(value)} bytes; the limit is {MAX_DATA_VALUE_BYTES}",
+            )
+        check_json(value, f"the value for {key!r}")
+        try:
+            session.set_data(key, value)
+            await session.journal.durable()
+        except OSError as error:
+            raise self.store.storage_error(error, f"{key!r} was not set") from None
+        return SetDataResult(session_id=session.session_id, key=key, keys=sorted(session.data))
+
+    async def cleanup(
+        self, older_than_days: float | None, keep: int | None, dry_run: bool
+    ) -> CleanupResult:
+        return await cleanup(self.store, older_than_days, keep, dry_run)
+
+    async def export(self, refs: builtins.list[str], everything: bool, path: str) -> ExportResult:
+        return await export(self.store, self.catalog, refs, everything, path)
+
+    async def import_archive(self, path: str, overwrite: bool) -> ImportResult:
+        return await import_archive(self.store, self.catalog, path, overwrite, self.import_limits)
+
+    def open_summaries(self) -> builtins.list[SessionSummary]:
+        return [self.catalog.summary(session) for session in self.registry]
+
+    # --- the proxy's session --------------------------------------------------------
+
+    async def bound_session(self) -> Session:
+        """The session bound to this daemon's Blender: the newest open one that takes
+        commands, or a new one (the proxy's clients never open sessions themselves)."""
+        async with self._binding:
+            session = self.registry.newest()
+            if session is None:
+                opened = await self.open(name=f"proxy {time.strftime('%Y-%m-%d %H:%M:%S')}")
+                session = self.registry.get(opened.session_id)
+                assert session is not None  # opened just now, under the binding lock
+            return session
+
+    def record_housekeeping(
+        self, session: Session, type: str, params: msgspec.Raw, result: bytes, client_id: str
+    ) -> None:
+        """Record a probe the proxy answered itself, tagged as housekeeping."""
+        try:
+            session.record_housekeeping(type, params, result, client_id)
+        except OSError as error:
+            raise self.store.storage_error(error, "the probe was not recorded") from None
+        log.info("housekeeping_answered", session_id=session.session_id, type=type)
+
+    # --- LinkObserver ---------------------------------------------------------------
+
+    def link_changed(self, link: BlenderLink) -> None:
+        self.events.publish(link.info())
+
+    def scene_changed(self, link: BlenderLink, data: msgspec.Raw, missed: int) -> None:
+        for session in self.registry.bound_to(link):
+            try:
+                session.tracker.track_scene_event(data)
+            except DECODE_ERRORS as error:
+                log.warning("scene_event_unreadable", endpoint=link.endpoint, reason=str(error))
+                return
+        self.events.publish(SceneChanged(blender=link.endpoint, data=data, missed=missed))
+
+    def blender_connected(self, link: BlenderLink, previous_instance: str) -> None:
+        """A Blender said hello. Sessions recorded in a different Blender instance are
+        detached: their scene is not this Blender's, so nothing more is recorded into
+        them as if nothing happened."""
+        instance = link.info().instance_id
+        if not instance:
+            return  # an addon that does not say which Blender it is
+        restarted: list[str] = []
+        for session in self.registry.bound_to(link):
+            if not session.instance_id:
+                session.adopt_instance(instance)
+            elif session.instance_id != instance and session.detached is None:
+                try:
+                    session.mark_restarted(instance, link.info().blender_version)
+                except OSError as error:
+                    log.error("restart_not_journaled", session_id=session.session_id,
+                              reason=str(error))  # fmt: skip
+                restarted.append(session.session_id)
+        if restarted:
+            log.error(
+                "blender_restarted",
+                endpoint=link.endpoint,
+                previous_instance=previous_instance,
+                instance=instance,
+                sessions=restarted,
+            )
+            self.events.publish(
+                BlenderRestarted(
+                    blender=link.endpoint,
+                    previous_instance=previous_instance,
+                    instance=instance,
+                    sessions=restarted,
+                )
+            )

@@ -1,0 +1,382 @@
+"""One open session: its identity, its tracked scene, and the journal that holds its
+history. It records its own commands, in two synchronous steps.
+
+Theory of operation:
+- `start_command` gives the command its `seq` and writes the start line to the
+  journal *before* the command leaves for Blender. If the line cannot be written
+  (disk full), nothing is counted and the command must not be sent.
+- `finish_command` writes the outcome line (`success`, `error`, or `unknown` when no
+  answer came) and updates the tracked scene. It never raises: an outcome the journal
+  cannot take stays in memory (`unjournaled`) and the record gets it at close.
+- A command is in flight from `start_command` until `release` (which
+  `finish_command` does, and which is safe to call again); `close` waits until none
+  is. The caller replies to its client only after `finish_command`.
+- A late answer (after `unknown`) is journaled by `record_late` as the real outcome.
+No sockets, no files of its own: the journal is given, the link is a Protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+import structlog
+import trio
+
+from ..protocol import DECODE_ERRORS, ErrorCode, ProtocolError, RemoteProtocolError, check_json
+from ..protocol.commands import OPAQUE_COMMANDS
+from ..protocol.messages import ErrorBody
+from ..protocol.ops import SessionSummary
+from ..store import (
+    BlenderInfo,
+    BlenderRestart,
+    CommandRecord,
+    CommandStatus,
+    JournalData,
+    JournalDone,
+    JournalLate,
+    JournalRestart,
+    JournalStart,
+    JournalWriter,
+    LastResult,
+    SessionData,
+    SessionState,
+    SnapshotInfo,
+)
+from .blender import BlenderLink
+from .tracking import SceneTracker
+
+log = structlog.get_logger("sessions")
+
+
+@dataclass(slots=True, eq=False)
+class CommandStart:
+    seq: int
+    type: str
+    params: msgspec.Raw
+    client_id: str | None
+    started_at: float  # wall clock, for the record
+    began: float  # trio clock, for the duration
+    housekeeping: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What became of a command: Blender's result, its error, or `unknown`."""
+
+    status: CommandStatus
+    result: bytes = b"null"
+    error: ProtocolError | None = None  # what the client is told, unless a success
+    scene_info: bytes | None = None  # the scene read back after an opaque command
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    record: CommandRecord
+    journal_error: OSError | None  # the outcome line could not be written
+
+
+class Session:
+    def __init__(
+        self, data: SessionData, link: BlenderLink, journal: JournalWriter, *, next_seq: int = 1
+    ) -> None:
+        self.session_id = data.session_id
+        self.name = data.name
+        self.created_at = data.created_at
+        self.last_activity = data.last_activity
+        self.restored_from = data.restored_from
+        self.command_count = data.command_count
+        self.data = dict(data.data)
+        self.snapshot: SnapshotInfo | None = data.snapshot
+        self.instance_id = data.blender.instance_id
+        self.restarts = list(data.restarts)
+        self.link = link
+        self.journal = journal
+        self.next_seq = next_seq
+        self.tracker = SceneTracker(data.state)
+        self.last_command = data.state.last_command
+        self.last_result = data.state.last_result
+        self.unjournaled: dict[int, CommandRecord] = {}
+        self.closing = False
+        self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)
+        self._in_flight: set[int] = set()
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # --- state ----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def detached(self) -> str | None:
+        """Why this session takes no more commands, or None."""
+        if not self.restarts:
+            return None
+        restart = self.restarts[-1]
+        return (
+            f"Blender at {self.link.endpoint} restarted after step {restart.after_seq} "
+            f"(instance {restart.previous_instance[:8]} -> {restart.instance[:8]}); its "
+            "scene is not this session's any more"
+        )
+
+    def check_accepting(self) -> None:
+        """Raise conflict when commands are refused: closing, or Blender restarted."""
+        if self.closing:
+            raise RemoteProtocolError(ErrorCode.CONFLICT, f"session {self.session_id} is closing")
+        if self.detached:
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT,
+                f"session {self.session_id}: {self.detached}; close it to save what was "
+                f"recorded, then restore it (run: blender-session close {self.session_id})",
+            )
+
+    async def wait_idle(self) -> None:
+        while self._in_flight:
+            await self._idle.wait()
+
+    # --- commands -------------------------------------------------------------------
+
+    def start_command(
+        self,
+        type: str,
+        params: msgspec.Raw,
+        client_id: str | None,
+        *,
+        housekeeping: bool = False,
+    ) -> CommandStart:
+        """Journal a command's start and count it in flight. Raises OSError when the
+        journal cannot take the line (then nothing is counted: do not send it)."""
+        start = CommandStart(
+            seq=self.next_seq,
+            type=type,
+            params=params,
+            client_id=client_id,
+            started_at=time.time(),
+            began=trio.current_time(),
+            housekeeping=housekeeping,
+        )
+        self.journal.write(
+            JournalStart(
+                seq=start.seq,
+                type=type,
+                params=params,
+                started_at=start.started_at,
+                client_id=client_id,
+                housekeeping=housekeeping,
+            )
+        )
+        self.next_seq += 1
+        self._in_flight.add(start.seq)
+        if len(self._in_flight) == 1:
+            self._idle = trio.Event()
+        self.last_active_at = trio.current_time()
+        return start
+
+    def finish_command(self, start: CommandStart, outcome: CommandOutcome) -> Finished:
+        """Journal the outcome, track the scene, count the command done. Never raises
+        for the journal: see `Finished.journal_error`."""
+        try:
+            duration_ms = round((trio.current_time() - start.began) * 1000, 3)
+            if outcome.status == "success":
+                self._track(start, outcome)
+            record = CommandRecord(
+                seq=start.seq,
+                type=start.type,
+                params=start.params,
+                status=outcome.status,
+                started_at=start.started_at,
+                duration_ms=duration_ms,
+                client_id=start.client_id,
+                result=msgspec.Raw(outcome.result),
+                error=_error_body(outcome.error),
+                housekeeping=start.housekeeping,
+            )
+            self._count(record)
+            opaque = start.type in OPAQUE_COMMANDS and outcome.status == "success"
+            line = JournalDone(
+                seq=start.seq,
+                status=outcome.status,
+                duration_ms=duration_ms,
+                result=record.result,
+                error=record.error,
+                state=self.tracker.journal_state() if opaque else None,
+            )
+            try:
+                self.journal.write(line)
+            except OSError as error:
+                self.unjournaled[start.seq] = record
+                return Finished(record, error)
+            return Finished(record, None)
+        finally:
+            self.release(start)
+
+    def release(self, start: CommandStart) -> None:
+        """The command is no longer in flight. Idempotent."""
+        self._in_flight.discard(start.seq)
+        self.last_active_at = trio.current_time()
+        if not self._in_flight:
+            self._idle.set()
+
+    def record_late(self, start: CommandStart, outcome: CommandOutcome) -> OSError | None:
+        """An `unknown` command's real outcome arrived: journal it. Returns the journal's
+        error, if any (the outcome is then kept for the record at close)."""
+        status: Literal["success", "error"] = "success" if outcome.status == "success" else "error"
+        duration_ms = round((trio.current_time() - start.began) * 1000, 3)
+        line = JournalLate(
+            seq=start.seq,
+            status=status,
+            duration_ms=duration_ms,
+            result=msgspec.Raw(outcome.result),
+            error=_error_body(outcome.error),
+        )
+        if status == "success":
+            self._track(start, outcome)
+        try:
+            self.journal.write(line)
+        except OSError as error:
+            return error
+        return None
+
+    def record_housekeeping(
+        self, type: str, params: msgspec.Raw, result: bytes, client_id: str | None
+    ) -> Finished:
+        """A probe the proxy answered itself, kept in the history, tagged. Raises OSError."""
+        start = self.start_command(type, params, client_id, housekeeping=True)
+        return self.finish_command(start, CommandOutcome(status="success", result=result))
+
+    def _track(self, start: CommandStart, outcome: CommandOutcome) -> None:
+        try:
+            if outcome.scene_info is not None:
+                self.tracker.track_scene_info(outcome.scene_info)
+            else:
+                self.tracker.track(start.type, start.params, outcome.result)
+        except DECODE_ERRORS as error:
+            log.warning(
+                "state_tracking_failed",
+                session_id=self.session_id,
+                type=start.type,
+                reason=str(error),
+            )
+
+    def count_recovered(self, record: CommandRecord) -> None:
+        """Count a command read back from the journal (recovery after a crash)."""
+        self._count(record)
+
+    def _count(self, record: CommandRecord) -> None:
+        self.last_activity = time.time()
+        if record.housekeeping:
+            return
+        self.command_count += 1
+        self.last_command = record.type
+        if record.error is not None:
+            self.last_result = LastResult(
+                status=record.status, code=record.error.code, message=record.error.message
+            )
+        else:
+            self.last_result = LastResult(status=record.status)
+
+    async def read_scene(self) -> bytes:
+        """A fresh `get_state` of the session's scene, tracked. Raises
+        RemoteProtocolError (Blender's error, unavailable, unstorable) or a decode error."""
+        scene = await self.link.request("get_state")
+        check_json(scene, "Blender's scene")
+        self.tracker.track_state(scene)
+        return scene
+
+    # --- data and restarts ----------------------------------------------------------
+
+    def set_data(self, key: str, value: msgspec.Raw) -> None:
+        """Journal a free-form value (`null` removes the key). Raises OSError."""
+        self.journal.write(JournalData(key=key, value=value))
+        if bytes(value) == b"null":
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+
+    def mark_restarted(self, instance: str, blender_version: str) -> BlenderRestart:
+        """A different Blender answers where this session's was: note it, for good.
+        Raises OSError when the journal cannot take it (it is noted in memory all the
+        same, so the session refuses commands either way)."""
+        restart = BlenderRestart(
+            at=time.time(),
+            after_seq=self.next_seq - 1,
+            previous_instance=self.instance_id,
+            instance=instance,
+            blender_version=blender_version,
+        )
+        self.restarts.append(restart)
+        self.journal.write(JournalRestart(restart=restart))
+        return restart
+
+    def adopt_instance(self, instance: str) -> None:
+        """The session was opened before any Blender said hello: this one is its own."""
+        self.instance_id = instance
+
+    # --- records --------------------------------------------------------------------
+
+    def state_record(self) -> SessionState:
+        return SessionState(
+            objects=list(self.tracker.objects),
+            selection=self.tracker.selection,
+            last_command=self.last_command,
+            last_result=self.last_result,
+            scene=self.tracker.scene,
+        )
+
+    def to_data(
+        self,
+        commands: list[CommandRecord],
+        *,
+        closed_at: float | None = None,
+        snapshot: SnapshotInfo | None = None,
+    ) -> SessionData:
+        return SessionData(
+            session_id=self.session_id,
+            name=self.name,
+            created_at=self.created_at,
+            last_activity=self.last_activity,
+            closed_at=closed_at,
+            blender=blender_info(self.link, self.instance_id),
+            state=self.state_record(),
+            command_count=self.command_count,
+            restored_from=self.restored_from,
+            snapshot=snapshot or self.snapshot,
+            commands=commands,
+            data=self.data,
+            restarts=self.restarts,
+        )
+
+    def summary(self, size_bytes: int) -> SessionSummary:
+        return SessionSummary(
+            session_id=self.session_id,
+            name=self.name,
+            status="open",
+            created_at=self.created_at,
+            closed_at=None,
+            command_count=self.command_count,
+            size_bytes=size_bytes,
+            restored_from=self.restored_from,
+            detached=self.detached,
+        )
+
+
+def blender_info(link: BlenderLink, instance_id: str) -> BlenderInfo:
+    """The record's `blender` block: what is true of the link right now."""
+    info = link.info()
+    return BlenderInfo(
+        connected=info.connected,
+        host=link.host,
+        port=link.port,
+        last_heartbeat=info.last_heartbeat,
+        version=info.blender_version,
+        file=info.file,
+        instance_id=instance_id,
+    )
+
+
+def _error_body(error: ProtocolError | None) -> ErrorBody | None:
+    return None if error is None else ErrorBody(code=error.code.value, message=error.message)

@@ -1,0 +1,97 @@
+"""The scene as a session tracks it between snapshots: the object names in order, the
+selected/active object, and the last full `get_state` snapshot. Updated from each
+successful command's result, from scene reads after opaque commands, and from the
+addon's `scene_changed` events. Pure: no I/O."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..protocol.messages import NULL
+from ..protocol.scene import (
+    DeletedResult,
+    ObjectRecord,
+    RenameObjectParams,
+    SceneInfo,
+    SceneState,
+    SelectionResult,
+)
+from ..store import SessionState
+
+_object_decoder = msgspec.json.Decoder(ObjectRecord)
+_deleted_decoder = msgspec.json.Decoder(DeletedResult)
+_selection_decoder = msgspec.json.Decoder(SelectionResult)
+_rename_decoder = msgspec.json.Decoder(RenameObjectParams)
+_scene_info_decoder = msgspec.json.Decoder(SceneInfo)
+_scene_state_decoder = msgspec.json.Decoder(SceneState)
+
+
+class _SceneEvent(msgspec.Struct):
+    objects: list[str] | None = None
+    selection: list[str] = []
+    active: str | None = None
+
+
+_scene_event_decoder = msgspec.json.Decoder(_SceneEvent)
+
+
+class SceneTracker:
+    def __init__(self, state: SessionState) -> None:
+        # An ordered set (dict keys): membership is O(1) with 10,000 objects.
+        self.objects: dict[str, None] = dict.fromkeys(state.objects)
+        self.selection = state.selection
+        self.scene: msgspec.Raw = state.scene
+
+    def track(self, type: str, params: msgspec.Raw, result: bytes) -> None:
+        """Update from a successful command's result. Raises msgspec errors for a
+        result that does not have the command's shape."""
+        match type:
+            case "create_object" | "transform_object" | "set_material" | "get_object_info":
+                self.objects.setdefault(_object_decoder.decode(result).name)
+            case "rename_object":
+                old = _rename_decoder.decode(params).name
+                new = _object_decoder.decode(result).name
+                self.objects = {(new if item == old else item): None for item in self.objects}
+                if self.selection == old:
+                    self.selection = new
+            case "delete_object":
+                deleted = _deleted_decoder.decode(result).deleted
+                self.objects.pop(deleted, None)
+                if self.selection == deleted:
+                    self.selection = None
+            case "select_objects":
+                chosen = _selection_decoder.decode(result)
+                self.selection = chosen.active or (
+                    chosen.selection[0] if chosen.selection else None
+                )
+            case "get_scene_info":
+                self.track_scene_info(result)
+            case "get_state":
+                self.track_state(result)
+
+    def track_scene_info(self, result: bytes) -> None:
+        info = _scene_info_decoder.decode(result)
+        self.objects = dict.fromkeys(item.name for item in info.objects)
+        self.selection = info.active or (info.selection[0] if info.selection else None)
+
+    def track_state(self, result: bytes) -> None:
+        state = _scene_state_decoder.decode(result)
+        self.objects = dict.fromkeys(item.name for item in state.objects)
+        self.selection = state.active or (state.selection[0] if state.selection else None)
+        self.scene = msgspec.Raw(result)
+
+    def track_scene_event(self, data: msgspec.Raw) -> None:
+        """A scene_changed event carries the object names, selection and active object."""
+        chosen = _scene_event_decoder.decode(data)
+        if chosen.objects is not None:
+            self.objects = dict.fromkeys(chosen.objects)
+            self.selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
+
+    def restore(self, state: SessionState) -> None:
+        """Take the tracked state from a journal line (recovery)."""
+        self.objects = dict.fromkeys(state.objects)
+        self.selection = state.selection
+
+    def journal_state(self) -> SessionState:
+        """The tracked state without the scene snapshot (that is in get_state results)."""
+        return SessionState(objects=list(self.objects), selection=self.selection, scene=NULL)

@@ -12,11 +12,12 @@ same way); the command is the same trivial scene read as the addon's
 import json
 import socket
 import threading
+from typing import Any
 
 import bpy
 
 
-def scene_info():
+def scene_info() -> dict[str, Any]:
     scene = bpy.context.scene
     return {
         "name": scene.name,
@@ -28,13 +29,15 @@ def scene_info():
     }
 
 
-def serve_client(conn):
+def serve_client(conn: socket.socket) -> None:
     reader = conn.makefile("rb")
     for line in reader:
         request = json.loads(line)
         answered = threading.Event()
 
-        def run_once(request=request, answered=answered):
+        def run_once(
+            request: dict[str, Any] = request, answered: threading.Event = answered
+        ) -> None:
             result = scene_info()
             reply = {"id": request.get("id"), "status": "success", "result": result}
             conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -46,7 +49,7 @@ def serve_client(conn):
     conn.close()
 
 
-def accept_forever(listener):
+def accept_forever(listener: socket.socket) -> None:
     while True:
         conn, _ = listener.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -21,7 +21,7 @@ import mathutils
 
 from . import snapshot
 from .server import CommandError
-from .vocabulary import COMMAND_NAMES
+from .vocabulary import COMMAND_NAMES, JSONObject
 
 _settings = {"allow_execute_code": False}
 
@@ -43,23 +43,25 @@ class SceneIndex:
     LOOKUPS_BEFORE_BUILDING = 4  # a dict costs ~2.5 ms at 10,000 objects
 
     def __init__(self) -> None:
-        self._by_name: dict | None = None
+        self._by_name: dict[str, bpy.types.Object] | None = None
         self._lookups = 0
 
     def forget(self) -> None:
         self._by_name = None
         self._lookups = 0
 
-    def get(self, name: str):
+    def get(self, name: str) -> bpy.types.Object | None:
         if self._by_name is None:
             self._lookups += 1
             if self._lookups <= self.LOOKUPS_BEFORE_BUILDING:
                 obj = bpy.data.objects.get(name)
-                return obj if obj is not None and obj.name in bpy.context.scene.objects else None
-            self._by_name = {obj.name: obj for obj in bpy.context.scene.objects}
+                return (
+                    obj if obj is not None and obj.name in snapshot.active_scene().objects else None
+                )
+            self._by_name = {obj.name: obj for obj in snapshot.active_scene().objects}
         return self._by_name.get(name)
 
-    def added(self, obj) -> None:
+    def added(self, obj: bpy.types.Object) -> None:
         if self._by_name is not None:
             self._by_name[obj.name] = obj
 
@@ -71,13 +73,13 @@ class SceneIndex:
 scene_index = SceneIndex()
 
 
-def _object(name: str):
+def _object(name: str) -> bpy.types.Object:
     obj = scene_index.get(name)
     if obj is None:
         raise CommandError(
             "not_found",
             f"no object {name!r} in scene "
-            f"{bpy.context.scene.name!r} (run get_scene_info to list them)",
+            f"{snapshot.active_scene().name!r} (run get_scene_info to list them)",
         )
     return obj
 
@@ -85,15 +87,15 @@ def _object(name: str):
 # --- commands --------------------------------------------------------------------------
 
 
-def get_scene_info(params: dict) -> dict:
-    scene = bpy.context.scene
+def get_scene_info(params: JSONObject) -> JSONObject:
+    scene = snapshot.active_scene()
     objects = list(scene.objects)
-    active = bpy.context.view_layer.objects.active
+    active = snapshot.active_view_layer().objects.active
     return {
         "name": scene.name,
         "object_count": len(objects),
         "objects": [
-            {"name": o.name, "type": o.type, "location": [float(v) for v in o.location]}
+            {"name": o.name, "type": o.type, "location": list(o.location.to_tuple())}
             for o in objects
         ],
         "materials_count": len(bpy.data.materials),
@@ -103,10 +105,10 @@ def get_scene_info(params: dict) -> dict:
     }
 
 
-def get_object_info(params: dict) -> dict:
+def get_object_info(params: JSONObject) -> JSONObject:
     obj = _object(params["name"])
     record = snapshot.object_record(obj)
-    if obj.type == "MESH" and obj.data is not None:
+    if isinstance(obj.data, bpy.types.Mesh):
         mesh = obj.data
         record["mesh"] = {
             "vertices": len(mesh.vertices),
@@ -121,11 +123,11 @@ def get_object_info(params: dict) -> dict:
     return record
 
 
-def get_state(params: dict) -> dict:
+def get_state(params: JSONObject) -> JSONObject:
     return snapshot.get_state()
 
 
-def create_object(params: dict) -> dict:
+def create_object(params: JSONObject) -> JSONObject:
     kind = params["kind"]
     name = params["name"] or kind.replace("_", " ").title().replace(" ", "")
     obj = snapshot.new_object(kind, name)
@@ -134,7 +136,7 @@ def create_object(params: dict) -> dict:
     return snapshot.object_record(obj, just_linked=True)
 
 
-def delete_object(params: dict) -> dict:
+def delete_object(params: JSONObject) -> JSONObject:
     obj = _object(params["name"])
     name = obj.name
     scene_index.removed(name)
@@ -142,13 +144,13 @@ def delete_object(params: dict) -> dict:
     return {"deleted": name}
 
 
-def transform_object(params: dict) -> dict:
+def transform_object(params: JSONObject) -> JSONObject:
     obj = _object(params["name"])
     snapshot.set_transform(obj, params["location"], params["rotation"], params["scale"])
     return snapshot.object_record(obj)
 
 
-def rename_object(params: dict) -> dict:
+def rename_object(params: JSONObject) -> JSONObject:
     obj = _object(params["name"])
     new_name = params["new_name"]
     if new_name != obj.name and bpy.data.objects.get(new_name) is not None:
@@ -159,13 +161,13 @@ def rename_object(params: dict) -> dict:
     return snapshot.object_record(obj)
 
 
-def select_objects(params: dict) -> dict:
+def select_objects(params: JSONObject) -> JSONObject:
     extend = params["extend"]
     active_name = params["active"]
     chosen = [_object(name) for name in params["names"]]
     active = _object(active_name) if active_name else None
-    view_layer = bpy.context.view_layer
-    objects = bpy.context.scene.objects  # not view_layer.objects: it lags behind removals
+    view_layer = snapshot.active_view_layer()
+    objects = snapshot.active_scene().objects  # not view_layer.objects: it lags behind removals
     if not extend:
         for obj in objects:
             if obj.select_get():
@@ -183,17 +185,17 @@ def select_objects(params: dict) -> dict:
     }
 
 
-def set_material(params: dict) -> dict:
+def set_material(params: JSONObject) -> JSONObject:
     obj = _object(params["object"])
     snapshot.assign_material(obj, params["material"], params["color"])
     return snapshot.object_record(obj)
 
 
-def apply_state(params: dict) -> dict:
+def apply_state(params: JSONObject) -> JSONObject:
     return snapshot.apply_state(params, prune=params["prune"])
 
 
-def save_blend(params: dict) -> dict:
+def save_blend(params: JSONObject) -> JSONObject:
     path, copy = params["path"], params["copy"]
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
@@ -204,7 +206,7 @@ def save_blend(params: dict) -> dict:
     return {"path": path, "bytes": os.path.getsize(path)}
 
 
-def open_blend(params: dict) -> dict:
+def open_blend(params: JSONObject) -> JSONObject:
     path = params["path"]
     if not os.path.isfile(path):
         raise CommandError("not_found", f"no file {path!r}")
@@ -215,17 +217,17 @@ def open_blend(params: dict) -> dict:
     return {"path": bpy.data.filepath, "bytes": os.path.getsize(path)}
 
 
-def render_thumbnail(params: dict) -> dict:
+def render_thumbnail(params: JSONObject) -> JSONObject:
     width, height = params["width"], params["height"]
     png = _render_png(width, height)
     return {"png_base64": base64.b64encode(png).decode(), "width": width, "height": height}
 
 
 def _render_png(width: int, height: int) -> bytes:
-    scene = bpy.context.scene
+    scene = snapshot.active_scene()
     render = scene.render
+    saved_engine = render.engine
     saved = (
-        render.engine,
         render.resolution_x,
         render.resolution_y,
         render.resolution_percentage,
@@ -239,15 +241,15 @@ def _render_png(width: int, height: int) -> bytes:
         if scene.camera is None:
             temporary_camera = _framing_camera(scene)
             scene.camera = temporary_camera
-        render.engine = "BLENDER_WORKBENCH"
+        set_render_engine(render, "BLENDER_WORKBENCH")
         render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
         render.filepath = path
         bpy.ops.render.render(write_still=True)
         with open(path, "rb") as file:
             return file.read()
     finally:
+        set_render_engine(render, saved_engine)
         (
-            render.engine,
             render.resolution_x,
             render.resolution_y,
             render.resolution_percentage,
@@ -257,12 +259,18 @@ def _render_png(width: int, height: int) -> bytes:
         if temporary_camera is not None:
             camera_data = temporary_camera.data
             bpy.data.objects.remove(temporary_camera, do_unlink=True)
-            bpy.data.cameras.remove(camera_data)
+            if isinstance(camera_data, bpy.types.Camera):
+                bpy.data.cameras.remove(camera_data)
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
-def _framing_camera(scene):
+def set_render_engine(render: bpy.types.RenderSettings, engine: str) -> None:
+    """The engine names vary by Blender version (the stubs know one set of them)."""
+    setattr(render, "engine", engine)  # noqa: B010  # see the docstring
+
+
+def _framing_camera(scene: bpy.types.Scene) -> bpy.types.Object:
     data = bpy.data.cameras.new("bss-thumbnail-camera")
     camera = bpy.data.objects.new("bss-thumbnail-camera", data)
     scene.collection.objects.link(camera)
@@ -272,7 +280,7 @@ def _framing_camera(scene):
     return camera
 
 
-def execute_code(params: dict) -> dict:
+def execute_code(params: JSONObject) -> JSONObject:
     if not _settings["allow_execute_code"]:
         raise CommandError(
             "forbidden",
@@ -328,7 +336,7 @@ KEEP_SCENE_INDEX = frozenset(
 )
 
 
-def dispatch(kind: str, params: dict) -> object:
+def dispatch(kind: str, params: JSONObject) -> object:
     """Run one command, its params checked by params.check. Runs on: main thread."""
     if threading.current_thread() is not threading.main_thread():
         raise CommandError("internal", "scene commands must run on Blender's main thread")

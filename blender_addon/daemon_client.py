@@ -13,6 +13,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from .vocabulary import JSONObject
+
 APP_NAME = "blender-scene-sessions"
 ENV_DATA_DIR = "BLENDER_SESSIOND_DATA_DIR"
 TIMEOUT_S = 120.0
@@ -35,7 +37,7 @@ def default_data_dir() -> Path:
     return Path(base) / APP_NAME
 
 
-def call(op: str, params: dict | None = None, data_dir: Path | None = None) -> dict:
+def call(op: str, params: JSONObject | None = None, data_dir: Path | None = None) -> JSONObject:
     """Send one op and return its result. Raises DaemonError with a readable reason."""
     directory = data_dir or default_data_dir()
     try:
@@ -67,6 +69,6 @@ def call(op: str, params: dict | None = None, data_dir: Path | None = None) -> d
     except ValueError:
         raise DaemonError("the daemon closed the connection without an answer") from None
     if not decoded.get("ok"):
-        error = decoded.get("error") or {}
-        raise DaemonError(f"{error.get('code', 'error')}: {error.get('message', '')}")
+        failure = decoded.get("error") or {}
+        raise DaemonError(f"{failure.get('code', 'error')}: {failure.get('message', '')}")
     return decoded.get("result") or {}

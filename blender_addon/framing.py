@@ -19,6 +19,8 @@ import json
 import re
 import struct
 
+from .vocabulary import JSONObject
+
 # 16 MiB, the same limit as the daemon: a 10,000-object get_state is about 1.6 MB.
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
@@ -86,7 +88,7 @@ class FrameDecoder:
                 self.lost = True
             raise
 
-    def encode(self, message: dict) -> bytes:
+    def encode(self, message: JSONObject) -> bytes:
         return self.frame(json.dumps(message, separators=(",", ":")).encode())
 
     def frame(self, body: bytes) -> bytes:

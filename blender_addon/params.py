@@ -24,6 +24,7 @@ from .vocabulary import (
     MAX_PATH_CHARS,
     MIN_FRAME,
     OBJECT_KINDS,
+    JSONObject,
 )
 
 
@@ -31,7 +32,7 @@ class ParamsError(Exception):
     """Params a command cannot take: `invalid_params` with this message."""
 
 
-def check(command: str, params: dict) -> dict:
+def check(command: str, params: JSONObject) -> JSONObject:
     """The params of `command`, checked, with defaults. Raises ParamsError."""
     required, optional = COMMAND_PARAMS[command]
     accepted = (*required, *optional)
@@ -141,11 +142,11 @@ def _shown(value: object) -> str:
 # --- commands ---------------------------------------------------------------------------
 
 
-def _object_name(params: dict) -> dict:
+def _object_name(params: JSONObject) -> JSONObject:
     return {"name": name(params["name"], "name")}
 
 
-def _transform(params: dict) -> dict:
+def _transform(params: JSONObject) -> JSONObject:
     return {
         "location": vector(params.get("location"), "location"),
         "rotation": vector(params.get("rotation"), "rotation"),
@@ -153,22 +154,22 @@ def _transform(params: dict) -> dict:
     }
 
 
-def _create_object(params: dict) -> dict:
+def _create_object(params: JSONObject) -> JSONObject:
     kind = params["kind"]
     if kind not in OBJECT_KINDS:
         raise ParamsError(f"'kind' must be one of {', '.join(OBJECT_KINDS)}, got {_shown(kind)}")
     return {"kind": kind, "name": optional_name(params.get("name"), "name"), **_transform(params)}
 
 
-def _transform_object(params: dict) -> dict:
+def _transform_object(params: JSONObject) -> JSONObject:
     return {**_object_name(params), **_transform(params)}
 
 
-def _rename_object(params: dict) -> dict:
+def _rename_object(params: JSONObject) -> JSONObject:
     return {**_object_name(params), "new_name": name(params["new_name"], "new_name")}
 
 
-def _select_objects(params: dict) -> dict:
+def _select_objects(params: JSONObject) -> JSONObject:
     return {
         "names": names(params["names"], "names"),
         "active": optional_name(params.get("active"), "active"),
@@ -176,7 +177,7 @@ def _select_objects(params: dict) -> dict:
     }
 
 
-def _set_material(params: dict) -> dict:
+def _set_material(params: JSONObject) -> JSONObject:
     return {
         "object": name(params["object"], "object"),
         "material": name(params["material"], "material"),
@@ -184,7 +185,7 @@ def _set_material(params: dict) -> dict:
     }
 
 
-def _record(value: object, index: int) -> dict:
+def _record(value: object, index: int) -> JSONObject:
     """One object record inside apply_state (as get_state returns it; additive keys
     of a newer get_state are ignored)."""
     where = f"objects[{index}]"
@@ -211,12 +212,12 @@ def _record(value: object, index: int) -> dict:
     }
 
 
-def _apply_state(params: dict) -> dict:
+def _apply_state(params: JSONObject) -> JSONObject:
     objects = params.get("objects") or []
     if not isinstance(objects, list):
         raise ParamsError(f"'objects' must be a list of object records, got {_shown(objects)}")
     records = [_record(item, index) for index, item in enumerate(objects)]
-    by_name: dict[str, dict] = {}
+    by_name: dict[str, JSONObject] = {}
     for record in records:
         if record["name"] in by_name:
             raise ParamsError(f"two object records are named {record['name']!r}")
@@ -241,7 +242,7 @@ def _apply_state(params: dict) -> dict:
     }
 
 
-def _check_parent_chain(record: dict, by_name: dict[str, dict]) -> None:
+def _check_parent_chain(record: JSONObject, by_name: dict[str, JSONObject]) -> None:
     """No object is its own parent, directly or through the others in the snapshot."""
     seen = {record["name"]}
     parent = record["parent"]
@@ -253,22 +254,22 @@ def _check_parent_chain(record: dict, by_name: dict[str, dict]) -> None:
         parent = parent_record["parent"] if parent_record is not None else None
 
 
-def _save_blend(params: dict) -> dict:
+def _save_blend(params: JSONObject) -> JSONObject:
     return {"path": blend_path(params["path"]), "copy": flag(params.get("copy"), "copy")}
 
 
-def _open_blend(params: dict) -> dict:
+def _open_blend(params: JSONObject) -> JSONObject:
     return {"path": blend_path(params["path"])}
 
 
-def _render_thumbnail(params: dict) -> dict:
+def _render_thumbnail(params: JSONObject) -> JSONObject:
     return {
         key: integer(params.get(key), key, low=8, high=2048, default=256)
         for key in ("width", "height")
     }
 
 
-def _execute_code(params: dict) -> dict:
+def _execute_code(params: JSONObject) -> JSONObject:
     return {"code": text(params["code"], "code", max_chars=MAX_CODE_CHARS)}
 
 

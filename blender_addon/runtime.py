@@ -18,7 +18,7 @@ from bpy.app.handlers import persistent
 from . import commands
 from .mainthread import GUI_DRAIN_BUDGET_S, GUI_LINGER_S, MainThreadQueue
 from .server import AddonServer, SceneFacts, ServerSettings
-from .vocabulary import READ_ONLY_COMMANDS
+from .vocabulary import READ_ONLY_COMMANDS, JSONObject
 
 ADDON_VERSION = "0.1.0"
 # scene_changed events are coalesced: at most one per connection per this interval,
@@ -72,7 +72,7 @@ class Runtime:
         self.maybe_send_scene_event()
         return 0.0
 
-    def _dispatch(self, kind: str, params: dict) -> object:
+    def _dispatch(self, kind: str, params: JSONObject) -> object:
         result = commands.dispatch(kind, params)
         if kind not in READ_ONLY_COMMANDS:
             self._scene_dirty = True
@@ -100,9 +100,12 @@ class Runtime:
         self._last_event_at = now
         if not self.server.has_subscribers("scene_changed"):
             return
-        scene = bpy.context.scene
+        scene, view_layer = bpy.context.scene, bpy.context.view_layer
+        if scene is None or view_layer is None:  # a file is loading: the next tick sends it
+            self._scene_dirty = True
+            return
         objects = list(scene.objects)
-        active = bpy.context.view_layer.objects.active
+        active = view_layer.objects.active
         self.server.publish(
             "scene_changed",
             {
@@ -150,14 +153,16 @@ def _tick() -> float | None:
     return runtime.tick()
 
 
-@persistent
-def _on_depsgraph_update(scene, depsgraph=None) -> None:
+@persistent  # type: ignore[untyped-decorator]  # bpy.app.handlers.persistent is untyped
+def _on_depsgraph_update(
+    scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph | None = None
+) -> None:
     if _runtime is not None:
         _runtime.mark_scene_dirty()
 
 
-@persistent
-def _on_load_post(*args) -> None:
+@persistent  # type: ignore[untyped-decorator]  # bpy.app.handlers.persistent is untyped
+def _on_load_post(*args: object) -> None:
     if _runtime is not None:
         _runtime.refresh_facts()
         _runtime.mark_scene_dirty()

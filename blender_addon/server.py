@@ -10,9 +10,7 @@ Standard library only; no bpy in this module.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import queue
 import re
 import socket
 import sys
@@ -25,15 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import params as checked_params
-from .framing import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, FrameError
+from .connection import Connection, error_reply, ok_reply
+from .framing import DEFAULT_MAX_FRAME_BYTES
 from .mainthread import MainThreadQueue
-from .vocabulary import COMMAND_NAMES, IO_TYPES, MAX_SESSION_NAME_CHARS, SESSION_ID_PATTERN
+from .vocabulary import (
+    COMMAND_NAMES,
+    IO_TYPES,
+    MAX_SESSION_NAME_CHARS,
+    SESSION_ID_PATTERN,
+    JSONObject,
+)
 
 PROTOCOL_VERSION = 1
-RECEIVE_CHUNK_BYTES = 256 * 1024
-# Requests a connection may have waiting for the main thread before the server stops
-# reading from it, so a client that floods without reading replies costs bounded memory.
-MAX_IN_FLIGHT_PER_CONNECTION = 1024
 KNOWN_EVENTS = frozenset({"scene_changed"})
 _SESSION_ID = re.compile(SESSION_ID_PATTERN, re.ASCII)
 
@@ -76,159 +77,7 @@ class SceneFacts:
 
 
 # Runs a scene command on the main thread: (type, params) -> result, or raises.
-Dispatch = Callable[[str, dict], object]
-
-
-class _OrderedReplies:
-    """Replies to requests without an id leave in the order the requests came."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next_slot = 0
-        self._next_to_send = 0
-        self._done: dict[int, bytes] = {}
-
-    def reserve(self) -> int:
-        with self._lock:
-            slot, self._next_slot = self._next_slot, self._next_slot + 1
-            return slot
-
-    def complete(self, slot: int, data: bytes) -> list[bytes]:
-        with self._lock:
-            self._done[slot] = data
-            ready = []
-            while self._next_to_send in self._done:
-                ready.append(self._done.pop(self._next_to_send))
-                self._next_to_send += 1
-            return ready
-
-
-class Connection:
-    def __init__(self, server: AddonServer, sock: socket.socket, peer: str) -> None:
-        self.server = server
-        self.sock = sock
-        self.peer = peer
-        self.decoder = FrameDecoder(server.settings.max_frame_bytes)
-        self.ordered = _OrderedReplies()
-        self.subscribed: set[str] = set()
-        self.event_seq = 0
-        self.closed = threading.Event()
-        self._outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT_PER_CONNECTION)
-        # Requests read and not answered yet; at EOF (a client that shut down its write
-        # side, like `nc -N`) the writer finishes only once they are all answered.
-        self._unanswered = 0
-        self._read_done = False
-        self._count_lock = threading.Lock()
-
-    # --- writing (the writer thread owns sock.sendall) ------------------------------
-
-    def write_loop(self) -> None:
-        while True:
-            data = self._outgoing.get()
-            if data is None:
-                break
-            chunks = [data]
-            while True:  # batch what is already queued into one send
-                try:
-                    more = self._outgoing.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._outgoing.put(None)
-                    break
-                chunks.append(more)
-            try:
-                self.sock.sendall(b"".join(chunks))
-            except OSError:
-                break
-        self.close()
-
-    def send(self, message: dict, request: dict | None, slot: int | None) -> None:
-        """Queue a reply. Runs on: any thread. `slot` orders replies to id-less requests."""
-        if request is not None and "id" in request:
-            message = {"id": request["id"], **message}
-        data = self.decoder.encode(message)
-        if slot is None:
-            self._outgoing.put(data)
-        else:
-            for ready in self.ordered.complete(slot, data):
-                self._outgoing.put(ready)
-
-    def send_event(self, name: str, data: dict) -> None:
-        self.event_seq += 1
-        self._outgoing.put(
-            self.decoder.encode({"event": name, "seq": self.event_seq, "data": data})
-        )
-
-    def finish_writing(self) -> None:
-        self._outgoing.put(None)
-
-    def close(self) -> None:
-        if not self.closed.is_set():
-            self.closed.set()
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-
-    # --- reading (the reader thread) ------------------------------------------------
-
-    def read_loop(self) -> None:
-        try:
-            while not self.closed.is_set():
-                try:
-                    data = self.sock.recv(RECEIVE_CHUNK_BYTES)
-                except OSError:
-                    break
-                if not data:
-                    break
-                self.decoder.feed(data)
-                if not self._handle_frames():
-                    break
-        finally:
-            with self._count_lock:
-                self._read_done = True
-                finish = self._unanswered == 0
-            if finish:
-                self.finish_writing()
-            self.server.forget(self)
-
-    def request_read(self) -> None:
-        with self._count_lock:
-            self._unanswered += 1
-
-    def request_answered(self) -> None:
-        """Runs on: any thread. The last answer after EOF lets the writer finish."""
-        with self._count_lock:
-            self._unanswered -= 1
-            finish = self._read_done and self._unanswered == 0
-        if finish:
-            self.finish_writing()
-
-    def _handle_frames(self) -> bool:
-        """Handle every complete frame; False once framing is lost (then close)."""
-        while True:
-            try:
-                frame = self.decoder.next_frame()
-            except FrameError as error:
-                self.send(_error(error.code, error.message), None, self.ordered.reserve())
-                return False
-            if frame is None:
-                return True
-            if isinstance(frame, FrameError):
-                if frame.request_id is not None:  # answered with its id: no ordering slot
-                    self.send(_error(frame.code, frame.message), {"id": frame.request_id}, None)
-                else:
-                    self.send(_error(frame.code, frame.message), None, self.ordered.reserve())
-                continue
-            assert isinstance(frame, dict)
-            self.server.handle_request(self, frame)
-
-    def acquire_slot_in_flight(self) -> None:
-        self._in_flight.acquire()
-
-    def release_slot_in_flight(self) -> None:
-        self._in_flight.release()
+Dispatch = Callable[[str, JSONObject], object]
 
 
 class AddonServer:
@@ -325,10 +174,10 @@ class AddonServer:
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = address[0]
-            conn = Connection(self, sock, peer)
+            conn = Connection(self, sock, peer, self.settings.max_frame_bytes)
             if not self.settings.allow_remote and not _is_loopback(peer):
                 conn.send(
-                    _error(
+                    error_reply(
                         "forbidden",
                         f"remote peer {peer} refused: the addon accepts loopback connections only",
                     ),
@@ -349,7 +198,7 @@ class AddonServer:
 
     # --- requests -------------------------------------------------------------------
 
-    def handle_request(self, conn: Connection, request: dict) -> None:
+    def handle_request(self, conn: Connection, request: JSONObject) -> None:
         """Runs on: the connection's reader thread."""
         request_id = request.get("id")
         slot = conn.ordered.reserve() if "id" not in request else None
@@ -357,21 +206,23 @@ class AddonServer:
             isinstance(request_id, bool) or not isinstance(request_id, (int, str))
         ):
             conn.send(
-                _error("bad_request", f"id must be an int or a string, got {request_id!r}"),
+                error_reply("bad_request", f"id must be an int or a string, got {request_id!r}"),
                 None,
                 slot,
             )
             return
         kind = request.get("type")
         if not isinstance(kind, str) or not kind:
-            conn.send(_error("bad_request", 'request has no "type" string'), request, slot)
+            conn.send(error_reply("bad_request", 'request has no "type" string'), request, slot)
             return
         params = request.get("params", {})
         if params is None:
             params = {}
         if not isinstance(params, dict):
             conn.send(
-                _error("invalid_params", f"params of {kind!r} must be an object"), request, slot
+                error_reply("invalid_params", f"params of {kind!r} must be an object"),
+                request,
+                slot,
             )
             return
         if kind in IO_TYPES:
@@ -379,7 +230,7 @@ class AddonServer:
             return
         if kind not in COMMAND_NAMES:
             conn.send(
-                _error(
+                error_reply(
                     "unknown_command",
                     f"unknown command {kind!r}; known: {', '.join(sorted(COMMAND_NAMES))}",
                 ),
@@ -390,14 +241,14 @@ class AddonServer:
         try:
             params = checked_params.check(kind, params)
         except checked_params.ParamsError as error:
-            conn.send(_error("invalid_params", str(error)), request, slot)
+            conn.send(error_reply("invalid_params", str(error)), request, slot)
             return
         conn.acquire_slot_in_flight()
         conn.request_read()
         self.main_queue.submit(lambda: self._run_on_main(conn, kind, params, request, slot))
 
     def _run_on_main(
-        self, conn: Connection, kind: str, params: dict, request: dict, slot: int | None
+        self, conn: Connection, kind: str, params: JSONObject, request: JSONObject, slot: int | None
     ) -> None:
         """Runs on: main thread. Never raises: every outcome becomes a reply."""
         try:
@@ -408,21 +259,21 @@ class AddonServer:
                 reply = {"status": "success", "result": result}
                 self.command_count += 1
             except CommandError as error:
-                reply = _error(error.code, error.message)
+                reply = error_reply(error.code, error.message)
             except Exception as error:  # a bug or a bpy failure: report, keep serving
                 traceback.print_exc()
-                reply = _error("internal", f"{kind} failed inside Blender: {error!r}")
+                reply = error_reply("internal", f"{kind} failed inside Blender: {error!r}")
             conn.send(reply, request, slot)
         finally:
             conn.release_slot_in_flight()
             conn.request_answered()
 
-    def _answer_io(self, conn: Connection, kind: str, params: dict) -> dict:
+    def _answer_io(self, conn: Connection, kind: str, params: JSONObject) -> JSONObject:
         """Runs on: an I/O thread. Never waits for the main thread."""
         if kind == "ping":
             self.last_ping_at = time.time()
             busy, busy_for_ms, depth = self.main_queue.status()
-            return _ok(
+            return ok_reply(
                 {
                     "pong": True,
                     "session_id": self.session_id,
@@ -432,7 +283,7 @@ class AddonServer:
             )
         if kind == "hello":
             facts = self.facts
-            return _ok(
+            return ok_reply(
                 {
                     "protocol": PROTOCOL_VERSION,
                     "addon_version": facts.addon_version,
@@ -452,7 +303,7 @@ class AddonServer:
             if session_id is not None and (
                 not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id)
             ):
-                return _error(
+                return error_reply(
                     "invalid_params",
                     "attach_session needs a session id like scene-YYYYMMDD-HHMMSS-xxxxxxxx "
                     "(or null to detach)",
@@ -462,41 +313,33 @@ class AddonServer:
                 try:
                     name = checked_params.text(name, "name", max_chars=MAX_SESSION_NAME_CHARS)
                 except checked_params.ParamsError as error:
-                    return _error("invalid_params", str(error))
+                    return error_reply("invalid_params", str(error))
                 if not name.isprintable():
-                    return _error("invalid_params", "'name' must be printable")
+                    return error_reply("invalid_params", "'name' must be printable")
             self.session_id = session_id
             self.session_name = name
-            return _ok({})
+            return ok_reply({})
         events = params.get("events", sorted(KNOWN_EVENTS))
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-            return _error("invalid_params", "subscribe needs events: a list of strings")
+            return error_reply("invalid_params", "subscribe needs events: a list of strings")
         unknown = sorted(set(events) - KNOWN_EVENTS)
         if unknown:
-            return _error(
+            return error_reply(
                 "invalid_params", f"unknown events {unknown}; known: {sorted(KNOWN_EVENTS)}"
             )
         conn.subscribed = set(events)
-        return _ok({})
+        return ok_reply({})
 
     def has_subscribers(self, name: str) -> bool:
         with self._lock:
             return any(name in c.subscribed for c in self._connections)
 
-    def publish(self, name: str, data: dict) -> None:
+    def publish(self, name: str, data: JSONObject) -> None:
         """Send an event to every connection subscribed to it. Runs on: any thread."""
         with self._lock:
             targets = [c for c in self._connections if name in c.subscribed]
         for conn in targets:
             conn.send_event(name, data)
-
-
-def _ok(result: object) -> dict:
-    return {"status": "success", "result": result}
-
-
-def _error(code: str, message: str) -> dict:
-    return {"status": "error", "code": code, "message": message}
 
 
 def _is_loopback(host: str) -> bool:

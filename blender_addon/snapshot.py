@@ -10,12 +10,14 @@ Every function here runs on: main thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol, cast
 
 import bmesh
 import bpy
 
 from .server import CommandError
-from .vocabulary import LIGHT_TYPES, MESH_KINDS, OBJECT_KINDS
+from .vocabulary import LIGHT_TYPES, MESH_KINDS, OBJECT_KINDS, JSONObject
 
 # Custom property that remembers which primitive the addon made an object (and its
 # data) from; on a material, that the addon made it. Removing an object removes the
@@ -28,11 +30,46 @@ MADE_PROPERTY = "bss_made"
 OBJECT_ERRORS = (RuntimeError, ReferenceError, TypeError, ValueError, AttributeError)
 
 
-def _vec(values) -> list[float]:
-    return [float(v) for v in values]
+class _Floats(Protocol):
+    """A mathutils Vector or Euler: sliceable floats."""
+
+    def __getitem__(self, key: slice, /) -> Sequence[float]: ...
 
 
-def data_kind(obj) -> str | None:
+def _vec(values: _Floats) -> list[float]:
+    return [float(v) for v in values[:]]
+
+
+# The boundary with bpy's float-array properties (colours, socket values): bpy reads
+# and takes any sequence of floats, the stubs type them as bpy_prop_array without item
+# access. These two helpers are the only places that cross it.
+
+
+def floats_of(array: object) -> list[float]:
+    return [float(v) for v in cast(Iterable[float], array)]
+
+
+def set_floats(owner: object, attribute: str, values: Sequence[float]) -> None:
+    setattr(owner, attribute, list(values))
+
+
+def active_scene() -> bpy.types.Scene:
+    """The active scene. Runs on: main thread (the stubs allow None: while add-ons load)."""
+    scene = bpy.context.scene
+    if scene is None:
+        raise CommandError("internal", "Blender has no active scene")
+    return scene
+
+
+def active_view_layer() -> bpy.types.ViewLayer:
+    """The active view layer. Runs on: main thread."""
+    view_layer = bpy.context.view_layer
+    if view_layer is None:
+        raise CommandError("internal", "Blender has no active view layer")
+    return view_layer
+
+
+def data_kind(obj: bpy.types.Object) -> str | None:
     """The primitive `obj` was made from, where that can be known. Runs on: main thread."""
     kind = obj.get(KIND_PROPERTY)
     if isinstance(kind, str) and kind in OBJECT_KINDS:
@@ -41,7 +78,7 @@ def data_kind(obj) -> str | None:
         return obj.type.lower()
     if obj.type == "EMPTY":
         return "empty"
-    if obj.type == "MESH" and obj.data is not None:
+    if isinstance(obj.data, bpy.types.Mesh):
         mesh = obj.data
         counts = (len(mesh.vertices), len(mesh.polygons))
         if counts == (8, 6):
@@ -51,7 +88,7 @@ def data_kind(obj) -> str | None:
     return None
 
 
-def object_record(obj, *, just_linked: bool = False) -> dict:
+def object_record(obj: bpy.types.Object, *, just_linked: bool = False) -> JSONObject:
     """The object record of PROTOCOL.md §1. Runs on: main thread.
 
     `just_linked`: the object was just linked into the scene's own collection. Its view
@@ -61,7 +98,7 @@ def object_record(obj, *, just_linked: bool = False) -> dict:
     object itself is disabled in viewports.
     """
     visible = not obj.hide_viewport if just_linked else obj.visible_get()
-    record = {
+    record: JSONObject = {
         "name": obj.name,
         "type": obj.type,
         "location": _vec(obj.location),
@@ -72,26 +109,25 @@ def object_record(obj, *, just_linked: bool = False) -> dict:
         "visible": bool(visible),
         "data_kind": data_kind(obj),
     }
-    if obj.type == "LIGHT" and obj.data is not None:
+    if isinstance(obj.data, bpy.types.Light):
         record["light_type"] = obj.data.type
     return record
 
 
-def material_colors(objects) -> dict:
-    colors = {}
+def material_colors(objects: Iterable[bpy.types.Object]) -> JSONObject:
+    colors: JSONObject = {}
     for obj in objects:
         for slot in obj.material_slots:
             if slot.material is not None and slot.material.name not in colors:
-                colors[slot.material.name] = _vec(slot.material.diffuse_color)
+                colors[slot.material.name] = floats_of(slot.material.diffuse_color)
     return colors
 
 
-def get_state() -> dict:
+def get_state() -> JSONObject:
     """A full snapshot of the active scene. Runs on: main thread."""
-    scene = bpy.context.scene
-    view_layer = bpy.context.view_layer
+    scene = active_scene()
     objects = list(scene.objects)
-    active = view_layer.objects.active
+    active = active_view_layer().objects.active
     return {
         "scene": scene.name,
         "frame": scene.frame_current,
@@ -106,7 +142,13 @@ def get_state() -> dict:
 # --- building objects ------------------------------------------------------------------
 
 
-def _torus(bm, major_segments=48, minor_segments=12, major_radius=1.0, minor_radius=0.25):
+def _torus(
+    bm: bmesh.types.BMesh,
+    major_segments: int = 48,
+    minor_segments: int = 12,
+    major_radius: float = 1.0,
+    minor_radius: float = 0.25,
+) -> None:
     rings = []
     for i in range(major_segments):
         theta = 2 * math.pi * i / major_segments
@@ -131,7 +173,7 @@ def _torus(bm, major_segments=48, minor_segments=12, major_radius=1.0, minor_rad
             bm.faces.new((ring[j], next_ring[j], next_ring[k], ring[k]))
 
 
-def _build_mesh(kind: str, name: str):
+def _build_mesh(kind: str, name: str) -> bpy.types.Mesh:
     bm = bmesh.new()
     try:
         if kind == "cube":
@@ -161,15 +203,16 @@ def _build_mesh(kind: str, name: str):
     return mesh
 
 
-def new_object(kind: str, name: str, light_type: str = "POINT"):
+def new_object(kind: str, name: str, light_type: str = "POINT") -> bpy.types.Object:
     """Make an object of `kind`, link it to the active scene, return it.
     Runs on: main thread. The caller must not keep the returned reference."""
+    data: bpy.types.ID | None
     if kind in MESH_KINDS:
         data = _build_mesh(kind, name)
     elif kind == "camera":
         data = bpy.data.cameras.new(name)
     elif kind == "light":
-        data = bpy.data.lights.new(name, type=light_type if light_type in LIGHT_TYPES else "POINT")
+        data = bpy.data.lights.new(name, type=_light_type(light_type))
     elif kind == "empty":
         data = None
     else:
@@ -180,11 +223,18 @@ def new_object(kind: str, name: str, light_type: str = "POINT"):
         data[KIND_PROPERTY] = kind
     obj = bpy.data.objects.new(name, data)
     obj[KIND_PROPERTY] = kind
-    bpy.context.scene.collection.objects.link(obj)
+    active_scene().collection.objects.link(obj)
     return obj
 
 
-def remove_objects(objects) -> None:
+def _light_type(name: str) -> Literal["POINT", "SUN", "SPOT", "AREA"]:
+    for light_type in LIGHT_TYPES:
+        if name == light_type:
+            return light_type
+    return "POINT"
+
+
+def remove_objects(objects: Sequence[bpy.types.Object]) -> None:
     """Remove objects, then the data and materials the addon made for them that
     nothing else uses any more (they would stay behind as orphans, 9-32 KiB each).
     Runs on: main thread."""
@@ -204,7 +254,12 @@ def remove_objects(objects) -> None:
         bpy.data.batch_remove(unused)
 
 
-def set_transform(obj, location=None, rotation=None, scale=None) -> bool:
+def set_transform(
+    obj: bpy.types.Object,
+    location: list[float] | None = None,
+    rotation: list[float] | None = None,
+    scale: list[float] | None = None,
+) -> bool:
     """Set what is given; return whether anything changed. Runs on: main thread."""
     changed = False
     for attribute, value in (
@@ -218,9 +273,12 @@ def set_transform(obj, location=None, rotation=None, scale=None) -> bool:
     return changed
 
 
-def assign_material(obj, material_name: str, color=None) -> None:
+def assign_material(
+    obj: bpy.types.Object, material_name: str, color: list[float] | None = None
+) -> None:
     """Put a material (made if missing) in the object's first slot. Runs on: main thread."""
-    if obj.type not in ("MESH", "CURVE", "SURFACE", "META", "FONT") or obj.data is None:
+    data = obj.data
+    if not isinstance(data, bpy.types.Mesh | bpy.types.Curve | bpy.types.MetaBall):
         raise CommandError(
             "invalid_params", f"object {obj.name!r} of type {obj.type} cannot have materials"
         )
@@ -229,12 +287,12 @@ def assign_material(obj, material_name: str, color=None) -> None:
         material = bpy.data.materials.new(material_name)
         material[MADE_PROPERTY] = True
     if color is not None:
-        material.diffuse_color = color
+        set_floats(material, "diffuse_color", color)
         if material.use_nodes and material.node_tree is not None:
             for node in material.node_tree.nodes:
                 if node.type == "BSDF_PRINCIPLED":
-                    node.inputs["Base Color"].default_value = color
-    slots = obj.data.materials
+                    set_floats(node.inputs["Base Color"], "default_value", color)
+    slots = data.materials
     if len(slots) == 0:
         slots.append(material)
     elif slots[0] != material:
@@ -244,7 +302,7 @@ def assign_material(obj, material_name: str, color=None) -> None:
 # --- apply_state -----------------------------------------------------------------------
 
 
-def apply_state(snapshot: dict, prune: bool) -> dict:
+def apply_state(snapshot: JSONObject, prune: bool) -> JSONObject:
     """Make the scene match a get_state snapshot (checked by params.py: unique names, no
     parent loops). Idempotent: applying the same snapshot twice reports nothing created,
     updated or removed the second time. An object that cannot be made or changed is
@@ -256,19 +314,23 @@ def apply_state(snapshot: dict, prune: bool) -> dict:
 class _StateApplier:
     """One apply_state call's working state. Runs on: main thread."""
 
-    def __init__(self, colors: dict) -> None:
-        self.scene = bpy.context.scene
+    def __init__(self, colors: JSONObject) -> None:
+        self.scene = active_scene()
         self.colors = colors
-        self.created, self.updated, self.removed, self.skipped = [], [], [], []
-        self.touched = set()  # names created or updated: O(1) membership at 10,000
+        self.created: list[str] = []
+        self.updated: list[str] = []
+        self.removed: list[str] = []
+        self.skipped: list[JSONObject] = []
+        self.touched: set[str] = set()  # names created or updated: O(1) membership at 10,000
         self.in_scene = {obj.name for obj in self.scene.objects}
         # Looked up once: bpy.data.objects.get() searches the whole list (0.29 ms per
         # call at 10,000 objects). The references live only for this call on the main
         # thread, where nothing can free the objects behind our back.
         self.by_name = {obj.name: obj for obj in bpy.data.objects}
-        self.hidden_to_check = []  # (object, wanted visibility) for a second pass
+        # (object, wanted visibility) for a second pass
+        self.hidden_to_check: list[tuple[bpy.types.Object, bool]] = []
 
-    def apply(self, snapshot: dict, prune: bool) -> dict:
+    def apply(self, snapshot: JSONObject, prune: bool) -> JSONObject:
         records = snapshot["objects"]
         if prune:
             wanted = {record["name"] for record in records}
@@ -308,7 +370,7 @@ class _StateApplier:
             self.updated.append(name)
             self.touched.add(name)
 
-    def _apply_record(self, record: dict) -> None:
+    def _apply_record(self, record: JSONObject) -> None:
         name = record["name"]
         obj = self.by_name.get(name)
         if obj is not None and obj.type != record["type"]:
@@ -342,7 +404,7 @@ class _StateApplier:
             if obj.type == "MESH" and (
                 current is None
                 or current.name != material_name
-                or (color is not None and _vec(current.diffuse_color) != _vec(color))
+                or (color is not None and floats_of(current.diffuse_color) != color)
             ):
                 assign_material(obj, material_name, color)
                 changed = True
@@ -350,7 +412,7 @@ class _StateApplier:
         if changed:
             self._mark_updated(obj.name)
 
-    def _apply_parents(self, records: list) -> None:
+    def _apply_parents(self, records: list[JSONObject]) -> None:
         for record in records:
             obj = self.by_name.get(record["name"])
             if obj is None:
@@ -375,15 +437,14 @@ class _StateApplier:
             self._mark_updated(obj.name)
 
 
-def _apply_selection(selection, active) -> None:
-    view_layer = bpy.context.view_layer
+def _apply_selection(selection: list[str], active: bpy.types.Object | None) -> None:
+    view_layer = active_view_layer()
     chosen = set(selection)
     # scene.objects, not view_layer.objects: the view layer lags behind removals.
-    for obj in bpy.context.scene.objects:
+    scene = active_scene()
+    for obj in scene.objects:
         want = obj.name in chosen
         if obj.select_get() != want:
             obj.select_set(want)
-    if view_layer.objects.active != active and (
-        active is None or active.name in bpy.context.scene.objects
-    ):
+    if view_layer.objects.active != active and (active is None or active.name in scene.objects):
         view_layer.objects.active = active

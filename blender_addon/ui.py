@@ -1,7 +1,7 @@
 """Preferences, the 3D view sidebar panel and its operators. Runs on: main thread.
 
 Buttons that talk to the daemon do it on a worker thread (see daemon_client) and
-leave their outcome in `_panel_state` for the panel to show.
+leave their outcome in `panel_state` for the panel to show.
 """
 
 from __future__ import annotations
@@ -9,20 +9,42 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import daemon_client, runtime
 from .server import ServerSettings
+from .vocabulary import JSONObject
 
-PACKAGE = __package__
-_panel_state = {"message": "", "sessions": [], "busy": False}
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+    Finished = set[OperatorReturnItems]
+
+PACKAGE = __package__ or "blender_addon"
 
 
-def _prefs():
-    addon = bpy.context.preferences.addons.get(PACKAGE)
-    return addon.preferences if addon is not None else None
+@dataclass
+class PanelState:
+    """What the panel shows of the buttons' work; written by worker threads."""
+
+    message: str = ""
+    sessions: list[JSONObject] = field(default_factory=list)
+    busy: bool = False
+
+
+panel_state = PanelState()
+
+
+def _prefs() -> BSS_Preferences | None:
+    preferences = bpy.context.preferences
+    addon = preferences.addons.get(PACKAGE) if preferences is not None else None
+    prefs = addon.preferences if addon is not None else None
+    return prefs if isinstance(prefs, BSS_Preferences) else None
 
 
 def _settings_from_prefs() -> ServerSettings:
@@ -40,26 +62,34 @@ def _settings_from_prefs() -> ServerSettings:
 class BSS_Preferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
-    host: StringProperty(
-        name="Host",
-        default="127.0.0.1",
-        description="Address to listen on; loopback unless remote peers are allowed",
-    )
-    port: IntProperty(name="Port", default=9876, min=1, max=65535)
-    allow_remote: BoolProperty(
-        name="Allow remote peers",
-        default=False,
-        description="Accept connections from other machines (unsafe)",
-    )
-    allow_execute_code: BoolProperty(
-        name="Allow execute_code",
-        default=False,
-        description="Let clients run arbitrary Python in this Blender. Any local process "
-        "could then do anything you can",
-    )
-    start_on_load: BoolProperty(name="Start server when Blender starts", default=True)
+    # Blender reads these class annotations as property definitions at run time.
+    if TYPE_CHECKING:
+        host: str
+        port: int
+        allow_remote: bool
+        allow_execute_code: bool
+        start_on_load: bool
+    else:
+        host: StringProperty(
+            name="Host",
+            default="127.0.0.1",
+            description="Address to listen on; loopback unless remote peers are allowed",
+        )
+        port: IntProperty(name="Port", default=9876, min=1, max=65535)
+        allow_remote: BoolProperty(
+            name="Allow remote peers",
+            default=False,
+            description="Accept connections from other machines (unsafe)",
+        )
+        allow_execute_code: BoolProperty(
+            name="Allow execute_code",
+            default=False,
+            description="Let clients run arbitrary Python in this Blender. Any local process "
+            "could then do anything you can",
+        )
+        start_on_load: BoolProperty(name="Start server when Blender starts", default=True)
 
-    def draw(self, context):
+    def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         row = layout.row()
         row.prop(self, "host")
@@ -74,7 +104,7 @@ class BSS_OT_start_server(bpy.types.Operator):
     bl_label = "Start server"
     bl_description = "Listen for the daemon and clients on the configured port"
 
-    def execute(self, context):
+    def execute(self, context: bpy.types.Context) -> Finished:
         try:
             runtime.start(_settings_from_prefs(), "timer")
         except OSError as error:
@@ -87,27 +117,34 @@ class BSS_OT_stop_server(bpy.types.Operator):
     bl_idname = "bss.stop_server"
     bl_label = "Stop server"
 
-    def execute(self, context):
+    def execute(self, context: bpy.types.Context) -> Finished:
         runtime.stop()
         return {"FINISHED"}
 
 
-def _in_background(work, done_message) -> None:
+def _in_background(
+    work: Callable[[], JSONObject], done_message: Callable[[JSONObject], str]
+) -> None:
     """Run `work` on a worker thread; its outcome lands in the panel's message."""
-    if _panel_state["busy"]:
+    if panel_state.busy:
         return
-    _panel_state["busy"] = True
-    _panel_state["message"] = "working..."
+    panel_state.busy = True
+    panel_state.message = "working..."
 
-    def run():
+    def run() -> None:
         try:
-            _panel_state["message"] = done_message(work())
+            panel_state.message = done_message(work())
         except daemon_client.DaemonError as error:
-            _panel_state["message"] = str(error)
+            panel_state.message = str(error)
         finally:
-            _panel_state["busy"] = False
+            panel_state.busy = False
 
     threading.Thread(target=run, name="bss-daemon-call", daemon=True).start()
+
+
+def _attached_session() -> str | None:
+    current = runtime.current()
+    return current.server.session_id if current is not None else None
 
 
 class BSS_OT_close_session(bpy.types.Operator):
@@ -116,12 +153,13 @@ class BSS_OT_close_session(bpy.types.Operator):
     bl_description = "Ask the daemon to take a final snapshot and save this session"
 
     @classmethod
-    def poll(cls, context):
-        current = runtime.current()
-        return current is not None and current.server.session_id is not None
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _attached_session() is not None
 
-    def execute(self, context):
-        session_id = runtime.current().server.session_id
+    def execute(self, context: bpy.types.Context) -> Finished:
+        session_id = _attached_session()
+        if session_id is None:
+            return {"CANCELLED"}
         _in_background(
             lambda: daemon_client.call("session.close", {"session_id": session_id}),
             lambda result: f"saved to {result.get('path')}",
@@ -133,22 +171,22 @@ class BSS_OT_refresh_sessions(bpy.types.Operator):
     bl_idname = "bss.refresh_sessions"
     bl_label = "Refresh list"
 
-    def execute(self, context):
-        def fetch():
+    def execute(self, context: bpy.types.Context) -> Finished:
+        def fetch() -> JSONObject:
             result = daemon_client.call("session.list")
-            _panel_state["sessions"] = [
+            panel_state.sessions = [
                 s for s in result.get("sessions", []) if s.get("status") == "closed"
             ]
             return result
 
-        _in_background(fetch, lambda result: f"{len(_panel_state['sessions'])} saved sessions")
+        _in_background(fetch, lambda result: f"{len(panel_state.sessions)} saved sessions")
         return {"FINISHED"}
 
 
-def _session_items(self, context):
+def _session_items(self: Any, context: bpy.types.Context | None) -> list[tuple[str, str, str]]:  # noqa: ANN401  # Blender's items callback signature
     items = [
         (s["session_id"], s.get("name") or s["session_id"], s["session_id"])
-        for s in _panel_state["sessions"]
+        for s in panel_state.sessions
     ]
     return items or [("", "(none)", "Refresh the list first")]
 
@@ -158,12 +196,18 @@ class BSS_OT_restore_session(bpy.types.Operator):
     bl_label = "Restore session"
     bl_description = "Restore a saved session's scene into this Blender as a new session"
 
-    session: EnumProperty(name="Session", items=_session_items)
+    if TYPE_CHECKING:
+        session: str
+    else:
+        session: EnumProperty(name="Session", items=_session_items)
 
-    def invoke(self, context, event):
-        return context.window_manager.invoke_props_dialog(self)
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Finished:
+        window_manager = context.window_manager
+        if window_manager is None:
+            return {"CANCELLED"}
+        return window_manager.invoke_props_dialog(self)
 
-    def execute(self, context):
+    def execute(self, context: bpy.types.Context) -> Finished:
         if not self.session:
             return {"CANCELLED"}
         session_id = self.session
@@ -180,8 +224,10 @@ class BSS_PT_sessions(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "Sessions"
 
-    def draw(self, context):
+    def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        if layout is None:
+            return
         current = runtime.current()
         if current is None:
             layout.label(text="Server: stopped", icon="UNLINKED")
@@ -202,8 +248,8 @@ class BSS_PT_sessions(bpy.types.Panel):
         row = box.row()
         row.operator(BSS_OT_refresh_sessions.bl_idname, icon="FILE_REFRESH")
         row.operator(BSS_OT_restore_session.bl_idname, icon="RECOVER_LAST")
-        if _panel_state["message"]:
-            box.label(text=_panel_state["message"])
+        if panel_state.message:
+            box.label(text=panel_state.message)
 
 
 CLASSES = (
@@ -217,14 +263,13 @@ CLASSES = (
 )
 
 
-def _start_if_wanted():
+def _start_if_wanted() -> None:
     prefs = _prefs()
     if prefs is not None and prefs.start_on_load and runtime.current() is None:
         try:
             runtime.start(_settings_from_prefs(), "timer")
         except OSError as error:
             print(f"blender-scene-sessions: server not started: {error}")
-    return None
 
 
 def register() -> None:

@@ -9,9 +9,14 @@ Standard library only; no bpy in this module.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+# A JSON object as the stdlib json module gives it: requests, params, replies.
+JSONObject = dict[str, Any]
+
 MESH_KINDS = ("cube", "uv_sphere", "ico_sphere", "cylinder", "cone", "plane", "torus", "monkey")
 OBJECT_KINDS = (*MESH_KINDS, "empty", "camera", "light")
-LIGHT_TYPES = ("POINT", "SUN", "SPOT", "AREA")
+LIGHT_TYPES: tuple[Literal["POINT", "SUN", "SPOT", "AREA"], ...] = ("POINT", "SUN", "SPOT", "AREA")
 
 # PROTOCOL.md §1's error codes: every error this addon answers carries one of them.
 ERROR_CODES = frozenset(

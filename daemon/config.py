@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     def option(
         flag: str,
         env: str,
-        convert: Callable[[str], Any],
-        default: Any,
+        convert: Callable[[str], object],
+        default: object,
         text: str,
         shown: str | None = None,
     ) -> None:

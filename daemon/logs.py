@@ -15,7 +15,7 @@ import structlog
 _json_encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
-def _json_bytes(event: Any, **_: Any) -> bytes:
+def _json_bytes(event: object, **_: object) -> bytes:
     return _json_encoder.encode(event)
 
 

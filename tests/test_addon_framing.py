@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blender_addon.connection import _OrderedReplies
 from blender_addon.framing import JSON_TEXT, LENGTH_PREFIXED, FrameDecoder, FrameError
-from blender_addon.server import _is_loopback, _OrderedReplies
+from blender_addon.server import _is_loopback
 
 from .addon_client import BARE, LENGTH, NDJSON, frame
 

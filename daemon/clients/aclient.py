@@ -3,8 +3,6 @@ blocking client. Used by the MCP server and the tests."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 import trio
 from ulid import ULID
@@ -36,7 +34,7 @@ class AsyncControlClient:
             ) from None
         return cls(stream, token, client_id or str(ULID()))
 
-    async def send(self, op: str, params: Any = None) -> int:
+    async def send(self, op: str, params: object = None) -> int:
         body = None if params is None else msgspec.json.encode(params)
         request_id, data = self.conn.send_request(op, body)
         await self.stream.send_all(data)
@@ -52,13 +50,14 @@ class AsyncControlClient:
             assert event is NEED_DATA
             self.conn.receive_data(await self.stream.receive_some(RECEIVE_CHUNK_BYTES))
 
-    async def call(self, op: str, params: Any = None) -> ControlResponse:
+    async def call(self, op: str, params: object = None) -> ControlResponse:
         async with self._lock:
             await self.send(op, params)
             return await self.receive()
 
-    async def result(self, op: str, params: Any = None) -> Any:
-        """The decoded result of `op`, or ClientError with the daemon's code."""
+    async def result(self, op: str, params: object = None) -> object:
+        """The decoded result of `op` (plain JSON values), or ClientError with the
+        daemon's code."""
         reply = await self.call(op, params)
         if not reply.ok:
             assert reply.error is not None

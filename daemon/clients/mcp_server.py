@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from .. import __version__
+from ..protocol.ops import StatusResult
 from .aclient import AsyncControlClient
 from .client import ClientError, find_endpoint
 
@@ -44,9 +46,10 @@ class SessionBridge:
         self.session_id: str | None = None
         self.opened_here = False
 
-    async def call(self, op: str, params: dict[str, Any] | None = None) -> Any:
+    async def call(self, op: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An op's result (every op's result is a JSON object), or a ToolError."""
         try:
-            return await self.client.result(op, params or {})
+            return _object(await self.client.result(op, params or {}))
         except ClientError as error:
             raise ToolError(f"{error.code}: {error.message}") from None
 
@@ -66,13 +69,14 @@ class SessionBridge:
             self.session_id, self.opened_here = opened["session_id"], True
         return self.session_id
 
-    async def command(self, ctx: Context, kind: str, params: dict[str, Any]) -> Any:
+    async def command(self, ctx: Context, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A scene command's result (every scene command's result is a JSON object)."""
         session_id = await self.current_session(ctx)
         sent = {key: value for key, value in params.items() if value is not None}
         done = await self.call(
             "session.command", {"session_id": session_id, "type": kind, "params": sent}
         )
-        return done["result"]
+        return _object(done["result"])
 
     async def close(self) -> None:
         if self.session_id is not None and self.opened_here:
@@ -87,21 +91,27 @@ class SessionBridge:
             self.session_id = None
 
 
+def _object(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ToolError(f"the daemon answered with {type(value).__name__}, not an object")
+    return value
+
+
 def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServer:
     server = MCPServer("blender-scene-sessions", instructions=INSTRUCTIONS, version=__version__)
     tool = server.tool
 
     @tool(description="The scene: name, frame, objects (name, type, location), selection.")
     async def get_scene_info(ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "get_scene_info", {})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "get_scene_info", {})
 
     @tool(description="One object's record: transform, parent, materials, mesh stats.")
     async def get_object_info(name: ObjectName, ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "get_object_info", {"name": name})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "get_object_info", {"name": name})
 
     @tool(description="A full snapshot of the scene: every object's record, selection, active.")
     async def get_state(ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "get_state", {})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "get_state", {})
 
     @tool(description="Make an object (a primitive mesh, an empty, a camera or a light).")
     async def create_object(
@@ -119,11 +129,11 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
             "rotation": rotation,
             "scale": scale,
         }
-        return await bridge.command(ctx, "create_object", params)  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "create_object", params)
 
     @tool(description="Delete an object by name.")
     async def delete_object(name: ObjectName, ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "delete_object", {"name": name})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "delete_object", {"name": name})
 
     @tool(description="Move, rotate (radians) or scale an object; give only what changes.")
     async def transform_object(
@@ -134,12 +144,12 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         scale: Vec3 = None,
     ) -> dict[str, Any]:
         params = {"name": name, "location": location, "rotation": rotation, "scale": scale}
-        return await bridge.command(ctx, "transform_object", params)  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "transform_object", params)
 
     @tool(description="Rename an object.")
     async def rename_object(name: ObjectName, new_name: ObjectName, ctx: Context) -> dict[str, Any]:
         params = {"name": name, "new_name": new_name}
-        return await bridge.command(ctx, "rename_object", params)  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "rename_object", params)
 
     @tool(
         description="Select objects (replacing the selection unless extend) and set the active one."
@@ -148,7 +158,7 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         names: list[str], ctx: Context, active: str | None = None, extend: bool = False
     ) -> dict[str, Any]:
         params = {"names": names, "active": active, "extend": extend}
-        return await bridge.command(ctx, "select_objects", params)  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "select_objects", params)
 
     @tool(
         description="Give an object a material (made if missing), optionally an RGBA colour 0..1."
@@ -162,21 +172,21 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         ] = None,
     ) -> dict[str, Any]:
         params = {"object": object, "material": material, "color": color}
-        return await bridge.command(ctx, "set_material", params)  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "set_material", params)
 
     @tool(description="Make the scene match a get_state snapshot; prune removes other objects.")
     async def apply_state(
         state: dict[str, Any], ctx: Context, prune: bool = False
     ) -> dict[str, Any]:
-        return await bridge.command(ctx, "apply_state", {**state, "prune": prune})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "apply_state", {**state, "prune": prune})
 
     @tool(description="Save the scene as a .blend file (absolute path).")
     async def save_blend(path: str, ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "save_blend", {"path": path})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "save_blend", {"path": path})
 
     @tool(description="Open a .blend file (absolute path), replacing the scene.")
     async def open_blend(path: str, ctx: Context) -> dict[str, Any]:
-        return await bridge.command(ctx, "open_blend", {"path": path})  # type: ignore[no-any-return]
+        return await bridge.command(ctx, "open_blend", {"path": path})
 
     @tool(description="A small PNG picture of the scene, to see what it looks like.")
     async def get_thumbnail(
@@ -191,28 +201,28 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
 
         @tool(description="Run Python in Blender (bpy is imported); returns what it printed.")
         async def execute_code(code: str, ctx: Context) -> dict[str, Any]:
-            return await bridge.command(ctx, "execute_code", {"code": code})  # type: ignore[no-any-return]
+            return await bridge.command(ctx, "execute_code", {"code": code})
 
     @tool(description="Start a new session (the current one stays open until closed).")
     async def session_open(ctx: Context, name: str | None = None) -> dict[str, Any]:
         opened = await bridge.call("session.open", {"name": name} if name else {})
         bridge.session_id, bridge.opened_here = opened["session_id"], True
-        return opened  # type: ignore[no-any-return]
+        return opened
 
     @tool(description="Close the current session: final snapshot, saved to disk.")
     async def session_close(ctx: Context) -> dict[str, Any]:
         session_id = await bridge.current_session(ctx)
         closed = await bridge.call("session.close", {"session_id": session_id})
         bridge.session_id = None
-        return closed  # type: ignore[no-any-return]
+        return closed
 
     @tool(description="Every session, open and saved, with names, times and command counts.")
     async def session_list(ctx: Context) -> dict[str, Any]:
-        return await bridge.call("session.list")  # type: ignore[no-any-return]
+        return await bridge.call("session.list")
 
     @tool(description="One session's record, by id or name: its objects and every command.")
     async def session_show(session: str, ctx: Context) -> dict[str, Any]:
-        return await bridge.call("session.show", {"session_id": session})  # type: ignore[no-any-return]
+        return await bridge.call("session.show", {"session_id": session})
 
     @tool(description="Bring a saved session's scene back into Blender as a new current session.")
     async def session_restore(
@@ -221,13 +231,13 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         params = {"session_id": session, **({"name": name} if name else {})}
         restored = await bridge.call("session.restore", params)
         bridge.session_id, bridge.opened_here = restored["session_id"], True
-        return restored  # type: ignore[no-any-return]
+        return restored
 
     @tool(description="Attach a JSON value to the current session under a key (null removes it).")
-    async def session_set_data(key: str, value: Any, ctx: Context) -> dict[str, Any]:
+    async def session_set_data(key: str, value: JsonValue, ctx: Context) -> dict[str, Any]:
         session_id = await bridge.current_session(ctx)
         params = {"session_id": session_id, "key": key, "value": value}
-        return await bridge.call("session.set_data", params)  # type: ignore[no-any-return]
+        return await bridge.call("session.set_data", params)
 
     return server
 
@@ -236,9 +246,13 @@ async def serve(data_dir: Path, control_port: int | None) -> None:
     host, port, token = find_endpoint(data_dir, control_port)
     client = await AsyncControlClient.connect(port, token, host=host)
     try:
-        status = await client.result("status")
+        reply = await client.call("status")
+        if not reply.ok:
+            assert reply.error is not None
+            raise ClientError(reply.error.message, reply.error.code)
+        status = msgspec.json.decode(reply.result, type=StatusResult)
         bridge = SessionBridge(client)
-        server = build_server(bridge, offer_execute_code=status["blender"]["execute_code_enabled"])
+        server = build_server(bridge, offer_execute_code=status.blender.execute_code_enabled)
         try:
             await server.run_stdio_async()
         finally:

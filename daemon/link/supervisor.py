@@ -20,23 +20,21 @@ import structlog
 import trio
 
 from ..protocol import (
-    ErrorCode,
     EventReceived,
     LocalProtocolError,
     NoAnswer,
     Outcome,
     RemoteProtocolError,
-    UnreadableReply,
 )
 from ..protocol.messages import (
     AttachSessionParams,
     HelloResult,
-    LinkFailure,
     LinkSuccess,
     PongResult,
 )
 from ..protocol.ops import BlenderLinkInfo
-from .channel import Channel, Connect, Deliver, ForeignPeer, LinkLost, OnLate, Waiter
+from .channel import Channel, Connect, Deliver, LinkLost, OnLate, Waiter
+from .errors import first_message, found_in, outcome_error, unavailable
 from .handshake import handshake
 from .heartbeat import heartbeat_loop
 from .status import LinkConfig, LinkSnapshot, LinkStatus
@@ -138,10 +136,10 @@ class AddonLink:
         try:
             await self._serve(channel)
         except* _EXPECTED_ENDINGS as group:
-            self._lost(_first_message(group), _found_in(group))
+            self._lost(first_message(group), found_in(group))
         except* Exception as group:  # a bug, or a peer we did not foresee: this link only
             log.error("link_failed", endpoint=self.endpoint, exc_info=group)
-            self._lost(f"the link to {self.endpoint} failed: {_first_message(group)}")
+            self._lost(f"the link to {self.endpoint} failed: {first_message(group)}")
         finally:
             self._channel = None
             channel.fail_all()
@@ -318,47 +316,10 @@ class AddonLink:
 
     def error_for(self, type: str, outcome: Outcome) -> RemoteProtocolError:
         """The client-facing error of an outcome that is not a success."""
-        match outcome:
-            case LinkFailure(code=code, message=message):
-                return RemoteProtocolError(_known_code(code), message)
-            case UnreadableReply(reason=reason):
-                return RemoteProtocolError(
-                    ErrorCode.INTERNAL,
-                    f"Blender at {self.endpoint} answered {type!r} with a reply the daemon "
-                    f"cannot read ({reason}); it may have run",
-                )
-            case NoAnswer.TIMED_OUT:
-                return RemoteProtocolError(
-                    ErrorCode.TIMEOUT,
-                    f"Blender at {self.endpoint} did not answer {type!r} within "
-                    f"{self.config.request_timeout_s} s (main thread busy for "
-                    f"{self.snapshot.busy_for_ms:.0f} ms); it may still run it, and the "
-                    "session's record will show its outcome if it does",
-                )
-            case NoAnswer.STOPPED_ANSWERING:
-                return RemoteProtocolError(
-                    ErrorCode.BLENDER_UNAVAILABLE,
-                    f"Blender at {self.endpoint} stopped answering (no heartbeat for "
-                    f"{self.config.heartbeat_timeout_s} s) before it answered {type!r}; it "
-                    "may still run it, and the session's record will show its outcome if it "
-                    "does",
-                )
-            case _:
-                return self.unavailable_error(lost=True)
+        return outcome_error(self.endpoint, self.config, self.snapshot, type, outcome)
 
     def unavailable_error(self, *, lost: bool = False) -> RemoteProtocolError:
-        if lost:
-            message = (
-                f"the connection to Blender at {self.endpoint} was lost before it "
-                "answered; the command may or may not have run"
-            )
-        else:
-            reason = f" ({self.snapshot.last_error})" if self.snapshot.last_error else ""
-            message = (
-                f"no Blender connected at {self.endpoint}{reason}; start one with "
-                "the addon (run: blender-session blender)"
-            )
-        return RemoteProtocolError(ErrorCode.BLENDER_UNAVAILABLE, message)
+        return unavailable(self.endpoint, self.snapshot.last_error, lost=lost)
 
     def info(self) -> BlenderLinkInfo:
         snap = self.snapshot
@@ -376,36 +337,3 @@ class AddonLink:
             found=snap.found,
             instance_id=snap.instance_id,
         )
-
-
-def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
-
-
-def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
-    leaf = _leaf(group)
-    if isinstance(leaf, RemoteProtocolError | LocalProtocolError):
-        return leaf.message
-    return str(leaf) or type(leaf).__name__
-
-
-def _found_in(group: BaseExceptionGroup[BaseException]) -> str:
-    found = [leaf.found for leaf in _leaves(group) if isinstance(leaf, ForeignPeer)]
-    return found[0] if found else ""
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for item in group.exceptions:
-        leaves.extend(_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
-    return leaves
-
-
-def _known_code(code: str) -> ErrorCode:
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.INTERNAL

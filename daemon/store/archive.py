@@ -145,7 +145,8 @@ class _CountingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # RawIOBase takes any writable buffer
+    # typeshed types the buffer as any writable buffer; io hands a memoryview.
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self._file.read(len(buffer))
         buffer[: len(data)] = data
         self.count += len(data)

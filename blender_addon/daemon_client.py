@@ -47,11 +47,11 @@ def call(op: str, params: JSONObject | None = None, data_dir: Path | None = None
         raise DaemonError(
             f"no daemon running for data dir {directory} (start it with: blender-sessiond)"
         ) from None
-    request = {
+    request = {  # the token first: the daemon takes a long first line only then
+        "token": token,
         "id": 1,
         "op": op,
         "params": params or {},
-        "token": token,
         "client_id": "blender-addon-" + uuid.uuid4().hex[:8],
     }
     try:

@@ -175,3 +175,22 @@ async def test_a_non_string_token_is_unauthorized_with_its_id(daemon: Daemon) ->
         "ok": False,
         "error": {"code": "unauthorized", "message": "unauthorized"},
     }
+
+
+async def test_a_long_first_request_is_taken_when_its_token_comes_first(daemon: Daemon) -> None:
+    """Every request of this project's clients starts with its token, so a 2 MiB first
+    request (an apply_state snapshot from the CLI) gets through; a long first line
+    without it is refused with the way out."""
+    assert daemon.control_port is not None
+    token = token_of(daemon).encode()
+    value = b'"' + b"x" * (2 << 20) + b'"'
+    first = b'{"token": "%s", "id": 1, "op": "status", "params": {}, "x": %s}\n' % (token, value)
+    (reply,) = await raw_exchange(daemon.control_port, first)
+    assert reply["id"] == 1 and reply["ok"]
+    last = b'{"id": 2, "op": "status", "x": %s, "token": "%s"}\n' % (value, token)
+    (refused,) = await raw_exchange(daemon.control_port, last)
+    assert refused["error"]["code"] == "bad_request"
+    assert 'put "token" first' in refused["error"]["message"]
+    wrong = b'{"token": "wrong", "id": 3, "op": "status", "x": %s}\n' % value
+    (refused,) = await raw_exchange(daemon.control_port, wrong)
+    assert refused["error"]["code"] == "bad_request"  # too long, and never authenticated

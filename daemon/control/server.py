@@ -128,6 +128,8 @@ class ControlServer:
                         with trio.move_on_at(auth_deadline):
                             data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
                             conn.receive_data(data)
+                            if self._authorized(conn.leading_token()):
+                                conn.authenticated()  # a long first line, token first
                             continue
                         await client.send(conn.send_error(None, _too_slow(self.auth_deadline_s)))
                         return
@@ -284,7 +286,8 @@ def _pre_auth(error: RemoteProtocolError, conn: ControlServerConnection) -> Remo
     return RemoteProtocolError(
         error.code,
         f"{error.message}; until a request has shown the token, lines are limited to "
-        f"{PRE_AUTH_FRAME_BYTES} bytes (send a small request first, like status)",
+        f'{PRE_AUTH_FRAME_BYTES} bytes: put "token" first in the line, or send a small '
+        "request first (like status)",
         framing_lost=error.framing_lost,
     )
 

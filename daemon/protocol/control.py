@@ -2,7 +2,10 @@
 
 The server end reads lines of at most PRE_AUTH_FRAME_BYTES until the I/O glue says a
 request carried the right token (`authenticated()`), then of MAX_FRAME_BYTES, so an
-unauthenticated peer costs the daemon tens of KiB, not 16 MiB.
+unauthenticated peer costs the daemon tens of KiB, not 16 MiB. A first request longer
+than that is still taken when it starts with its token (`{"token": "...", ...`, as
+this project's clients write every request): `leading_token()` reads it from the first
+bytes, and the glue authenticates the connection before the line is complete.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ _id_probe_decoder = msgspec.json.Decoder(_IdProbe)
 # Last resort for a line no JSON reader takes (nested past any recursion limit).
 _ID_FIELD = re.compile(rb'"id"\s*:\s*(-?[0-9]{1,18}(?![0-9.eE])|"[^"\\]{0,200}")')
 _TOKEN_FIELD = re.compile(rb'"token"\s*:\s*"([^"\\]{1,200})"')
+_LEADING_TOKEN = re.compile(rb'\s*\{\s*"token"\s*:\s*"([^"\\]{1,200})"')
 
 
 class ControlServerConnection:
@@ -70,6 +74,11 @@ class ControlServerConnection:
     def buffered_bytes(self) -> int:
         """Bytes received and not handed out yet (what this peer makes us hold)."""
         return len(self._reader.buffer)
+
+    def leading_token(self) -> str | None:
+        """The token a pending line starts with, if it does (see the module docstring)."""
+        match = _LEADING_TOKEN.match(self._reader.buffer.unterminated_tail()[:512])
+        return match.group(1).decode("ascii", "replace") if match else None
 
     def authenticated(self) -> None:
         """A request carried the right token: lines may now be full size."""

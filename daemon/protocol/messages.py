@@ -107,11 +107,15 @@ class SubscribeParams(Message, frozen=True):
 # --- §2 control protocol -------------------------------------------------------------
 
 
-class ControlRequest(Message, frozen=True):
+class ControlRequest(Message, frozen=True, kw_only=True):
+    """A control request. The token comes first on the wire (fields encode in this
+    order): a line longer than the pre-authentication limit is taken only when it
+    starts with the right token (protocol/control.py)."""
+
+    token: str | None = None
     op: str
     id: RequestId | None = None
     params: Raw = EMPTY_OBJECT
-    token: str | None = None
     client_id: str | None = None
 
 

@@ -34,6 +34,8 @@ class FakeAddon:
     frozen: bool = False
     # Replace the result of a request type with raw JSON (a hostile or broken addon).
     raw_results: dict[str, bytes] = field(default_factory=dict)
+    # Request types whose next one is never answered (lost by a broken peer).
+    drop_next: set[str] = field(default_factory=set)
     _thawed: trio.Event = field(default_factory=trio.Event)
 
     def freeze(self) -> None:
@@ -96,6 +98,9 @@ class FakeAddon:
         if self.frozen:
             await self._thawed.wait()
         if kind == "ping" and not self.answer_pings:
+            return
+        if kind in self.drop_next:
+            self.drop_next.discard(kind)
             return
         if kind not in ("hello", "ping", "attach_session", "subscribe") and self.command_delay_s:
             await trio.sleep(self.command_delay_s)

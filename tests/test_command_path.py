@@ -274,3 +274,28 @@ async def test_run_is_submit_and_wait_and_a_cancelled_caller_changes_nothing(
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))
     (command,) = replay_journal(session.journal.path).commands
     assert command.status == "success" and session.in_flight == 0
+
+
+async def test_a_link_that_fails_between_the_start_and_the_send_still_releases(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    """Found by the link fuzz campaign: the core had failed (framing lost) before the
+    supervisor tore the connection down, and `submit` raised LocalProtocolError after
+    the command had started: it stayed in flight forever and `close` hung."""
+    from daemon.protocol import LocalProtocolError
+
+    link, replies, commands = FakeLink(), Replies(), path()
+    session = await open_session(store, link)
+
+    def failed_core(*args: object, **kwargs: object) -> None:
+        raise LocalProtocolError(ErrorCode.INTERNAL, "connection in state ERROR")
+
+    monkeypatch.setattr(link, "submit", failed_core)
+    commands.submit(session, "create_object", CUBE, None, replies)
+    (reply,) = replies.got
+    assert isinstance(reply, ProtocolError)
+    assert session.in_flight == 0
+    with trio.fail_after(WAIT_S):
+        await session.wait_idle()
+    (command,) = replay_journal(session.journal.path).commands
+    assert command.status == "error"  # recorded: asked for, never sent

@@ -1,9 +1,11 @@
-"""A bounded fuzz campaign against the live addon (headless Blender) and the live
-control port: hypothesis makes the inputs, a socket sends them. Each input goes on a
-fresh connection, which is then half-closed; the server must answer or close within a
-bound (no hang), keep running (no crash), and serve a normal request afterwards.
+"""A bounded fuzz campaign against the live addon (headless Blender, in its three
+framings), the live control port and the live proxy port: hypothesis makes the inputs,
+a socket sends them. Each input goes on a fresh connection, which is then half-closed;
+the server must answer or close within a bound (no hang), keep running (no crash), and
+serve a normal request afterwards. (The daemon's link against a hostile addon is the
+fourth surface: test_fuzz_link.py.)
 
-FUZZ_EXAMPLES sets inputs per target (default 300); the count tried is printed. The
+FUZZ_EXAMPLES sets inputs per target (default 1000); the count tried is printed. The
 default run is derandomized, so CI tries the same inputs every time; a run with
 FUZZ_EXAMPLES set draws new ones (a campaign).
 """
@@ -14,6 +16,7 @@ import json
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +29,7 @@ from daemon.clients.client import find_endpoint
 from .programs import Programs
 
 pytestmark = pytest.mark.blender
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1000"))
 CAMPAIGN = "FUZZ_EXAMPLES" in os.environ
 # How long a server may take to answer and close after the client's EOF.
 ANSWER_BOUND_S = 20.0
@@ -97,8 +100,10 @@ def _campaign(
     payloads: st.SearchStrategy[bytes],
     healthy: Callable[[], None],
     alive: Callable[[], None],
+    surface: str,
 ) -> int:
     tried = 0
+    began = time.monotonic()
 
     @settings(
         max_examples=EXAMPLES,
@@ -118,6 +123,9 @@ def _campaign(
 
     one_input()
     healthy()
+    elapsed = time.monotonic() - began
+    print(f"fuzz: {tried} inputs against the {surface} in {elapsed:.1f} s "
+          f"({tried / elapsed:.0f}/s)")  # fmt: skip
     return tried
 
 
@@ -143,8 +151,7 @@ def test_fuzzed_input_never_crashes_or_hangs_the_live_addon(running: Programs) -
         assert running.blender is not None
         assert running.blender.process.poll() is None, "".join(running.blender.output[-30:])
 
-    tried = _campaign(port, _payloads(_requests(ADDON_TYPES, "type")), healthy, alive)
-    print(f"fuzz: {tried} inputs against the live addon")
+    tried = _campaign(port, _payloads(_requests(ADDON_TYPES, "type")), healthy, alive, "live addon")
     assert tried >= min(EXAMPLES, 50)
     assert running.json("status")["blender"]["connected"]  # the daemon's link survived too
 
@@ -166,8 +173,38 @@ def test_fuzzed_input_never_crashes_or_hangs_the_live_control_port(running: Prog
         assert running.daemon is not None
         assert running.daemon.poll() is None, "".join(list(running.daemon_log)[-30:])
 
-    tried = _campaign(port, _payloads(requests), healthy, alive)
-    print(f"fuzz: {tried} inputs against the live control port")
+    tried = _campaign(port, _payloads(requests), healthy, alive, "live control port")
     assert tried >= min(EXAMPLES, 50)
     internal = [line for line in running.daemon_log if '"op_failed"' in line]
     assert internal == [], internal[:3]  # no input reached an unhandled exception
+
+
+@pytest.fixture
+def proxied(programs: Programs) -> Programs:
+    programs.start_blender()
+    programs.start_daemon("--proxy-port", "0")
+    programs.wait_connected()
+    return programs
+
+
+def test_fuzzed_input_never_crashes_or_hangs_the_live_proxy_port(proxied: Programs) -> None:
+    """The proxy takes no token: anything a local process sends it, in any framing."""
+    proxied.json("open", "--name", "fuzzed-proxy")
+    proxy_port = int(proxied.json("status")["proxy"].rsplit(":", 1)[1])
+
+    def healthy() -> None:
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=ANSWER_BOUND_S) as sock:
+            sock.sendall(b'{"type": "get_scene_info", "params": {}}\n')
+            reply = json.loads(sock.makefile("rb").readline())
+        assert reply["status"] == "success", reply
+
+    def alive() -> None:
+        assert proxied.daemon is not None
+        assert proxied.daemon.poll() is None, "".join(list(proxied.daemon_log)[-30:])
+
+    tried = _campaign(
+        proxy_port, _payloads(_requests(ADDON_TYPES, "type")), healthy, alive, "live proxy port"
+    )
+    assert tried >= min(EXAMPLES, 50)
+    failures = [line for line in proxied.daemon_log if '"proxy_request_failed"' in line]
+    assert failures == [], failures[:3]  # no input reached an unhandled exception

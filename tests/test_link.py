@@ -426,3 +426,24 @@ async def test_a_new_blender_instance_is_reported_on_reconnect(
         assert recorder.instances == [("", "first"), ("first", "second")]
         assert link.info().instance_id == "second"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_ping_the_peer_never_answers_does_not_keep_the_link_silent_for_good(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Found by the link fuzz campaign: a peer that drops (or misanswers) one ping. The
+    link goes silent at the timeout, pings again, and is alive at the next pong, on the
+    same connection."""
+    fake = FakeAddon()
+    async with trio.open_nursery() as nursery:
+        link, recorder = await start_link(
+            nursery, fake, heartbeat_interval_s=1.0, heartbeat_timeout_s=5.0
+        )
+        await trio.sleep(0.5)
+        fake.drop_next.add("ping")
+        silent_at = await recorder.wait_for(LinkStatus.DISCONNECTED)
+        back_at = await recorder.wait_for(LinkStatus.CONNECTED)
+        assert silent_at == 0.0 + 5.0  # the last pong came at t=0; the ping at t=1 was lost
+        assert back_at == silent_at  # a fresh ping, answered at once
+        assert fake.connections == 1 and link.connected
+        nursery.cancel_scope.cancel()

@@ -24,6 +24,7 @@ import trio
 from ..protocol import (
     NEED_DATA,
     ConnectionClosed,
+    ConnectionState,
     EventReceived,
     LinkConnection,
     NoAnswer,
@@ -82,6 +83,12 @@ class Channel:
         self._outgoing = bytearray()  # requests waiting for the writer: sent together
         self._outgoing_ready = trio.Event()
         self._pending_added = trio.Event()
+
+    @property
+    def open(self) -> bool:
+        """Requests can still be sent: the core has not failed (framing lost) and the
+        connection has not ended, though the supervisor may not have torn it down yet."""
+        return self.core.state is ConnectionState.OPEN
 
     # --- sending --------------------------------------------------------------------
 

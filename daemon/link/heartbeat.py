@@ -1,9 +1,11 @@
 """The heartbeat: one `ping` in flight at a time, answered on the addon's I/O thread
 even while Blender's main thread is busy.
 
-Dead means no pong within the timeout of the last one. The connection is kept then
-(a stopped or frozen Blender may come back), no new ping is sent, and the link waits
-for the outstanding one: when it comes, the link is alive again.
+Dead means no pong within the timeout of the last one. The connection is kept then (a
+stopped or frozen Blender may come back, and the answers it owes reach the records):
+the unanswered ping is withdrawn and a fresh one sent every timeout period, so a peer
+that dropped or misanswered one ping cannot keep the link silent for good; the first
+pong after that makes it alive again.
 """
 
 from __future__ import annotations
@@ -33,27 +35,22 @@ async def heartbeat_loop(
     answered, but not with a pong we can read: it is alive all the same);
     `on_silence()` once the timeout passes without one."""
     last_pong_at = trio.current_time()
+    silent = False
     while True:
         sent_at = trio.current_time()
-        outcome: list[Outcome] = []
-        answered = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_ping, channel, outcome, answered)
-            with trio.move_on_at(last_pong_at + timeout_s) as silence:
-                await answered.wait()
-            if silence.cancelled_caught:
-                on_silence()
-                await answered.wait()  # the same ping: no new one while Blender is silent
-        if isinstance(outcome[0], NoAnswer):
-            return  # the connection is over; the link's supervisor takes it from here
-        last_pong_at = trio.current_time()
-        on_pong(_pong(outcome[0]), (last_pong_at - sent_at) * 1000)
-        await trio.sleep_until(sent_at + interval_s)
-
-
-async def _ping(channel: Channel, outcome: list[Outcome], answered: trio.Event) -> None:
-    outcome.append(await channel.call("ping"))
-    answered.set()
+        deadline = sent_at + timeout_s if silent else last_pong_at + timeout_s
+        with trio.move_on_at(deadline):
+            outcome = await channel.call("ping")  # cancelled: the ping is withdrawn
+            if isinstance(outcome, NoAnswer):
+                return  # the connection is over; the link's supervisor takes it from here
+            last_pong_at = trio.current_time()
+            silent = False
+            on_pong(_pong(outcome), (last_pong_at - sent_at) * 1000)
+            await trio.sleep_until(sent_at + interval_s)
+            continue
+        if not silent:
+            silent = True
+            on_silence()
 
 
 def _pong(outcome: Outcome) -> PongResult | None:

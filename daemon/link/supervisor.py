@@ -295,7 +295,7 @@ class AddonLink:
         Raises RemoteProtocolError(blender_unavailable) when no Blender is connected.
         """
         channel = self._channel
-        if not self.connected or channel is None:
+        if not self.connected or channel is None or not channel.open:
             raise self.unavailable_error()
         deadline = trio.current_time() + self.config.request_timeout_s
         channel.send(type, params, Waiter(type, deliver, deadline, on_late))
@@ -305,7 +305,7 @@ class AddonLink:
         reads: state, snapshots). Raises RemoteProtocolError: the addon's own error,
         `blender_unavailable`, or `timeout` after request_timeout_s."""
         channel = self._channel
-        if not self.connected or channel is None:
+        if not self.connected or channel is None or not channel.open:
             raise self.unavailable_error()
         with trio.move_on_after(self.config.request_timeout_s):
             outcome = await channel.call(type, params)

@@ -102,6 +102,8 @@ class CommandPath:
                 raise self._storage_error(error, "the command was not sent to Blender") from None
             self._send(session, start, once)
         except ProtocolError as error:
+            if start is not None:
+                session.release(start)  # idempotent, if its outcome still comes
             once(error)
         except Exception as error:  # a bug: answer `internal`, keep serving
             log.exception("command_failed", session_id=session.session_id, type=type)
@@ -135,7 +137,7 @@ class CommandPath:
             session.link.submit(start.type, bytes(start.params), finish.command, finish.late)
             if start.type in OPAQUE_COMMANDS:
                 session.link.submit("get_scene_info", SCENE_READ, finish.scene)
-        except RemoteProtocolError as error:  # the link went away in between
+        except ProtocolError as error:  # the link went away in between: never sent
             finish.not_sent(error)
 
     def finish(
@@ -284,7 +286,7 @@ class _Finisher:
     def late(self, answer: Answer) -> None:
         self._path.late(self._session, self._start, answer)
 
-    def not_sent(self, error: RemoteProtocolError) -> None:
+    def not_sent(self, error: ProtocolError) -> None:
         if self._command is None:
             self._command = LinkFailure(code=error.code.value, message=error.message)
         self._scene_in = True

@@ -17,11 +17,15 @@ from typing import Any
 import platformdirs
 
 from .protocol.limits import (
+    AUTH_DEADLINE_S,
     IMPORT_MAX_MEMBERS,
     IMPORT_MAX_RATIO,
     IMPORT_MAX_TOTAL_BYTES,
     MAX_CONNECTIONS,
+    MAX_FRAME_BYTES,
+    MAX_JSON_DEPTH,
     MAX_PROXY_CONNECTIONS,
+    PRE_AUTH_FRAME_BYTES,
 )
 
 APP_NAME = "blender-scene-sessions"
@@ -84,6 +88,15 @@ def _flag_on(name: str) -> bool:
     return (_env(name) or "0").lower() in ("1", "true", "yes")
 
 
+FIXED_LIMITS = (
+    f"fixed limits (each with its reason in docs/limits.md): one message is at most "
+    f"{MAX_FRAME_BYTES // 2**20} MiB; until a request shows the token, a control "
+    f"connection's lines are at most {PRE_AUTH_FRAME_BYTES // 1024} KiB (unless the line "
+    f"starts with the token) and it must show it within {AUTH_DEADLINE_S:g} s; JSON values "
+    f"nest at most {MAX_JSON_DEPTH} levels, so that whatever is accepted can be read back."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blender-sessiond",
@@ -93,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
             "saves each session to the data dir. Every flag can also be set with the "
             f"environment variable shown ({ENV_PREFIX}...)."
         ),
+        epilog=FIXED_LIMITS,
     )
 
     def option(

@@ -137,8 +137,12 @@ def bench_roundtrip(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             compared = ["daemon", "daemon_info_logs", "relay_trio", "relay_selectors"]
             if baseline is not None and through_baseline is not None:
                 run_load(baseline.port, through_baseline, min(total, 300), in_flight)
+                cpu_before = cpu_seconds(baseline.process.pid)
                 entry["daemon_baseline"] = run_load(
                     baseline.port, through_baseline, total, in_flight
+                )
+                entry["daemon_baseline"]["daemon_cpu_us_per_request"] = round(
+                    (cpu_seconds(baseline.process.pid) - cpu_before) / total * 1e6, 1
                 )
                 entry["daemon_baseline"]["ref"] = counts["baseline_ref"]
                 compared.append("daemon_baseline")

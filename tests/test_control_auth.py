@@ -194,3 +194,16 @@ async def test_a_long_first_request_is_taken_when_its_token_comes_first(daemon: 
     wrong = b'{"token": "wrong", "id": 3, "op": "status", "x": %s}\n' % value
     (refused,) = await raw_exchange(daemon.control_port, wrong)
     assert refused["error"]["code"] == "bad_request"  # too long, and never authenticated
+
+
+async def test_a_watch_read_just_before_the_client_hangs_up_still_ends(daemon: Daemon) -> None:
+    """Found by the long fuzz campaign: a `watch` as the last line, without its newline,
+    then EOF. The line is read at EOF, and its task started after the connection's
+    reader ended: it was never cancelled, and streamed heartbeats for ever."""
+    assert daemon.control_port is not None
+    token = token_of(daemon).encode()
+    with trio.fail_after(WAIT_S):  # raw_exchange reads until the daemon closes
+        replies = await raw_exchange(
+            daemon.control_port, b'{"token": "%s", "id": 1, "op": "watch"}' % token
+        )
+    assert all(reply["id"] == 1 for reply in replies)

@@ -152,7 +152,14 @@ class ControlServer:
             else:
                 self._submit_command(request, params, client, client_key)
                 return
-        nursery.start_soon(self._serve_request, request, client.outbox.clone(), client_key, client)
+        # A watch's scope is known from the moment its request is read: if the client
+        # hangs up before the task starts, cancelling it then still ends the stream.
+        watch = trio.CancelScope() if request.op in STREAMING_OPS else None
+        if watch is not None:
+            client.watches.add(watch)
+        nursery.start_soon(
+            self._serve_request, request, client.outbox.clone(), client_key, client, watch
+        )
 
     def _submit_command(
         self,
@@ -209,11 +216,12 @@ class ControlServer:
         outbox: trio.MemorySendChannel[bytes],
         client_key: str,
         client: ClientConnection,
+        watch: trio.CancelScope | None,
     ) -> None:
         """The handler edge: every exception becomes a wire error here, and only here."""
         try:
             async with outbox:
-                await self._serve_request_to(request, outbox, client)
+                await self._serve_request_to(request, outbox, client, watch)
         finally:
             self._release_slot(client_key)
 
@@ -222,15 +230,15 @@ class ControlServer:
         request: ControlRequest,
         outbox: trio.MemorySendChannel[bytes],
         client: ClientConnection,
+        watch: trio.CancelScope | None,
     ) -> None:
         with structlog.contextvars.bound_contextvars(client_id=request.client_id, op=request.op):
-            if request.op in STREAMING_OPS:
-                with trio.CancelScope() as scope:
-                    client.watches.add(scope)
+            if watch is not None:
+                with watch:
                     try:
                         await self._watch(request.id, outbox, client)
                     finally:
-                        client.watches.discard(scope)
+                        client.watches.discard(watch)
                 return
             try:
                 handler = lookup(request.op)

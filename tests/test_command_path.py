@@ -113,7 +113,14 @@ async def open_session(store: SessionStore, link: FakeLink) -> Session:
     )  # fmt: skip
     journal = await store.open_journal(session_id)
     journal.write(JournalOpen(session=data))
+    journal.flush()
     return Session(data, link, journal)
+
+
+def written(session: Session) -> None:
+    """What a reader task does once it has handled what it read: write the journal's
+    pending lines (sending the commands they start, answering the ones they finish)."""
+    session.journal.flush()
 
 
 CUBE = msgspec.Raw(b'{"kind": "cube", "name": "Box"}')
@@ -136,10 +143,12 @@ async def test_success_is_journaled_before_the_reply_and_released(
     link, replies, commands = FakeLink(), Replies(), path()
     session = await open_session(store, link)
     commands.submit(session, "create_object", CUBE, "client", replies)
+    written(session)
     assert session.in_flight == 1 and replies.got == []
     journal_before = replay_journal(session.journal.path)
     assert [(c.seq, c.status) for c in journal_before.commands] == [(1, "unknown")]  # started
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))
+    written(session)
     (reply,) = replies.got
     assert isinstance(reply, CommandResult) and reply.seq == 1 and b"Box" in bytes(reply.result)
     assert session.in_flight == 0 and list(session.tracker.objects) == ["Box"]
@@ -171,8 +180,11 @@ async def test_a_raising_callback_still_gives_one_internal_reply_and_close_does_
     elif where == "tracking":
         monkeypatch.setattr(session.tracker, "track", broken)
     commands.submit(session, "create_object", CUBE, None, reply)
+    written(session)
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))
+    written(session)
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))  # a duplicate: ignored
+    written(session)
     assert len(got) == 1
     if where == "finish":
         assert isinstance(got[0], RemoteProtocolError) and got[0].code is ErrorCode.INTERNAL
@@ -187,7 +199,9 @@ async def test_no_answer_is_unknown_and_a_late_answer_takes_the_real_outcome(
     link, replies, commands = FakeLink(), Replies(), path()
     session = await open_session(store, link)
     commands.submit(session, "create_object", CUBE, None, replies)
+    written(session)
     link.sent[0].deliver(NoAnswer.TIMED_OUT)
+    written(session)
     (reply,) = replies.got
     assert isinstance(reply, RemoteProtocolError) and reply.code is ErrorCode.TIMEOUT
     (command,) = replay_journal(session.journal.path).commands
@@ -195,6 +209,7 @@ async def test_no_answer_is_unknown_and_a_late_answer_takes_the_real_outcome(
     on_late = link.sent[0].on_late
     assert on_late is not None
     on_late(LinkSuccess(result=msgspec.Raw(BOX)))
+    written(session)
     (command,) = replay_journal(session.journal.path).commands
     assert (command.status, command.late) == ("success", True)
     assert b"Box" in bytes(command.result)
@@ -213,8 +228,10 @@ async def test_refused_commands_take_no_seq_and_cost_blender_nothing(
         ("ping", b"{}"),
     ]:
         commands.submit(session, type, msgspec.Raw(params), None, replies)
+        written(session)
     link.connected = False
     commands.submit(session, "get_state", msgspec.Raw(b"{}"), None, replies)
+    written(session)
     codes = [r.code.value for r in replies.got if isinstance(r, ProtocolError)]
     assert codes == ["invalid_params", "invalid_params", "unknown_command", "unknown_command",
                      "blender_unavailable"]  # fmt: skip
@@ -228,6 +245,7 @@ async def test_a_journal_that_cannot_take_the_start_means_the_command_is_not_sen
     session = await open_session(store, link)
     await session.journal.close()  # as if the disk refused every write
     commands.submit(session, "create_object", CUBE, None, replies)
+    written(session)
     (reply,) = replies.got
     assert isinstance(reply, RemoteProtocolError) and reply.code is ErrorCode.STORAGE
     assert "not sent to Blender" in reply.message
@@ -240,13 +258,16 @@ async def test_an_opaque_command_finishes_once_its_scene_read_is_in_too(
     link, replies, commands = FakeLink(), Replies(), path()
     session = await open_session(store, link)
     commands.submit(session, "apply_state", msgspec.Raw(b'{"objects": []}'), None, replies)
+    written(session)
     assert [s.type for s in link.sent] == ["apply_state", "get_scene_info"]  # one pipeline
     scene = (b'{"name": "S", "object_count": 1, "materials_count": 0, '
              b'"objects": [{"name": "Made", "type": "MESH", "location": [0, 0, 0]}]}')  # fmt: skip
     link.sent[1].deliver(LinkSuccess(result=msgspec.Raw(scene)))  # either order
+    written(session)
     assert replies.got == []
     applied = b'{"created": [], "updated": [], "removed": [], "skipped": []}'
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(applied)))
+    written(session)
     assert len(replies.got) == 1 and isinstance(replies.got[0], CommandResult)
     assert list(session.tracker.objects) == ["Made"]
 
@@ -257,7 +278,9 @@ async def test_a_result_that_cannot_be_stored_is_unknown_not_journaled_raw(
     link, replies, commands = FakeLink(), Replies(), path()
     session = await open_session(store, link)
     commands.submit(session, "get_state", msgspec.Raw(b"{}"), None, replies)
+    written(session)
     link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(b'{"scene": "\xff", "x": 1e400}')))
+    written(session)
     (reply,) = replies.got
     assert isinstance(reply, RemoteProtocolError) and reply.code is ErrorCode.INTERNAL
     (command,) = replay_journal(session.journal.path).commands
@@ -269,9 +292,12 @@ async def test_run_is_submit_and_wait_and_a_cancelled_caller_changes_nothing(
 ) -> None:
     link, commands = FakeLink(), path()
     session = await open_session(store, link)
-    with trio.move_on_after(1):  # the caller gives up while Blender works
-        await commands.run(session, "create_object", CUBE, None)
-    link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(session.journal.run)  # its own task writes what is pending
+        with trio.move_on_after(1):  # the caller gives up while Blender works
+            await commands.run(session, "create_object", CUBE, None)
+        link.sent[0].deliver(LinkSuccess(result=msgspec.Raw(BOX)))
+        await session.journal.close()
     (command,) = replay_journal(session.journal.path).commands
     assert command.status == "success" and session.in_flight == 0
 
@@ -292,6 +318,7 @@ async def test_a_link_that_fails_between_the_start_and_the_send_still_releases(
 
     monkeypatch.setattr(link, "submit", failed_core)
     commands.submit(session, "create_object", CUBE, None, replies)
+    written(session)
     (reply,) = replies.got
     assert isinstance(reply, ProtocolError)
     assert session.in_flight == 0

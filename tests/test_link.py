@@ -42,6 +42,9 @@ class Recorder:
     def blender_connected(self, link: AddonLink, previous_instance: str) -> None:
         self.instances.append((previous_instance, link.snapshot.instance_id))
 
+    def handling_answers(self, link: AddonLink) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
     async def wait_for(self, status: LinkStatus) -> float:
         while not self.changes or self.changes[-1][1] is not status:
             await self.changed.wait()

@@ -445,6 +445,7 @@ def test_control_bad_message_still_carries_its_id_and_token(
         (b'{"a": "\xff"}', "not valid UTF-8"),
         (b'{"a": "\xed\xa0\x80"}', "not valid UTF-8"),
         (b'{"a": 1e400}', "out of range"),
+        (b'{"a": -1E+0400}', "out of range"),
         (b'{"a": ' + b"9" * 4301 + b"}", "out of range"),
         (b'{"a": 18446744073709551616}', "outside the signed 64-bit range"),
         (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), "nested deeper"),
@@ -455,6 +456,7 @@ def test_control_bad_message_still_carries_its_id_and_token(
         "bad-utf8",
         "raw-surrogate",
         "1e400",
+        "-1E+0400",
         "4301-digits",
         "2**64",
         "65-deep",
@@ -476,6 +478,7 @@ def test_check_json_refuses_what_could_not_be_read_back(raw: bytes, problem: str
         '{"name": "Stuhl \u00e9 \U0001f600"}'.encode(),
         b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH,
         b'{"digits": "12345678901234567890123"}',
+        b'{"name": "Cube000", "e": 1.00000000000000000000001, "f": 1e-400}',
     ],
 )
 def test_check_json_accepts_ordinary_values(raw: bytes) -> None:
@@ -490,3 +493,57 @@ def test_unknown_param_is_refused_naming_the_key_and_the_accepted_ones() -> None
     assert caught.value.code is ErrorCode.INVALID_PARAMS
     assert "unknown param 'locaton'" in caught.value.message
     assert "name, location, rotation, scale" in caught.value.message
+
+
+_HOSTILE_VALUES = [
+    b"1" + b"0" * 25,  # past 64 bits, as an int or written into a float
+    b"1e400",
+    b'"\\ud800"',  # a lone surrogate
+    b'"\xed\xa0\x80"',  # one encoded as UTF-8
+    b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1),
+]
+
+
+_VALID_PARAMS: dict[str, dict[str, object]] = {
+    "create_object": {"kind": "cube"},
+    "transform_object": {"name": "A"},
+    "set_material": {"object": "A", "material": "M"},
+    "rename_object": {"name": "A", "new_name": "B"},
+    "select_objects": {"names": ["A"]},
+    "delete_object": {"name": "A"},
+    "get_object_info": {"name": "A"},
+    "open_blend": {"path": "/tmp/a.blend"},
+    "save_blend": {"path": "/tmp/a.blend"},
+    "execute_code": {"code": ""},
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_params_the_daemon_accepts_can_always_be_stored(command: str) -> None:
+    """`check_command` skips `check_json` where the schema already refuses what it
+    would: whatever it accepts must pass `check_json`, with each field (and a key the
+    schema does not know) given each hostile value, alone and inside arrays and maps."""
+    valid = _VALID_PARAMS.get(command, {})
+    check_command(command, msgspec.Raw(msgspec.json.encode(valid)), [])
+    shapes = [b"%s", b"[%s, 0, 0]", b"[%s, 0, 0, 0]", b'{"Cube": [%s, 0, 0, 1]}', b"[%s]"]
+    values = [shape % value for shape in shapes for value in _HOSTILE_VALUES]
+    accepted_any = False
+    for field in [*COMMANDS[command].params.__struct_fields__, "unknown"]:
+        others = msgspec.json.encode({k: v for k, v in valid.items() if k != field})
+        for value in values:
+            raw = (
+                others[:-1]
+                + (b"," if len(others) > 2 else b"")
+                + b'"%s": %s}'
+                % (
+                    field.encode(),
+                    value,
+                )
+            )
+            try:
+                accepted = check_command(command, msgspec.Raw(raw), [])
+            except RemoteProtocolError:
+                continue
+            accepted_any = True
+            check_json(accepted, "params")
+    assert not accepted_any, f"{command} took a hostile value"

@@ -447,6 +447,7 @@ async def test_journal_write_failure_leaves_no_half_line(
     session_id = new_session_id()
     journal = await store.open_journal(session_id)
     journal.write(JournalOpen(session=make_data(session_id, commands=[])))
+    assert journal.flush() is None
     before = journal.path.read_bytes()
     real_write = os.write
     calls = []
@@ -458,9 +459,13 @@ async def test_journal_write_failure_leaves_no_half_line(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", half_then_full)
-    with pytest.raises(OSError, match="No space left"):
-        journal.write(start_line(1))
+    told: list[OSError | None] = []
+    journal.write(start_line(1))
+    journal.when_written(told.append)
+    assert told == []  # pending: nothing is in the file until the flush
+    error = journal.flush()
     monkeypatch.undo()
+    assert isinstance(error, OSError) and "No space left" in str(error) and told == [error]
     assert journal.path.read_bytes() == before
     journal.write(start_line(2))
     await journal.close()

@@ -25,6 +25,7 @@ class ClientConnection:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.conn = ControlServerConnection()
+        self.key = f"connection-{id(self)}"  # whose requests count against one limit
         self.outbox, self._outbox_receive = trio.open_memory_channel[bytes](math.inf)
         self.room = trio.Semaphore(MAX_UNWRITTEN_PER_CONNECTION)
         self.watches: set[trio.CancelScope] = set()
@@ -35,17 +36,23 @@ class ClientConnection:
         # reading its replies (for status and tests).
         self.stalled = trio.Event()
 
-    async def take_room(self) -> None:
+    def try_take_room(self) -> bool:
+        """Take room now if there is some (no checkpoint)."""
         try:
-            self.room.acquire_nowait()  # no checkpoint while there is room
+            self.room.acquire_nowait()
         except trio.WouldBlock:
+            return False
+        return True
+
+    async def take_room(self) -> None:
+        if not self.try_take_room():
             self.stalled.set()
             await self.room.acquire()
 
     def queue(self, data: bytes) -> None:
         """Queue a message whose room is already taken."""
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self.outbox.send_nowait(data)
+            self.outbox.send_nowait(data)  # unless the client is gone
 
     async def send(self, data: bytes) -> None:
         await self.take_room()

@@ -98,49 +98,59 @@ class ControlServer:
             await trio.aclose_forcefully(stream)
 
     async def _read_loop(self, client: ClientConnection, nursery: trio.Nursery) -> None:
+        """Read and dispatch requests. The journals' batch is held while what one read
+        brought in is handled, and released around every await: the start lines of a
+        burst of pipelined commands go into their journals in one write."""
         conn = client.conn
         auth_deadline = trio.current_time() + self.auth_deadline_s
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as error:  # framing lost: answer, then close
-                await client.send(conn.send_error(None, _pre_auth(error, conn)))
-                client.lingering = True
-                return
-            match event:
-                case RequestReceived(request=request):
-                    await client.take_room()
-                    if not self._authorized(request.token):
-                        client.queue(conn.send_error(request.id, _unauthorized()))
-                        continue
-                    conn.authenticated()
-                    self._dispatch(request, client, nursery)
-                case BadMessage(error=bad_request, request_id=request_id, token=token):
-                    problem = bad_request if self._authorized(token) else _unauthorized()
-                    await client.send(conn.send_error(request_id, problem))
-                case ConnectionClosed():
+        journals = self.service.journals
+        with journals.held():
+            while True:
+                try:
+                    event = conn.next_event()
+                except RemoteProtocolError as error:  # framing lost: answer, then close
+                    with journals.released():
+                        await client.send(conn.send_error(None, _pre_auth(error, conn)))
+                    client.lingering = True
                     return
-                case _:
-                    assert event is NEED_DATA
-                    if conn.is_authenticated:
-                        data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
-                    else:
-                        with trio.move_on_at(auth_deadline):
-                            data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
-                            conn.receive_data(data)
-                            if self._authorized(conn.leading_token()):
-                                conn.authenticated()  # a long first line, token first
+                match event:
+                    case RequestReceived(request=request):
+                        if not client.try_take_room():
+                            with journals.released():
+                                await client.take_room()
+                        if not self._authorized(request.token):
+                            client.queue(conn.send_error(request.id, _unauthorized()))
                             continue
-                        await client.send(conn.send_error(None, _too_slow(self.auth_deadline_s)))
+                        conn.authenticated()
+                        self._dispatch(request, client, nursery)
+                    case BadMessage(error=bad_request, request_id=request_id, token=token):
+                        problem = bad_request if self._authorized(token) else _unauthorized()
+                        with journals.released():
+                            await client.send(conn.send_error(request_id, problem))
+                    case ConnectionClosed():
                         return
-                    conn.receive_data(data)
+                    case _:
+                        assert event is NEED_DATA
+                        with journals.released():
+                            if conn.is_authenticated:
+                                data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                            else:
+                                with trio.move_on_at(auth_deadline) as waited:
+                                    data = await client.stream.receive_some(RECEIVE_CHUNK_BYTES)
+                                if waited.cancelled_caught:
+                                    message = _too_slow(self.auth_deadline_s)
+                                    await client.send(conn.send_error(None, message))
+                                    return
+                        conn.receive_data(data)
+                        if not conn.is_authenticated and self._authorized(conn.leading_token()):
+                            conn.authenticated()  # a long first line, token first
 
     def _dispatch(
         self, request: ControlRequest, client: ClientConnection, nursery: trio.Nursery
     ) -> None:
         """Start one authorized request. Its room is taken; it gets exactly one reply."""
         conn = client.conn
-        client_key = request.client_id or f"connection-{id(conn)}"
+        client_key = request.client_id or client.key
         if not self._take_slot(client_key):
             client.queue(conn.send_error(request.id, self._busy(request)))
             return

@@ -13,6 +13,7 @@ task (or the expiry task) and never blocks; a waiter's bug is logged, never rais
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,12 +75,15 @@ class Channel:
         stream: trio.abc.Stream,
         endpoint: str,
         on_event: Callable[[EventReceived], None],
+        handling: contextlib.AbstractContextManager[None] | None = None,
     ) -> None:
         self.stream = stream
         self.endpoint = endpoint
         self.core = LinkConnection()
         self.said_hello = False
         self._on_event = on_event
+        # Entered around the delivery of each read's answers (a reusable context).
+        self._handling = handling or contextlib.nullcontext()
         self._outgoing = bytearray()  # requests waiting for the writer: sent together
         self._outgoing_ready = trio.Event()
         self._pending_added = trio.Event()
@@ -138,27 +142,32 @@ class Channel:
             data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
             self.core.receive_data(data)
             received_any = received_any or bool(data)
-            while (event := self._next_event(ended=not data)) is not NEED_DATA:
-                match event:
-                    case ResponseReceived():
-                        self._answered(event)
-                    case EventReceived():
-                        self._on_event(event)
-                    case ConnectionClosed():
-                        if not self.said_hello:
-                            raise ForeignPeer(
-                                CLOSES_EACH_REQUEST
-                                if received_any
-                                else f"{CLOSES_EACH_REQUEST} (without answering)",
-                                self.endpoint,
-                            )
-                        raise LinkLost(f"{self.endpoint} closed the connection")
+            with self._handling:
+                self._deliver_events(ended=not data, received_any=received_any)
             if not self.said_hello:
                 # Every complete line is handled; a JSON object left over with no newline
                 # is how the older blender-mcp addon answers.
                 found = identify_text_reply(self.core.unterminated_tail())
                 if found:
                     raise ForeignPeer(found, self.endpoint)
+
+    def _deliver_events(self, *, ended: bool, received_any: bool) -> None:
+        """Deliver every complete message one read brought in. Raises LinkLost."""
+        while (event := self._next_event(ended=ended)) is not NEED_DATA:
+            match event:
+                case ResponseReceived():
+                    self._answered(event)
+                case EventReceived():
+                    self._on_event(event)
+                case ConnectionClosed():
+                    if not self.said_hello:
+                        raise ForeignPeer(
+                            CLOSES_EACH_REQUEST
+                            if received_any
+                            else f"{CLOSES_EACH_REQUEST} (without answering)",
+                            self.endpoint,
+                        )
+                    raise LinkLost(f"{self.endpoint} closed the connection")
 
     def _next_event(self, *, ended: bool) -> object:
         try:

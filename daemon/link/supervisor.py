@@ -10,6 +10,7 @@ they carry ids and may be pipelined.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class LinkObserver(Protocol):
     def link_changed(self, link: AddonLink) -> None: ...
     def scene_changed(self, link: AddonLink, data: msgspec.Raw, missed: int) -> None: ...
     def blender_connected(self, link: AddonLink, previous_instance: str) -> None: ...
+    # Entered by the link's reader around the delivery of what one read brought in
+    # (asked once per connection; entered again for each read).
+    def handling_answers(self, link: AddonLink) -> contextlib.AbstractContextManager[None]: ...
 
 
 async def _open_tcp(host: str, port: int) -> trio.abc.Stream:
@@ -132,7 +136,7 @@ class AddonLink:
 
     async def _serve_contained(self, stream: trio.abc.Stream) -> bool:
         """Serve one connection; whatever ends it is recorded, never raised."""
-        channel = Channel(stream, self.endpoint, self._event)
+        channel = Channel(stream, self.endpoint, self._event, self._handling_answers())
         try:
             await self._serve(channel)
         except* _EXPECTED_ENDINGS as group:
@@ -173,6 +177,11 @@ class AddonLink:
                 self._on_pong,
                 self._on_silence,
             )
+
+    def _handling_answers(self) -> contextlib.AbstractContextManager[None]:
+        if self.observer is None:
+            return contextlib.nullcontext()
+        return self.observer.handling_answers(self)
 
     def _event(self, event: EventReceived) -> None:
         if event.event.event == "scene_changed" and self.observer is not None:

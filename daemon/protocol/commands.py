@@ -8,9 +8,11 @@ import re
 from dataclasses import dataclass
 
 import msgspec
+import msgspec.inspect as mi
 
 from .errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from .json_checks import check_json
+from .limits import MAX_JSON_INT, MIN_JSON_INT
 from .messages import NoParams, Params
 from .scene import (
     ApplyStateParams,
@@ -60,6 +62,42 @@ READ_ONLY_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if not sp
 LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
 
 _param_decoders = {name: msgspec.json.Decoder(spec.params) for name, spec in COMMANDS.items()}
+
+
+def _bounds_everything(info: mi.Type) -> bool:
+    """Whether decoding with this schema already refuses all that `check_json` looks
+    for: msgspec refuses bad UTF-8 and lone surrogates by itself and a bounded int is
+    in range. Not so an unknown key (its value is kept, unread), an unbounded int, or a
+    float (an integer literal of any length decodes into one and is kept as written)."""
+    match info:
+        case mi.StructType():
+            return info.forbid_unknown_fields and all(
+                _bounds_everything(field.type) for field in info.fields
+            )
+        case mi.IntType():
+            low = info.ge if info.ge is not None else info.gt
+            high = info.le if info.le is not None else info.lt
+            return (
+                low is not None and high is not None and MIN_JSON_INT <= low <= high <= MAX_JSON_INT
+            )
+        case mi.ListType() | mi.SetType() | mi.FrozenSetType() | mi.VarTupleType():
+            return _bounds_everything(info.item_type)
+        case mi.TupleType():
+            return all(_bounds_everything(item) for item in info.item_types)
+        case mi.DictType():
+            return _bounds_everything(info.key_type) and _bounds_everything(info.value_type)
+        case mi.UnionType():
+            return all(_bounds_everything(item) for item in info.types)
+        case mi.StrType() | mi.BoolType() | mi.NoneType() | mi.LiteralType():
+            return True
+        case _:
+            return False
+
+
+# Commands whose params need no `check_json` after their schema's decode.
+_CHECKED_BY_SCHEMA = frozenset(
+    name for name, spec in COMMANDS.items() if _bounds_everything(mi.type_info(spec.params))
+)
 _UNKNOWN_FIELD = re.compile(r"unknown field `(?P<key>[^`]*)`(?: - at `(?P<path>[^`]*)`)?")
 
 
@@ -92,6 +130,8 @@ def check_command(type: str, params: msgspec.Raw, addon_commands: list[str]) -> 
             decoder.decode(params)
         except DECODE_ERRORS as error:
             raise _invalid(type, error) from None
+        if type in _CHECKED_BY_SCHEMA:
+            return params
     check_json(params, f"params of {type!r}")
     return params
 

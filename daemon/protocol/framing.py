@@ -36,14 +36,15 @@ class LineBuffer:
         Raises RemoteProtocolError(bad_request, framing_lost=True) when a line is over
         the limit, as soon as that is known, without waiting for its newline.
         """
-        newline_at = self._data.find(b"\n", max(self._searched_to, self._start))
+        data, start, searched_to = self._data, self._start, self._searched_to
+        newline_at = data.find(b"\n", searched_to if searched_to > start else start)
         if newline_at == -1:
-            self._searched_to = len(self._data)
-            if len(self) > self.max_frame_bytes:
-                raise _too_big(len(self), self.max_frame_bytes)
+            self._searched_to = len(data)
+            if len(data) - start > self.max_frame_bytes:
+                raise _too_big(len(data) - start, self.max_frame_bytes)
             return None
-        if newline_at - self._start > self.max_frame_bytes:
-            raise _too_big(newline_at - self._start, self.max_frame_bytes)
+        if newline_at - start > self.max_frame_bytes:
+            raise _too_big(newline_at - start, self.max_frame_bytes)
         line = bytes(self._data[self._start : newline_at])
         self._start = newline_at + 1
         self._searched_to = self._start

@@ -11,16 +11,27 @@ scans of the bytes, and a full parse only when one of them finds something to lo
 from __future__ import annotations
 
 import math
-import re
 
 import msgspec
 
 from .errors import ErrorCode, RemoteProtocolError
 from .limits import MAX_JSON_DEPTH, MAX_JSON_INT, MIN_JSON_INT
 
-# An integer literal long enough to leave the signed 64-bit range (19+ digits, not the
-# digits of a fraction), or an exponent of three digits (1e400 overflows a double).
-_BIG_NUMBER = re.compile(rb"(?<![0-9.])-?[0-9]{19,}(?![0-9.eE])|[eE][+-]?[0-9]{3,}")
+# One C-level pass finds what may need a closer look: the bytes mapped so that digits
+# read `0`, `e`/`E` read `e`, signs `+`, brackets and braces `[`, and everything else a
+# space. Then 19 digits in a row may be an integer past the signed 64-bit range, `e`
+# with three digits an exponent past a double's (1e400), and the `[` count bounds the
+# depth. Text like "Cube000" or a long fraction also matches; the full parse then finds
+# nothing wrong. Ten times faster than a regular expression on get_scene_info's result.
+_SHAPES = bytes(
+    ord("0") if byte in b"0123456789"
+    else ord("e") if byte in b"eE"
+    else ord("+") if byte in b"+-"
+    else ord("[") if byte in b"[{"
+    else ord(" ")
+    for byte in range(256)
+)  # fmt: skip
+_LONG_INTEGER = b"0" * 19
 _any_decoder = msgspec.json.Decoder()
 
 
@@ -36,9 +47,15 @@ def check_json(raw: bytes | msgspec.Raw, what: str) -> None:
             data.decode("utf-8")  # strict: also refuses UTF-8-encoded surrogates
         except UnicodeDecodeError as error:
             raise _refuse(what, f"it is not valid UTF-8 (byte {error.start})") from None
-    deep = data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH
-    if not (deep or b"\\u" in data or _BIG_NUMBER.search(data)):
-        return
+    shapes = data.translate(_SHAPES)
+    if (
+        shapes.count(b"[") <= MAX_JSON_DEPTH
+        and b"\\u" not in data
+        and _LONG_INTEGER not in shapes
+        and b"e000" not in shapes
+        and b"e+000" not in shapes
+    ):
+        return  # nothing that could be out of range, too deep, or a lone surrogate
     try:
         value = _any_decoder.decode(data)
     except RecursionError:

@@ -80,6 +80,7 @@ class Catalog:
     async def history(self, session: Session) -> builtins.list[CommandRecord]:
         """Every recorded command of an open session: its journal, plus the outcomes
         the journal could not take."""
+        session.journal.flush()  # what is still pending goes in first (or to unjournaled)
         replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
         commands = {command.seq: command for command in replayed.commands}
         commands.update(session.unjournaled)

@@ -12,7 +12,7 @@ Theory of operation:
    the same pipeline, by a scene read, and finishes when both are in.
 4. Outcome before reply: `Session.finish_command` journals it (`unknown` when no
    answer came), then the reply goes out, after an fsync when the journal fsyncs.
-5. Exactly one reply per request, whatever raises on the way: `_ReplyOnce` and the
+5. Exactly one reply per request, whatever raises on the way: `_Command.answer` and the
    guards below turn any exception into an `internal` reply, and the command is
    released (not in flight) in every case, so `close` never waits forever.
 6. A caller that goes away changes nothing: the outcome is journaled by the link's
@@ -22,6 +22,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import msgspec
@@ -54,30 +55,13 @@ StorageErrors = Callable[[OSError, str], StorageError]
 SCENE_READ = b"{}"
 
 
-class _ReplyOnce:
-    """A reply callback that runs at most once and never raises into its caller."""
-
-    __slots__ = ("_reply", "sent")
-
-    def __init__(self, reply: Reply) -> None:
-        self._reply = reply
-        self.sent = False
-
-    def __call__(self, answer: CommandResult | ProtocolError) -> None:
-        if self.sent:
-            log.error("second_reply_dropped", answer=repr(answer))
-            return
-        self.sent = True
-        try:
-            self._reply(answer)
-        except Exception:
-            log.exception("reply_failed")
-
-
 class CommandPath:
     def __init__(self, events: Broadcaster, storage_error: StorageErrors) -> None:
         self._events = events
-        self._storage_error = storage_error
+        self.storage_error = storage_error
+        # Logging is configured before the daemon is built; at the default level each
+        # command gets a line, and at `warning` the hot path skips building one.
+        self._log_each_command = log.is_enabled_for(logging.INFO)
 
     def submit(
         self,
@@ -89,7 +73,7 @@ class CommandPath:
     ) -> None:
         """Send a command; `reply` gets its result or error exactly once, later or now.
         Never raises."""
-        once = _ReplyOnce(reply)
+        command = _Command(self, session, reply)
         start: CommandStart | None = None
         try:
             checked = check_command(type, params, session.link.addon_commands)
@@ -99,17 +83,18 @@ class CommandPath:
             try:
                 start = session.start_command(type, checked, client_id)
             except OSError as error:
-                raise self._storage_error(error, "the command was not sent to Blender") from None
-            self._send(session, start, once)
+                raise self.storage_error(error, NOT_SENT) from None
+            command.start = start
+            session.journal.when_written(command.start_written)
         except ProtocolError as error:
             if start is not None:
                 session.release(start)  # idempotent, if its outcome still comes
-            once(error)
+            command.answer(error)
         except Exception as error:  # a bug: answer `internal`, keep serving
             log.exception("command_failed", session_id=session.session_id, type=type)
             if start is not None:
                 session.release(start)  # idempotent, if its outcome still comes
-            once(_internal(type, error))
+            command.answer(_internal(type, error))
 
     async def run(
         self, session: Session, type: str, params: msgspec.Raw, client_id: str | None
@@ -124,64 +109,55 @@ class CommandPath:
             done.set()
 
         self.submit(session, type, params, client_id, reply)
+        session.journal.flush()  # send it now: this task waits anyway
         await done.wait()
         if isinstance(answers[0], ProtocolError):
             raise answers[0]
         return answers[0]
 
-    # --- sending and finishing ------------------------------------------------------
-
-    def _send(self, session: Session, start: CommandStart, reply: _ReplyOnce) -> None:
-        finish = _Finisher(self, session, start, reply)
-        try:
-            session.link.submit(start.type, bytes(start.params), finish.command, finish.late)
-            if start.type in OPAQUE_COMMANDS:
-                session.link.submit("get_scene_info", SCENE_READ, finish.scene)
-        except ProtocolError as error:  # the link went away in between: never sent
-            finish.not_sent(error)
+    # --- finishing ------------------------------------------------------------------
 
     def finish(
-        self, session: Session, start: CommandStart, outcome: Outcome, reply: _ReplyOnce,
-        scene: Outcome | None,
-    ) -> None:  # fmt: skip
-        """Record an outcome, then reply (after the journal is durable). Never raises."""
-        answer: CommandResult | ProtocolError
+        self, session: Session, start: CommandStart, outcome: Outcome, scene: Outcome | None
+    ) -> tuple[CommandResult | ProtocolError, Finished | None]:
+        """Record an outcome; return the client's answer. Never raises. The command is
+        released (no longer in flight) in every case."""
         try:
             recorded = self._outcome(session, start, outcome, scene)
-            finished = session.finish_command(start, recorded)
+            finished = session.finish_command(start, recorded)  # releases it
+            if finished.journal_error is not None:
+                self.outcome_not_written(session, finished, finished.journal_error)
             self._announce(session, finished)
-            answer = recorded.error or _result(session, finished)
-        except Exception as error:  # a bug: the command is still released below
-            log.exception("command_finish_failed", session_id=session.session_id, seq=start.seq)
-            answer = _internal(start.type, error)
-        finally:
-            session.release(start)
-
-        def after_fsync(failure: OSError | None) -> None:
-            if failure is not None and not isinstance(answer, ProtocolError):
-                reply(self._storage_error(failure, _NOT_DURABLE))
-            else:
-                reply(answer)
-
-        try:
-            session.journal.when_durable(after_fsync)
+            return recorded.error or _result(session, finished), finished
         except Exception as error:
-            log.exception("reply_scheduling_failed", session_id=session.session_id)
-            reply(_internal(start.type, error))
+            log.exception("command_finish_failed", session_id=session.session_id, seq=start.seq)
+            session.release(start)
+            return _internal(start.type, error), None
+
+    def outcome_not_written(self, session: Session, finished: Finished, error: OSError) -> None:
+        """The journal could not take an outcome: keep it for the record, and say so."""
+        session.keep_unjournaled(finished)
+        seq = finished.start.seq
+        message = self.storage_error(error, _KEPT_IN_MEMORY).message
+        log.error("journal_write_failed", session_id=session.session_id, seq=seq, reason=message)
+        self._events.publish(StorageFailed(session_id=session.session_id, seq=seq, message=message))
 
     def late(self, session: Session, start: CommandStart, answer: Answer) -> None:
         """The real outcome of an `unknown` command arrived. Never raises."""
         try:
             outcome = self._outcome(session, start, answer, None)
-            failure = session.record_late(start, outcome)
-            log.warning(
-                "command_late",
-                session_id=session.session_id,
-                seq=start.seq,
-                type=start.type,
-                status=outcome.status,
-                journaled=failure is None,
-            )
+
+            def written(error: OSError | None) -> None:
+                log.warning(
+                    "command_late",
+                    session_id=session.session_id,
+                    seq=start.seq,
+                    type=start.type,
+                    status=outcome.status,
+                    journaled=error is None,
+                )
+
+            session.record_late(start, outcome, written)
             self._events.publish(
                 CommandLate(
                     session_id=session.session_id,
@@ -222,58 +198,77 @@ class CommandPath:
 
     def _announce(self, session: Session, finished: Finished) -> None:
         """Log and publish a finished command."""
-        command = finished.record
-        if finished.journal_error is not None:
-            message = self._storage_error(
-                finished.journal_error,
-                "the command ran in Blender; its outcome is kept in memory and goes into the "
-                "record at close",
-            ).message
-            log.error(
-                "journal_write_failed",
+        start = finished.start
+        if self._log_each_command:
+            log.info(
+                "command_done",
                 session_id=session.session_id,
-                seq=command.seq,
-                reason=message,
+                client_id=start.client_id,
+                seq=start.seq,
+                type=start.type,
+                status=finished.status,
+                duration_ms=finished.duration_ms,
             )
-            self._events.publish(
-                StorageFailed(session_id=session.session_id, seq=command.seq, message=message)
-            )
-        log.info(
-            "command_done",
-            session_id=session.session_id,
-            client_id=command.client_id,
-            seq=command.seq,
-            type=command.type,
-            status=command.status,
-            duration_ms=command.duration_ms,
-        )
         if self._events.subscribed:
             self._events.publish(
                 CommandDone(
                     session_id=session.session_id,
-                    seq=command.seq,
-                    type=command.type,
-                    status=command.status,
-                    duration_ms=command.duration_ms,
+                    seq=start.seq,
+                    type=start.type,
+                    status=finished.status,
+                    duration_ms=finished.duration_ms,
                 )
             )
 
 
-class _Finisher:
-    """Joins what the link delivers for one command (its outcome and, after an opaque
-    command, the scene read, in either order) and finishes the command once."""
+class _Command:
+    """One submitted command: its reply, sent exactly once and never raising into its
+    caller, and the join of what the link delivers for it (its outcome and, after an
+    opaque command, the scene read, in either order), finished once."""
 
-    __slots__ = ("_command", "_done", "_path", "_reply", "_scene", "_scene_in", "_session",
-                 "_start")  # fmt: skip
+    __slots__ = ("_answer", "_command", "_finished", "_path", "_reply", "_scene", "_scene_in",
+                 "_session", "replied", "start")  # fmt: skip
 
-    def __init__(
-        self, path: CommandPath, session: Session, start: CommandStart, reply: _ReplyOnce
-    ) -> None:
-        self._path, self._session, self._start, self._reply = path, session, start, reply
+    def __init__(self, path: CommandPath, session: Session, reply: Reply) -> None:
+        self._path, self._session, self._reply = path, session, reply
+        self.start: CommandStart | None = None
         self._command: Outcome | None = None
         self._scene: Outcome | None = None
-        self._scene_in = start.type not in OPAQUE_COMMANDS  # no scene read to wait for
-        self._done = False
+        self._scene_in = True
+        self._finished = False
+        self._answer: CommandResult | ProtocolError | None = None
+        self.replied = False
+
+    # --- sending --------------------------------------------------------------------
+
+    def start_written(self, error: OSError | None) -> None:
+        """The start line is in the journal (or could not be written): send, or refuse."""
+        start = self.start
+        assert start is not None
+        try:
+            if error is not None:
+                self._session.release(start)
+                self.answer(self._path.storage_error(error, NOT_SENT))
+            else:
+                self._send(start)
+        except Exception as failure:  # a bug: answer `internal`, keep serving
+            log.exception("command_failed", session_id=self._session.session_id, type=start.type)
+            self._session.release(start)
+            self.answer(_internal(start.type, failure))
+
+    def _send(self, start: CommandStart) -> None:
+        """Hand the command (and, after an opaque one, its scene read) to the link."""
+        link = self._session.link
+        opaque = start.type in OPAQUE_COMMANDS
+        self._scene_in = not opaque  # else a scene read to wait for
+        try:
+            link.submit(start.type, bytes(start.params), self.command, self.late)
+            if opaque:
+                link.submit("get_scene_info", SCENE_READ, self.scene)
+        except ProtocolError as error:  # the link went away meanwhile: never sent
+            self.not_sent(error)
+
+    # --- what the link delivers -----------------------------------------------------
 
     def command(self, outcome: Outcome) -> None:
         self._command = outcome
@@ -284,7 +279,8 @@ class _Finisher:
         self._maybe_finish()
 
     def late(self, answer: Answer) -> None:
-        self._path.late(self._session, self._start, answer)
+        if self.start is not None:
+            self._path.late(self._session, self.start, answer)
 
     def not_sent(self, error: ProtocolError) -> None:
         if self._command is None:
@@ -292,25 +288,63 @@ class _Finisher:
         self._scene_in = True
         self._maybe_finish()
 
+    # --- finishing ------------------------------------------------------------------
+
     def _maybe_finish(self) -> None:
-        if self._done or self._command is None or not self._scene_in:
+        if self._finished or self._command is None or not self._scene_in:
             return
-        self._done = True
-        self._path.finish(self._session, self._start, self._command, self._reply, self._scene)
+        assert self.start is not None  # outcomes only come for a sent command
+        self._finished = True
+        answer, finished = self._path.finish(self._session, self.start, self._command, self._scene)
+        self._answer = answer
+        if finished is None or finished.journal_error is not None:
+            self.answer(answer)  # nothing more will be written for it
+            return
+
+        def written(error: OSError | None) -> None:
+            if error is not None:  # it ran: the outcome stays in memory for the record
+                self._path.outcome_not_written(self._session, finished, error)
+                self.answer(answer)
+            else:
+                self._session.journal.when_synced(self._synced)
+
+        self._session.journal.when_written(written)
+
+    def _synced(self, failure: OSError | None) -> None:
+        answer = self._answer
+        assert answer is not None
+        if failure is not None and not isinstance(answer, ProtocolError):
+            self.answer(self._path.storage_error(failure, _NOT_DURABLE))
+        else:
+            self.answer(answer)
+
+    def answer(self, answer: CommandResult | ProtocolError) -> None:
+        """Reply to the client, once."""
+        if self.replied:
+            log.error("second_reply_dropped", answer=repr(answer))
+            return
+        self.replied = True
+        try:
+            self._reply(answer)
+        except Exception:
+            log.exception("reply_failed")
 
 
+NOT_SENT = "the command was not sent to Blender"
 _NOT_DURABLE = "the command ran and is journaled, but the fsync failed: a power loss may lose it"
+_KEPT_IN_MEMORY = (
+    "the command ran in Blender; its outcome is kept in memory and goes into the record at close"
+)
 
 
 def _result(session: Session, finished: Finished) -> CommandResult:
-    command = finished.record
     return CommandResult(
         session_id=session.session_id,
-        seq=command.seq,
-        type=command.type,
+        seq=finished.start.seq,
+        type=finished.start.type,
         status="success",
-        duration_ms=command.duration_ms or 0.0,
-        result=command.result,
+        duration_ms=finished.duration_ms,
+        result=finished.line.result,
     )
 
 

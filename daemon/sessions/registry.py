@@ -34,8 +34,9 @@ class OpenSessions:
 
     def find(self, ref: str) -> Session | None:
         """The open session with this id or (unique among open ones) this name."""
-        if is_session_id(ref):
-            return self._by_id.get(ref)
+        session = self._by_id.get(ref)
+        if session is not None or is_session_id(ref):
+            return session
         named = [session for session in self._by_id.values() if session.name == ref]
         return named[0] if len(named) == 1 else None
 

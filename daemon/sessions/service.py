@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -38,7 +39,7 @@ from ..protocol.ops import (
     StatsResult,
     ThumbnailResult,
 )
-from ..store import SessionStore
+from ..store import JournalBatch, SessionStore
 from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
 from .blender import BlenderLink, Blenders
 from .catalog import Catalog
@@ -280,6 +281,16 @@ class SessionService:
                 log.warning("scene_event_unreadable", endpoint=link.endpoint, reason=str(error))
                 return
         self.events.publish(SceneChanged(blender=link.endpoint, data=data, missed=missed))
+
+    def handling_answers(self, link: BlenderLink) -> contextlib.AbstractContextManager[None]:
+        """The link's reader holds the journals' batch while it delivers what one read
+        brought in: the outcomes of a burst of answers go in with one write each."""
+        return self.store.journals.held()
+
+    @property
+    def journals(self) -> JournalBatch:
+        """Held by readers while they handle a read (see store/journal.py)."""
+        return self.store.journals
 
     def blender_connected(self, link: BlenderLink, previous_instance: str) -> None:
         """A Blender said hello. Sessions recorded in a different Blender instance are

@@ -44,6 +44,7 @@ from ..store import (
     SessionData,
     SessionState,
     SnapshotInfo,
+    Written,
 )
 from .blender import BlenderLink
 from .tracking import SceneTracker
@@ -74,8 +75,17 @@ class CommandOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    record: CommandRecord
-    journal_error: OSError | None  # the outcome line could not be written
+    start: CommandStart
+    line: JournalDone  # its outcome, as journaled
+    journal_error: OSError | None  # the journal was closed: the line was not queued
+
+    @property
+    def status(self) -> CommandStatus:
+        return self.line.status
+
+    @property
+    def duration_ms(self) -> float:
+        return self.line.duration_ms
 
 
 class Session:
@@ -150,80 +160,69 @@ class Session:
     ) -> CommandStart:
         """Journal a command's start and count it in flight. Raises OSError when the
         journal cannot take the line (then nothing is counted: do not send it)."""
-        start = CommandStart(
-            seq=self.next_seq,
-            type=type,
-            params=params,
-            client_id=client_id,
-            started_at=time.time(),
-            began=trio.current_time(),
-            housekeeping=housekeeping,
-        )
+        seq, started_at, now = self.next_seq, time.time(), trio.current_time()
         self.journal.write(
             JournalStart(
-                seq=start.seq,
+                seq=seq,
                 type=type,
                 params=params,
-                started_at=start.started_at,
+                started_at=started_at,
                 client_id=client_id,
                 housekeeping=housekeeping,
             )
         )
-        self.next_seq += 1
-        self._in_flight.add(start.seq)
-        if len(self._in_flight) == 1:
+        self.next_seq = seq + 1
+        if not self._in_flight:
             self._idle = trio.Event()
-        self.last_active_at = trio.current_time()
-        return start
+        self._in_flight.add(seq)
+        self.last_active_at = now
+        return CommandStart(seq, type, params, client_id, started_at, now, housekeeping)
 
     def finish_command(self, start: CommandStart, outcome: CommandOutcome) -> Finished:
         """Journal the outcome, track the scene, count the command done. Never raises
         for the journal: see `Finished.journal_error`."""
         try:
-            duration_ms = round((trio.current_time() - start.began) * 1000, 3)
-            if outcome.status == "success":
+            now = trio.current_time()
+            self.last_active_at = now
+            duration_ms = round((now - start.began) * 1000, 3)
+            status = outcome.status
+            if status == "success":
                 self._track(start, outcome)
-            record = CommandRecord(
-                seq=start.seq,
-                type=start.type,
-                params=start.params,
-                status=outcome.status,
-                started_at=start.started_at,
-                duration_ms=duration_ms,
-                client_id=start.client_id,
-                result=msgspec.Raw(outcome.result),
-                error=_error_body(outcome.error),
-                housekeeping=start.housekeeping,
-            )
-            self._count(record)
-            opaque = start.type in OPAQUE_COMMANDS and outcome.status == "success"
+            error = _error_body(outcome.error)
+            self._count(start, status, error)
+            opaque = status == "success" and start.type in OPAQUE_COMMANDS
+            result = msgspec.Raw(outcome.result)
             line = JournalDone(
                 seq=start.seq,
-                status=outcome.status,
+                status=status,
                 duration_ms=duration_ms,
-                result=record.result,
-                error=record.error,
+                result=result,
+                error=error,
                 state=self.tracker.journal_state() if opaque else None,
             )
             try:
                 self.journal.write(line)
-            except OSError as error:
-                self.unjournaled[start.seq] = record
-                return Finished(record, error)
-            return Finished(record, None)
+            except OSError as journal_error:
+                return Finished(start, line, journal_error)
+            return Finished(start, line, None)
         finally:
             self.release(start)
 
+    def keep_unjournaled(self, finished: Finished) -> None:
+        """The journal could not take this outcome: the record gets it at close."""
+        self.unjournaled[finished.start.seq] = _record(finished.start, finished.line)
+
     def release(self, start: CommandStart) -> None:
         """The command is no longer in flight. Idempotent."""
-        self._in_flight.discard(start.seq)
-        self.last_active_at = trio.current_time()
-        if not self._in_flight:
+        in_flight = self._in_flight
+        in_flight.discard(start.seq)
+        if not in_flight:
             self._idle.set()
 
-    def record_late(self, start: CommandStart, outcome: CommandOutcome) -> OSError | None:
-        """An `unknown` command's real outcome arrived: journal it. Returns the journal's
-        error, if any (the outcome is then kept for the record at close)."""
+    def record_late(self, start: CommandStart, outcome: CommandOutcome, written: Written) -> None:
+        """An `unknown` command's real outcome arrived: journal it. `written(error)` is
+        told whether the journal took it; if not, the outcome is kept for the record at
+        close."""
         status: Literal["success", "error"] = "success" if outcome.status == "success" else "error"
         duration_ms = round((trio.current_time() - start.began) * 1000, 3)
         line = JournalLate(
@@ -235,11 +234,18 @@ class Session:
         )
         if status == "success":
             self._track(start, outcome)
+
+        def taken(error: OSError | None) -> None:
+            if error is not None:
+                self.unjournaled[start.seq] = _record(start, line)
+            written(error)
+
         try:
             self.journal.write(line)
         except OSError as error:
-            return error
-        return None
+            taken(error)
+            return
+        self.journal.when_written(taken)
 
     def record_housekeeping(
         self, type: str, params: msgspec.Raw, result: bytes, client_id: str | None
@@ -264,20 +270,23 @@ class Session:
 
     def count_recovered(self, record: CommandRecord) -> None:
         """Count a command read back from the journal (recovery after a crash)."""
-        self._count(record)
-
-    def _count(self, record: CommandRecord) -> None:
         self.last_activity = time.time()
-        if record.housekeeping:
-            return
+        if not record.housekeeping:
+            self._count_command(record.type, record.status, record.error)
+
+    def _count(self, start: CommandStart, status: CommandStatus, error: ErrorBody | None) -> None:
+        self.last_activity = time.time()
+        if not start.housekeeping:
+            self._count_command(start.type, status, error)
+
+    def _count_command(self, type: str, status: CommandStatus, error: ErrorBody | None) -> None:
         self.command_count += 1
-        self.last_command = record.type
-        if record.error is not None:
-            self.last_result = LastResult(
-                status=record.status, code=record.error.code, message=record.error.message
-            )
-        else:
-            self.last_result = LastResult(status=record.status)
+        self.last_command = type
+        self.last_result = (
+            LastResult(status=status)
+            if error is None
+            else LastResult(status=status, code=error.code, message=error.message)
+        )
 
     async def read_scene(self) -> bytes:
         """A fresh `get_state` of the session's scene, tracked. Raises
@@ -375,6 +384,21 @@ def blender_info(link: BlenderLink, instance_id: str) -> BlenderInfo:
         version=info.blender_version,
         file=info.file,
         instance_id=instance_id,
+    )
+
+
+def _record(start: CommandStart, done: JournalDone | JournalLate) -> CommandRecord:
+    return CommandRecord(
+        seq=start.seq,
+        type=start.type,
+        params=start.params,
+        status=done.status,
+        started_at=start.started_at,
+        duration_ms=done.duration_ms,
+        client_id=start.client_id,
+        result=done.result,
+        error=done.error,
+        housekeeping=start.housekeeping,
     )
 
 

@@ -1,12 +1,19 @@
 """The scene as a session tracks it between snapshots: the object names in order, the
 selected/active object, and the last full `get_state` snapshot. Updated from each
 successful command's result, from scene reads after opaque commands, and from the
-addon's `scene_changed` events. Pure: no I/O."""
+addon's `scene_changed` events. Pure: no I/O.
+
+A `get_scene_info` result (the commonest command, and the scene read after every
+opaque one) is kept as it came and read only when the tracked scene is next needed:
+a stream of them costs one decode, not one each.
+"""
 
 from __future__ import annotations
 
 import msgspec
+import structlog
 
+from ..protocol import DECODE_ERRORS
 from ..protocol.messages import NULL
 from ..protocol.scene import (
     DeletedResult,
@@ -33,64 +40,92 @@ class _SceneEvent(msgspec.Struct):
 
 
 _scene_event_decoder = msgspec.json.Decoder(_SceneEvent)
+log = structlog.get_logger("sessions")
 
 
 class SceneTracker:
     def __init__(self, state: SessionState) -> None:
         # An ordered set (dict keys): membership is O(1) with 10,000 objects.
-        self.objects: dict[str, None] = dict.fromkeys(state.objects)
-        self.selection = state.selection
+        self._objects: dict[str, None] = dict.fromkeys(state.objects)
+        self._selection = state.selection
+        self._scene_info: bytes | None = None  # the newest get_scene_info, not read yet
         self.scene: msgspec.Raw = state.scene
+
+    @property
+    def objects(self) -> dict[str, None]:
+        self._read_scene_info()
+        return self._objects
+
+    @property
+    def selection(self) -> str | None:
+        self._read_scene_info()
+        return self._selection
 
     def track(self, type: str, params: msgspec.Raw, result: bytes) -> None:
         """Update from a successful command's result. Raises msgspec errors for a
         result that does not have the command's shape."""
+        if type == "get_scene_info":
+            self.track_scene_info(result)
+            return
+        self._read_scene_info()
         match type:
             case "create_object" | "transform_object" | "set_material" | "get_object_info":
-                self.objects.setdefault(_object_decoder.decode(result).name)
+                self._objects.setdefault(_object_decoder.decode(result).name)
             case "rename_object":
                 old = _rename_decoder.decode(params).name
                 new = _object_decoder.decode(result).name
-                self.objects = {(new if item == old else item): None for item in self.objects}
-                if self.selection == old:
-                    self.selection = new
+                self._objects = {(new if item == old else item): None for item in self._objects}
+                if self._selection == old:
+                    self._selection = new
             case "delete_object":
                 deleted = _deleted_decoder.decode(result).deleted
-                self.objects.pop(deleted, None)
-                if self.selection == deleted:
-                    self.selection = None
+                self._objects.pop(deleted, None)
+                if self._selection == deleted:
+                    self._selection = None
             case "select_objects":
                 chosen = _selection_decoder.decode(result)
-                self.selection = chosen.active or (
+                self._selection = chosen.active or (
                     chosen.selection[0] if chosen.selection else None
                 )
-            case "get_scene_info":
-                self.track_scene_info(result)
             case "get_state":
                 self.track_state(result)
 
     def track_scene_info(self, result: bytes) -> None:
-        info = _scene_info_decoder.decode(result)
-        self.objects = dict.fromkeys(item.name for item in info.objects)
-        self.selection = info.active or (info.selection[0] if info.selection else None)
+        """Kept as it came; read when the tracked scene is next needed."""
+        self._scene_info = result
+
+    def _read_scene_info(self) -> None:
+        result, self._scene_info = self._scene_info, None
+        if result is None:
+            return
+        try:
+            info = _scene_info_decoder.decode(result)
+        except DECODE_ERRORS as error:  # not the shape of a scene: keep what was tracked
+            log.warning("state_tracking_failed", type="get_scene_info", reason=str(error))
+            return
+        self._objects = dict.fromkeys(item.name for item in info.objects)
+        self._selection = info.active or (info.selection[0] if info.selection else None)
 
     def track_state(self, result: bytes) -> None:
         state = _scene_state_decoder.decode(result)
-        self.objects = dict.fromkeys(item.name for item in state.objects)
-        self.selection = state.active or (state.selection[0] if state.selection else None)
+        self._scene_info = None
+        self._objects = dict.fromkeys(item.name for item in state.objects)
+        self._selection = state.active or (state.selection[0] if state.selection else None)
         self.scene = msgspec.Raw(result)
 
     def track_scene_event(self, data: msgspec.Raw) -> None:
         """A scene_changed event carries the object names, selection and active object."""
         chosen = _scene_event_decoder.decode(data)
         if chosen.objects is not None:
-            self.objects = dict.fromkeys(chosen.objects)
-            self.selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
+            self._scene_info = None
+            self._objects = dict.fromkeys(chosen.objects)
+            self._selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
 
     def restore(self, state: SessionState) -> None:
         """Take the tracked state from a journal line (recovery)."""
-        self.objects = dict.fromkeys(state.objects)
-        self.selection = state.selection
+        self._scene_info = None
+        self._objects = dict.fromkeys(state.objects)
+        self._selection = state.selection
 
     def journal_state(self) -> SessionState:
         """The tracked state without the scene snapshot (that is in get_state results)."""

@@ -10,7 +10,7 @@ archives. The only package that reads or writes files there.
 
 from .datadir import DataDir, DataDirError, DataDirLocked, Token
 from .ids import check_session_name, is_session_id, new_session_id, parse_session_id
-from .journal import JournalWriter
+from .journal import JournalBatch, JournalWriter, Written
 from .records import (
     RECORD_FORMAT,
     BlenderInfo,
@@ -45,6 +45,7 @@ __all__ = [
     "DataDir",
     "DataDirError",
     "DataDirLocked",
+    "JournalBatch",
     "JournalData",
     "JournalDone",
     "JournalLate",
@@ -63,6 +64,7 @@ __all__ = [
     "SessionStore",
     "SnapshotInfo",
     "Token",
+    "Written",
     "check_session_name",
     "is_session_id",
     "new_session_id",

@@ -31,7 +31,7 @@ from .files import (
     remove_durably,
 )
 from .ids import is_session_id, parse_session_id
-from .journal import JournalWriter
+from .journal import JournalBatch, JournalWriter
 from .records import (
     RECORD_FORMAT,
     RecordError,
@@ -69,6 +69,7 @@ class SessionStore:
         self.restored_dir = self.root / "restored"
         self.staging_dir = self.root / "staging"
         self.journal_fsync = journal_fsync
+        self.journals = JournalBatch()  # open journals with lines not yet written
 
     def prepare(self) -> None:
         """Create the sessions and staging dirs; check that the data dir's own dirs are
@@ -277,7 +278,9 @@ class SessionStore:
 
     async def open_journal(self, session_id: str) -> JournalWriter:
         """Open (or create) a session's journal for appending. Raises OSError."""
-        journal = JournalWriter(self.path_for(session_id, ".journal"), fsync=self.journal_fsync)
+        journal = JournalWriter(
+            self.path_for(session_id, ".journal"), fsync=self.journal_fsync, batch=self.journals
+        )
         await journal.open()
         return journal
 

@@ -106,6 +106,7 @@ class Daemon:
             blender=self.link.info(),
             blenders=[link.info() for link in self.links],
             open_sessions=self.service.open_summaries(),
+            recovering=sorted(self.service.catalog.recovering),
         )
 
     def prepare(self) -> str:

@@ -58,9 +58,11 @@ def token_of(daemon: Daemon) -> str:
 
 
 async def ready_client(daemon: Daemon, client_id: str = "01JTESTCLIENT000000000000") -> AsyncClient:
-    """A client of `daemon`, once the daemon has its Blender (bounded wait)."""
+    """A client of `daemon`, once the daemon has its Blender and has recovered what a
+    crash left open (bounded waits)."""
     with trio.fail_after(10):
         await daemon.link.wait_connected()
+        await daemon.service.ready.wait()
     assert daemon.control_port is not None
     return await AsyncClient.connect(daemon.control_port, token_of(daemon), client_id)
 

@@ -113,11 +113,15 @@ class Programs:
         return json.loads(self.cli("--json", *args).stdout)
 
     def wait_connected(self, version: str | None = None) -> dict[str, Any]:
+        """Until the daemon is linked to Blender (`version`, if given) and has recovered
+        what a crash left open."""
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         while time.monotonic() < deadline:  # each status call is a full CLI run: its own pacing
             status = self.json("status")
-            if status["blender"]["connected"] and (
-                version is None or status["blender"]["blender_version"] == version
+            if (
+                status["blender"]["connected"]
+                and (version is None or status["blender"]["blender_version"] == version)
+                and not status["recovering"]
             ):
                 return status
         raise AssertionError(f"daemon never connected to Blender: {status}")

@@ -11,9 +11,8 @@ import pytest
 import trio
 
 from daemon.protocol import ErrorCode, RemoteProtocolError
-from daemon.sessions import select_expired
-from daemon.store import ListedRecord
-from daemon.store.records import RecordSummary
+from daemon.sessions.housekeeping import cleanup
+from daemon.store.index import IndexedSession, SessionIndex
 
 from .fake_addon import FakeAddon
 from .helpers import AsyncClient, local_store, running_daemon, token_of
@@ -23,37 +22,46 @@ DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
-def listed(name: str, closed_days_ago: float | None) -> ListedRecord:
+def indexed(name: str, closed_days_ago: float | None) -> IndexedSession:
     closed_at = None if closed_days_ago is None else NOW - closed_days_ago * DAY
-    summary = RecordSummary(
-        session_id=f"scene-20260101-000000-{name:0>8}",
-        name=name,
-        created_at=0.0,
-        closed_at=closed_at,
-        command_count=0,
-        restored_from=None,
-    )
-    return ListedRecord(summary, 100)
+    return IndexedSession(
+        session_id=f"scene-20260101-000000-{name:0>8}", name=name, created_at=0.0,
+        closed_at=closed_at, last_activity=0.0, age_from=closed_at, command_count=0,
+        size_bytes=100, restored_from=None, imported_at=None, blender_version="",
+        record_size=1, record_mtime_ns=1,
+    )  # fmt: skip
 
 
-RECORDS = [listed("a", 1), listed("b", 40), listed("c", 100), listed("d", 200), listed("e", None)]
+@pytest.fixture
+def index(tmp_path: Path) -> SessionIndex:
+    index = SessionIndex(tmp_path / "index.sqlite3")
+    index.open()
+    index.put(
+        [indexed("a", 1), indexed("b", 40), indexed("c", 100), indexed("d", 200),
+         indexed("e", None)]
+    )  # fmt: skip
+    return index
 
 
-def names(selected: list[ListedRecord]) -> list[str | None]:
-    return [r.summary.name for r in selected]
+def names(selected: list[tuple[str, int]]) -> list[str]:
+    return [session_id.rsplit("-", 1)[1].lstrip("0") for session_id, _ in selected]
 
 
-def test_select_by_age_keep_newest_or_both() -> None:
-    assert names(select_expired(RECORDS, NOW, 90, None)) == ["c", "d"]
-    assert names(select_expired(RECORDS, NOW, None, 2)) == ["c", "d"]
-    assert names(select_expired(RECORDS, NOW, None, 1)) == ["b", "c", "d"]
-    assert names(select_expired(RECORDS, NOW, 30, 3)) == ["d"]  # the newest 3 stay anyway
-    assert names(select_expired(RECORDS, NOW, 0, None)) == ["a", "b", "c", "d"]  # never "e"
+def test_select_by_age_keep_newest_or_both(index: SessionIndex) -> None:
+    def expired(older_than_days: float | None, keep: int | None) -> list[str]:
+        cutoff = None if older_than_days is None else NOW - older_than_days * DAY
+        return names(index.expired(keep, cutoff))
+
+    assert expired(90, None) == ["c", "d"]
+    assert expired(None, 2) == ["c", "d"]
+    assert expired(None, 1) == ["b", "c", "d"]
+    assert expired(30, 3) == ["d"]  # the newest 3 stay anyway
+    assert expired(0, None) == ["a", "b", "c", "d"]  # never "e", which is open
 
 
-def test_select_needs_a_rule() -> None:
+async def test_cleanup_needs_a_rule(tmp_path: Path) -> None:
     with pytest.raises(RemoteProtocolError) as caught:
-        select_expired(RECORDS, NOW, None, None)
+        await cleanup(local_store(tmp_path / "data"), None, None, dry_run=True)
     assert caught.value.code is ErrorCode.INVALID_PARAMS
 
 

@@ -118,7 +118,7 @@ def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Prog
     assert after["active"] == "Suzanne" and sorted(after["selection"]) == ["Halo", "Suzanne"]
     assert after["material_colors"]["Gold"] == pytest.approx([1, 0.8, 0, 1], abs=1e-6)
     listed = programs.json("list")["sessions"]
-    assert [(s["name"], s["status"]) for s in listed] == [("e2e", "closed"), ("e2e-again", "open")]
+    assert [(s["name"], s["status"]) for s in listed] == [("e2e-again", "open"), ("e2e", "closed")]
 
 
 def test_killed_daemon_recovers_the_open_session(programs: Programs) -> None:

@@ -255,7 +255,7 @@ def test_damaged_and_newer_records_and_journals_are_quarantined_the_rest_served(
     assert b"GARBAGE" in kept_lines.read_bytes()
     assert recovered_id in {s["session_id"] for s in listed["sessions"]}
     del damaged[f"{recovered_id}.journal"]
-    assert set(reasons) == set(damaged)
+    assert set(reasons) == set(damaged), reasons
     assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000cccc.json"]
     assert "newer than this daemon reads" in reasons["scene-20260101-000000-0000eeee.journal"]
     assert all(d["file"].startswith("quarantine/") for d in listed["damaged"])

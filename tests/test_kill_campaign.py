@@ -142,7 +142,11 @@ def test_daemon_killed_again_and_again_mid_stream_loses_no_acknowledged_command(
     for point in kill_points:
         deadline = time.monotonic() + BOUND_S
         while sum(len(c.acked) for c in clients) < point:  # progress, not time
-            assert time.monotonic() < deadline, "the stream stalled"
+            assert time.monotonic() < deadline, (
+                "the stream stalled",
+                [(len(c.acked), len(c.lost), c.reconnects) for c in clients],
+                list(programs.daemon_log)[-15:],
+            )
             assert all(c.failure is None for c in clients), [c.failure for c in clients]
             time.sleep(0.01)
         assert programs.daemon is not None

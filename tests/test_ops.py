@@ -62,7 +62,7 @@ async def test_session_lifecycle_through_every_op(
     assert new_record["data"]["restored_from"] == session_id
     await client.ok("session.close", {"session_id": "again"})
     deleted = await client.ok("session.delete", {"session_id": session_id})
-    assert deleted["removed"] == [f"{session_id}.json"]
+    assert deleted["removed"] == [f"{session_id}.json", f"{session_id}.steps"]
 
 
 async def test_free_form_data_persists_survives_restart_and_comes_back_on_restore(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import trio
 
 from .fake_addon import FakeAddon
 from .helpers import (
@@ -63,6 +64,8 @@ async def test_damaged_records_and_journals_are_quarantined_and_the_rest_served(
     (sessions / "scene-20260101-000000-0000dddd.journal").write_bytes(b"not json\n{}\n")
     async with running_daemon(data_dir, fake.port) as second:
         assert second.control_port is not None
+        with trio.fail_after(10):
+            await second.service.ready.wait()  # start-up work is done in the background
         client = await AsyncClient.connect(second.control_port, token_of(second))
         listed = await client.ok("session.list")
         assert [s["session_id"] for s in listed["sessions"]] == [good]
@@ -75,7 +78,7 @@ async def test_damaged_records_and_journals_are_quarantined_and_the_rest_served(
         }
         assert "newer than this daemon reads" in damaged["scene-20260101-000000-0000cccc.json"]
         assert all(d["file"].startswith("quarantine/") for d in listed["damaged"])
-        assert sorted(p.name for p in sessions.iterdir()) == [f"{good}.json"]
+        assert sorted(p.name for p in sessions.iterdir()) == [f"{good}.json", f"{good}.steps"]
         assert len(list((data_dir / "quarantine").glob("*.reason.txt"))) == 4
         assert (await client.ok("session.show", {"session_id": good}))["data"]["name"] == "good"
         await client.aclose()

@@ -57,7 +57,7 @@ DATA_KEYS = {
 }
 BLENDER_KEYS = {"connected", "host", "port", "last_heartbeat", "version", "file"}
 # Additive fields this code writes beyond PROTOCOL.md §3 (docs/protocol-notes.md).
-ADDITIVE_DATA_KEYS = {"restarts", "imported_at"}
+ADDITIVE_DATA_KEYS = {"restarts", "imported_at", "checkpoints", "last_seq", "timeline"}
 ADDITIVE_BLENDER_KEYS = {"instance_id"}
 STATE_KEYS = {"objects", "selection", "last_command", "last_result", "scene"}
 COMMAND_KEYS = {
@@ -178,7 +178,7 @@ async def test_list_and_delete(store: SessionStore) -> None:
     sizes = {item.summary.session_id: item.size_bytes for item in listed}
     assert sizes[ids[0]] == sizes[ids[1]] + 1000
     removed = await store.delete(ids[0])
-    assert sorted(removed) == sorted([f"{ids[0]}.json", f"{ids[0]}.blend"])
+    assert sorted(removed) == sorted([f"{ids[0]}.{kind}" for kind in ("json", "blend", "steps")])
     assert not store.exists(ids[0])
     with pytest.raises(RemoteProtocolError) as caught:
         await store.delete(ids[0])

@@ -26,7 +26,6 @@ from ..protocol.ops import (
     DeleteResult,
     ExportResult,
     ImportResult,
-    ListResult,
     OpenResult,
     RestoreResult,
     SetDataResult,
@@ -35,7 +34,7 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import render
+from . import pages, render
 from .client import ClientError, ControlClient, find_endpoint
 
 EXIT_REFUSED = 1
@@ -128,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(name, help=text)
         p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
-    command("list", help="open and saved sessions")
-    p = command("show", help="one session's record")
+    p = command("list", help="open and saved sessions, newest first")
+    p.add_argument("--limit", type=int, default=100, help="sessions per page (default 100)")
+    p.add_argument("--all", action="store_true", help="every page, not only the first")
+    p.add_argument("--name", help="only sessions whose name contains this")
+    p.add_argument("--status", choices=["all", "open", "closed"], default="all")
+    p.add_argument("--cursor", help="start after this point (printed under a page)")
+    p = command("show", help="one session's record (its history read page by page)")
     p.add_argument("session", help="session id or name")
     p = command("delete", help="delete a closed session's files")
     p.add_argument("session", help="session id or name")
@@ -238,11 +242,9 @@ class _Op:
 _OPS: dict[str, _Op] = {
     "status": _Op("status", StatusResult, render.status),
     "open": _Op("session.open", OpenResult, render.opened),
-    "list": _Op("session.list", ListResult, render.session_list),
     "stats": _Op("session.stats", StatsResult, render.stats),
     "state": _Op("session.state", StateResult, render.state, needs_session=True),
     "close": _Op("session.close", CloseResult, render.closed, needs_session=True),
-    "show": _Op("session.show", render.ShownRecord, render.shown),
     "delete": _Op("session.delete", DeleteResult, render.deleted),
     "restore": _Op("session.restore", RestoreResult, render.restored),
     "thumbnail": _Op("session.thumbnail", ThumbnailResult, str, needs_session=True),
@@ -302,6 +304,15 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
                     f"{datetime.now():%H:%M:%S} {item.event:<15} {render.short(data)}", flush=True
                 )
         return 0
+    if command == "show":
+        return pages.show(client, args.session, args.json)
+    if command == "list":
+        params = {"limit": args.limit, "name": args.name, "status": args.status}
+        if args.cursor:
+            params["cursor"] = args.cursor
+        return pages.session_list(
+            client, {k: v for k, v in params.items() if v is not None}, args.all, args.json
+        )
     spec = _OPS[command]
     session = getattr(args, "session", None)
     if spec.needs_session and not session:

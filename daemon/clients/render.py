@@ -18,6 +18,7 @@ from ..protocol.ops import (
     ImportResult,
     ListResult,
     OpenResult,
+    PageInfo,
     RestoreResult,
     SetDataResult,
     StateResult,
@@ -25,19 +26,21 @@ from ..protocol.ops import (
     StatusResult,
 )
 from ..protocol.scene import SceneState
-from ..store import SessionData
+from ..store import EditEntry, SessionData
 
 _state_decoder = msgspec.json.Decoder(SceneState)
 
 
 class ShownRecord(msgspec.Struct, frozen=True):
     """What `session.show` returns: the record of PROTOCOL.md §3 (a closed session's
-    file, or an open one built from its journal, then with `status: open`)."""
+    file, or an open one built from its journal, then with `status: open`) with one
+    page of its history, and where the next page starts."""
 
     format: int
     session_id: str
     data: SessionData
     status: str = "closed"
+    page: PageInfo | None = None
 
 
 def when(epoch: float | None) -> str:
@@ -134,39 +137,74 @@ def restored(result: RestoreResult) -> str:
     )
 
 
-def shown(result: ShownRecord) -> str:
-    data = result.data
-    rows = [
-        [
-            str(c.seq),
-            c.type,
-            c.status + (" (late)" if c.late else ""),
-            f"{c.duration_ms or 0:.1f}",
-            short(msgspec.json.decode(c.params), 60),
-        ]
-        for c in data.commands
-    ]
+def shown_head(data: SessionData) -> str:
     head = [
         f"session    {data.session_id}  {data.name or ''}",
         f"created    {when(data.created_at)}   closed {when(data.closed_at)}",
         f"blender    {data.blender.version or '?'} at {data.blender.host}:{data.blender.port}",
-        f"objects    {', '.join(data.state.objects) or '-'}",
+        f"objects    {', '.join(data.state.objects[:50]) or '-'}"
+        + (f" (+{len(data.state.objects) - 50} more)" if len(data.state.objects) > 50 else ""),
         f"commands   {data.command_count}",
     ]
     if data.restored_from:
         head.append(f"restored   from {data.restored_from}")
     for restart in data.restarts:
-        head.append(
-            f"restart    Blender restarted after step {restart.after_seq} "
-            f"({when(restart.at)}): later steps are not in this scene"
-        )
+        if restart.resumed:
+            head.append(
+                f"restart    Blender restarted after step {restart.after_seq} "
+                f"({when(restart.at)}): the scene was brought back (step {restart.seq})"
+            )
+        else:
+            head.append(
+                f"restart    Blender restarted after step {restart.after_seq} "
+                f"({when(restart.at)}): later steps are not in this scene"
+            )
     snapshot = data.snapshot
     if snapshot is not None and (snapshot.blend or snapshot.thumbnail):
         head.append(
             f"snapshot   .blend: {snapshot.blend or '-'} (Blender "
             f"{snapshot.blender_version or '?'}), thumbnail: {snapshot.thumbnail or '-'}"
         )
-    return "\n".join(head) + "\n" + table(["SEQ", "TYPE", "STATUS", "MS", "PARAMS"], rows)
+    kept = [c for c in data.checkpoints if not c.removed]
+    if kept:
+        head.append(
+            f"checkpoints {len(kept)} kept ({size(sum(c.bytes for c in kept))}): steps "
+            + ", ".join(f"{c.seq}{'*' if c.manual else ''}" for c in kept[-20:])
+            + (" (* manual)" if any(c.manual for c in kept) else "")
+        )
+    return "\n".join(head)
+
+
+def shown_rows(data: SessionData) -> list[list[str]]:
+    """A page of history as table rows, in step order."""
+    rows: list[tuple[int, list[str]]] = [
+        (
+            c.seq,
+            [
+                str(c.seq),
+                c.type,
+                c.status + (" (late)" if c.late else ""),
+                f"{c.duration_ms or 0:.1f}",
+                short(msgspec.json.decode(c.params), 60),
+            ],
+        )
+        for c in data.commands
+    ]
+    for entry in data.timeline:
+        if isinstance(entry, EditEntry):
+            what = f"{len(entry.objects)} changed, {len(entry.removed)} removed ({entry.source})"
+            rows.append((entry.seq, [str(entry.seq), "edit", "-", "-", what]))
+        else:
+            what = f"to step {entry.to_seq}: {entry.replayed} replayed"
+            rows.append((entry.seq, [str(entry.seq), "rewind", entry.status, "-", what]))
+    return [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+
+SHOWN_HEADERS = ["SEQ", "TYPE", "STATUS", "MS", "PARAMS"]
+
+
+def shown(result: ShownRecord) -> str:
+    return shown_head(result.data) + "\n" + table(SHOWN_HEADERS, shown_rows(result.data))
 
 
 def exported(result: ExportResult) -> str:

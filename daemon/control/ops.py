@@ -18,10 +18,12 @@ from ..protocol.ops import (
     CommandParams,
     ExportParams,
     ImportParams,
+    ListParams,
     OpenParams,
     RestoreParams,
     SessionRefParams,
     SetDataParams,
+    ShowParams,
     StatusResult,
 )
 from ..sessions import SessionService
@@ -88,13 +90,13 @@ async def _close(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 
 async def _list(ctx: OpContext, params: msgspec.Raw) -> bytes:
-    decode_params(params, NoParams, "session.list")
-    return _encoder.encode(await ctx.service.list())
+    p = decode_params(params, ListParams, "session.list")
+    return _encoder.encode(await ctx.service.list(p.limit, p.cursor, p.name, p.status))
 
 
 async def _show(ctx: OpContext, params: msgspec.Raw) -> bytes:
-    p = decode_params(params, SessionRefParams, "session.show")
-    return await ctx.service.show(p.session_id)
+    p = decode_params(params, ShowParams, "session.show")
+    return await ctx.service.show(p.session_id, p.after_seq, p.limit)
 
 
 async def _delete(ctx: OpContext, params: msgspec.Raw) -> bytes:

@@ -23,6 +23,19 @@ class SessionRefParams(Params, frozen=True):
     session_id: str  # an id, or a unique session name
 
 
+class ShowParams(Params, frozen=True):
+    session_id: str
+    after_seq: Annotated[int, Meta(ge=0)] = 0  # the page starts after this step
+    limit: Annotated[int, Meta(ge=1, le=100_000)] = 1000  # steps at most (and ~4 MiB)
+
+
+class PageInfo(Message, omit_defaults=False, frozen=True):
+    after_seq: int
+    next_after_seq: int | None  # null: this page reached the last step
+    last_seq: int
+    steps: int  # on this page
+
+
 class CommandParams(Params, frozen=True):
     session_id: str
     type: str
@@ -86,9 +99,19 @@ class DamagedEntry(OpResult, frozen=True):
     reason: str
 
 
+class ListParams(Params, frozen=True):
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    cursor: str | None = None  # a previous page's next_cursor
+    name: Annotated[str, Meta(max_length=MAX_SESSION_NAME_CHARS)] | None = None  # contains
+    status: Literal["all", "open", "closed"] = "all"
+
+
 class ListResult(OpResult, frozen=True):
+    """Newest first; `damaged` on the first page only."""
+
     sessions: list[SessionSummary]
     damaged: list[DamagedEntry]
+    next_cursor: str | None = None  # more sessions: pass it as `cursor`
 
 
 class OpenResult(OpResult, frozen=True):
@@ -202,6 +225,8 @@ class StatusResult(OpResult, frozen=True):
     blender: BlenderLinkInfo  # the default Blender
     blenders: list[BlenderLinkInfo]  # every Blender this daemon links to, default first
     open_sessions: list[SessionSummary]
+    # Sessions a crash left open whose journals are still being read back (start-up).
+    recovering: list[str] = []
 
 
 class StatsResult(OpResult, frozen=True):

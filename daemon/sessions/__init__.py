@@ -11,7 +11,7 @@
 
 from .blender import BlenderLink, Blenders
 from .command_path import CommandPath, Reply
-from .housekeeping import Housekeeper, select_expired
+from .housekeeping import Housekeeper
 from .restore import choose_path, replay_plan
 from .service import SessionService
 from .session import CommandOutcome, CommandStart, Session
@@ -28,5 +28,4 @@ __all__ = [
     "SessionService",
     "choose_path",
     "replay_plan",
-    "select_expired",
 ]

@@ -10,24 +10,58 @@ import trio
 
 from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import DamagedEntry, ListResult, SessionSummary, StatsResult
-from ..store import CommandRecord, SessionStore, is_session_id, replay_journal
+from ..store import SessionData, SessionStore, is_session_id
+from ..store.index import Cursor, IndexedSession
 from .registry import OpenSessions, check_reference, not_found
 from .session import Session
+
+DEFAULT_PAGE = 100  # sessions per page of `list`
 
 
 class Catalog:
     def __init__(self, store: SessionStore, registry: OpenSessions) -> None:
         self.store = store
         self.registry = registry
+        # Sessions a crash left open, while their journals are read back (start-up):
+        # listed as `recovering`; their commands get `busy`.
+        self.recovering: dict[str, SessionSummary] = {}
+        # Set once the index agrees with the records on disk (start-up): listings and
+        # name lookups wait for it.
+        self.index_ready = trio.Event()
+
+    def note_recovering(self, heads: builtins.list[SessionData]) -> None:
+        for head in heads:
+            self.recovering[head.session_id] = SessionSummary(
+                session_id=head.session_id, name=head.name, status="recovering",
+                created_at=head.created_at, closed_at=None, command_count=head.command_count,
+                size_bytes=0, restored_from=head.restored_from,
+            )  # fmt: skip
+
+    def recovering_id(self, ref: str) -> str | None:
+        """The id of the session still being recovered that `ref` names, if any."""
+        for summary in self.recovering.values():
+            if ref in (summary.session_id, summary.name):
+                return summary.session_id
+        return None
+
+    def check_not_recovering(self, ref: str) -> None:
+        """Raise busy for a session whose journal is still being read back."""
+        for summary in self.recovering.values():
+            if ref in (summary.session_id, summary.name):
+                raise RemoteProtocolError(
+                    ErrorCode.BUSY,
+                    f"session {summary.session_id} is being recovered (its journal is read "
+                    "back after a restart of the daemon); retry in a moment",
+                )
 
     async def resolve(self, ref: str) -> str:
         """A session id from an id or a unique name. Raises not_found / invalid_params."""
         if is_session_id(ref):
             return ref
         check_reference(ref)
+        await self.index_ready.wait()
         matches = {s.session_id for s in self.registry if s.name == ref}
-        listed, _ = await self.store.list()
-        matches |= {item.summary.session_id for item in listed if item.summary.name == ref}
+        matches |= set(await self.store.named(ref))
         if len(matches) == 1:
             return matches.pop()
         if not matches:
@@ -43,6 +77,8 @@ class Catalog:
         session = self.registry.find(ref)
         if session is not None:
             return session
+        if self.recovering:
+            self.check_not_recovering(ref)
         if is_session_id(ref):
             if self.store.exists(ref):
                 raise _closed(ref)
@@ -61,6 +97,7 @@ class Catalog:
         session_id = await self.resolve(ref)
         session = self.registry.get(session_id)
         if session is None:
+            self.check_not_recovering(session_id)
             if self.store.exists(session_id):
                 raise _closed(session_id)
             raise RemoteProtocolError(
@@ -77,15 +114,6 @@ class Catalog:
             ErrorCode.CONFLICT, f"session name {name!r} is taken by {taken}; choose another"
         )
 
-    async def history(self, session: Session) -> builtins.list[CommandRecord]:
-        """Every recorded command of an open session: its journal, plus the outcomes
-        the journal could not take."""
-        session.journal.flush()  # what is still pending goes in first (or to unjournaled)
-        replayed = await trio.to_thread.run_sync(replay_journal, session.journal.path)
-        commands = {command.seq: command for command in replayed.commands}
-        commands.update(session.unjournaled)
-        return [commands[seq] for seq in sorted(commands)]
-
     def summary(self, session: Session) -> SessionSummary:
         try:
             size = os.stat(session.journal.path).st_size
@@ -93,42 +121,80 @@ class Catalog:
             size = 0
         return session.summary(size)
 
-    async def list(self) -> ListResult:
-        listed, damaged = await self.store.list()
-        summaries = [self.summary(session) for session in self.registry]
-        summaries += [
-            SessionSummary(
-                session_id=item.summary.session_id,
-                name=item.summary.name,
-                status="closed",
-                created_at=item.summary.created_at,
-                closed_at=item.summary.closed_at,
-                command_count=item.summary.command_count,
-                size_bytes=item.size_bytes,
-                restored_from=item.summary.restored_from,
+    async def list(
+        self,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        name_contains: str | None = None,
+        status: str = "all",
+    ) -> ListResult:
+        """A page of sessions, open and closed, newest first (closed ones from the
+        index). `cursor`: where the previous page ended."""
+        below = Cursor.decode(cursor) if cursor else None
+        if cursor and below is None:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS, f"cursor {cursor[:80]!r} is not one list gave"
             )
-            for item in listed
-            if item.summary.session_id not in self.registry
-        ]
-        summaries.sort(key=lambda s: s.created_at)
+        await self.index_ready.wait()
+        if self.store.index.stale:  # a write to it failed: catch up with the records
+            await self.store.reconcile()
+        found: builtins.list[tuple[tuple[float, str], SessionSummary]] = []
+        if status in ("all", "open"):
+            shown = [self.summary(session) for session in self.registry]
+            shown += list(self.recovering.values())
+            for summary in shown:
+                key = (summary.created_at, summary.session_id)
+                if below is not None and key >= (below.created_at, below.session_id):
+                    continue
+                if name_contains and name_contains.lower() not in (summary.name or "").lower():
+                    continue
+                found.append((key, summary))
+        if status in ("all", "closed"):
+            rows = await self.store.page(limit + 1, below, name_contains)
+            found += [
+                ((row.created_at, row.session_id), _closed_summary(row))
+                for row in rows
+                if row.session_id not in self.registry
+            ]
+        found.sort(key=lambda item: item[0], reverse=True)
+        page = [summary for _, summary in found[:limit]]
+        next_cursor = None
+        if len(found) > limit:
+            last_key = found[limit - 1][0]
+            next_cursor = Cursor(*last_key).encode()
+        damaged = await self.store.damaged() if cursor is None else []
         return ListResult(
-            sessions=summaries,
+            sessions=page,
             damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged],
+            next_cursor=next_cursor,
         )
 
     async def stats(self) -> StatsResult:
-        listed, damaged = await self.store.list()
-        total = sum(item.size_bytes for item in listed)
+        await self.index_ready.wait()
+        count, total, commands = await self.store.totals()
         return StatsResult(
-            session_count=len(listed),
+            session_count=count,
             total_size_bytes=total,
             total_size_mb=round(total / (1024 * 1024), 3),
             storage_dir=str(self.store.sessions_dir),
-            command_count=sum(item.summary.command_count for item in listed),
+            command_count=commands,
             open_sessions=len(self.registry),
             open_journals=len(self.store.journal_paths()),
-            damaged_count=len(damaged),
+            damaged_count=len(await self.store.damaged()),
         )
+
+
+def _closed_summary(row: IndexedSession) -> SessionSummary:
+    return SessionSummary(
+        session_id=row.session_id,
+        name=row.name,
+        status="closed",
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+        command_count=row.command_count,
+        size_bytes=row.size_bytes,
+        restored_from=row.restored_from,
+    )
 
 
 def _closed(session_id: str) -> RemoteProtocolError:

@@ -247,7 +247,7 @@ class _Command:
         assert start is not None
         try:
             if error is not None:
-                self._session.release(start)
+                self._session.not_started(start)
                 self.answer(self._path.storage_error(error, NOT_SENT))
             else:
                 self._send(start)

@@ -1,22 +1,23 @@
 """Expiry of closed sessions and closing of idle open ones.
 
-`select_expired` is the policy (pure); `Housekeeper` runs it on a schedule and closes
-open sessions that sat idle past their TTL (closed and saved, never dropped). A
-session's age counts from when it closed here, or from when it was imported, if later:
-importing old sessions must not make them disappear at the next scheduled cleanup.
+`cleanup` deletes what the index selects (store/index.py: `expired`); `Housekeeper`
+runs it on a schedule and closes open sessions that sat idle past their TTL (closed
+and saved, never dropped). A session's age counts from when it closed here, or from
+when it was imported, if later: importing old sessions must not make them disappear
+at the next scheduled cleanup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import structlog
 import trio
 
 from ..protocol import ErrorCode, ProtocolError, RemoteProtocolError
 from ..protocol.ops import CleanupResult
-from ..store import ListedRecord, SessionStore
+from ..store import SessionStore
 from .registry import OpenSessions
 
 log = structlog.get_logger("cleanup")
@@ -26,63 +27,37 @@ SECONDS_PER_DAY = 86400.0
 SCHEDULE_MINIMUM_AGE_DAYS = 30.0
 
 
-def age_from(record: ListedRecord) -> float | None:
-    """When a closed session's age starts: its closing, or its import if later."""
-    summary = record.summary
-    if summary.closed_at is None:
-        return None
-    return max(summary.closed_at, summary.imported_at or 0.0)
-
-
-def select_expired(
-    records: Sequence[ListedRecord],
-    now: float,
-    older_than_days: float | None,
-    keep: int | None,
-) -> list[ListedRecord]:
-    """Closed sessions to delete: those older than `older_than_days` and not among the
-    newest `keep` (either rule alone works too). Linear after one sort."""
+async def cleanup(
+    store: SessionStore, older_than_days: float | None, keep: int | None, dry_run: bool
+) -> CleanupResult:
+    """Delete closed sessions older than `older_than_days` and not among the newest
+    `keep` (either rule alone works too); the index picks them in one ordered scan."""
     if older_than_days is None and keep is None:
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS,
             "say what to clean up: older_than_days, keep, or both (see --dry-run first)",
         )
-    closed = sorted(
-        (r for r in records if age_from(r) is not None),
-        key=lambda r: age_from(r) or 0.0,
-        reverse=True,
-    )
-    candidates = closed[keep:] if keep is not None else closed
-    if older_than_days is None:
-        return candidates
-    cutoff = now - older_than_days * SECONDS_PER_DAY
-    return [record for record in candidates if (age_from(record) or now) < cutoff]
-
-
-async def cleanup(
-    store: SessionStore, older_than_days: float | None, keep: int | None, dry_run: bool
-) -> CleanupResult:
-    listed, _ = await store.list()
-    expired = select_expired(listed, time.time(), older_than_days, keep)
+    cutoff = None if older_than_days is None else time.time() - older_than_days * SECONDS_PER_DAY
+    expired = await store.expired(keep, cutoff)
+    closed = await store.closed_count()
     deleted: list[str] = []
     if not dry_run:
-        for record in expired:
+        for session_id, _ in expired:
             try:
-                await store.delete(record.summary.session_id)
+                await store.delete(session_id)
             except OSError as error:
                 raise store.storage_error(
                     error, f"deleted {len(deleted)} of {len(expired)} sessions"
                 ) from None
-            deleted.append(record.summary.session_id)
+            deleted.append(session_id)
         if deleted:
             log.info(
                 "sessions_expired", deleted=deleted, older_than_days=older_than_days, keep=keep
             )
-    closed = sum(1 for r in listed if r.summary.closed_at is not None)
     return CleanupResult(
-        deleted=deleted if not dry_run else [r.summary.session_id for r in expired],
+        deleted=deleted if not dry_run else [session_id for session_id, _ in expired],
         dry_run=dry_run,
-        freed_bytes=sum(r.size_bytes for r in expired),
+        freed_bytes=sum(size for _, size in expired),
         remaining=closed - len(expired),
     )
 

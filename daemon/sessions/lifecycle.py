@@ -31,6 +31,7 @@ from ..store import (
 )
 from .blender import BlenderLink, Blenders
 from .catalog import Catalog
+from .history import write_closed_record
 from .session import Session, blender_info
 from .snapshots import take_snapshots
 
@@ -196,10 +197,18 @@ class Lifecycle:
                     )
                     or snapshot
                 )
-            commands = await self.catalog.history(session)
-            data = session.to_data(commands, closed_at=time.time(), snapshot=snapshot)
+            head = session.to_data(closed_at=time.time(), snapshot=snapshot)
+            session.journal.flush()  # every line in the file (or kept in unjournaled)
             try:
-                await self.store.save(data)
+                await trio.to_thread.run_sync(
+                    write_closed_record,
+                    self.store,
+                    head,
+                    session.journal.path,
+                    session.steps,
+                    dict(session.unjournaled),
+                )
+                await self.store.note_saved(session.session_id)
             except OSError as error:
                 raise self.store.storage_error(
                     error, "the session stays open and nothing recorded is lost"

@@ -5,16 +5,30 @@ line cut off first, unreadable lines kept aside, the rest recovered)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import structlog
 import trio
 
-from ..protocol import ErrorCode
-from ..store import RecordError, SessionStore, is_session_id, replay_journal
+from ..protocol import DECODE_ERRORS, ErrorCode
+from ..protocol.ops import SessionSummary
+from ..store import (
+    CommandRecord,
+    EditEntry,
+    LastResult,
+    RecordError,
+    SessionData,
+    SessionState,
+    SessionStore,
+    is_session_id,
+)
+from ..store.recovery import JournalVisitor, ScannedJournal, scan_journal
 from .blender import Blenders
 from .lifecycle import Lifecycle
 from .session import Session
+from .tracking import SceneTracker
 
 log = structlog.get_logger("startup")
 
@@ -22,7 +36,7 @@ log = structlog.get_logger("startup")
 async def quarantine_damaged_records(store: SessionStore) -> None:
     """Move records that cannot be read (torn, corrupt, newer format, a link) aside, so
     the rest are served; they stay listed as damaged, and nothing is deleted."""
-    _, damaged = await store.list()
+    damaged = await store.reconcile()
     for entry in damaged:
         if entry.file.startswith("quarantine/"):
             continue
@@ -35,8 +49,14 @@ async def quarantine_damaged_records(store: SessionStore) -> None:
 
 
 async def recover_open_sessions(
-    store: SessionStore, blenders: Blenders, lifecycle: Lifecycle
+    store: SessionStore,
+    blenders: Blenders,
+    lifecycle: Lifecycle,
+    recovering: dict[str, SessionSummary],
+    recovered: Callable[[str], None],
 ) -> None:
+    """Bring back every session a crash left open, one by one, each read in a thread;
+    `recovering` holds the ids not back yet (their commands get `busy`)."""
     for path in store.journal_paths():
         session_id = path.name.removesuffix(".journal")
         if not is_session_id(session_id):
@@ -53,6 +73,71 @@ async def recover_open_sessions(
             log.error(
                 "journal_quarantined", session_id=session_id, reason=reason, moved_to=str(moved)
             )
+        finally:
+            recovering.pop(session_id, None)
+            recovered(session_id)
+
+
+class _Rebuild(JournalVisitor):
+    """The tracked state and counts of a session, rebuilt from its journal as they
+    were built (runs in the scanning thread: no I/O, nothing shared)."""
+
+    def __init__(self) -> None:
+        self.tracker = SceneTracker(SessionState())
+        self.command_count = 0
+        self.last_command: str | None = None
+        self.last_result: LastResult | None = None
+
+    def opened(self, session: SessionData) -> None:
+        self.tracker = SceneTracker(session.state)
+        self.last_command = session.state.last_command
+        self.last_result = session.state.last_result
+
+    def command(self, command: CommandRecord, state: SessionState | None) -> None:
+        if not command.housekeeping:
+            self.command_count += 1
+            self._outcome(command)
+        if state is not None:
+            self.tracker.restore(state)
+        else:
+            self._track(command)
+
+    def late(self, command: CommandRecord) -> None:
+        if not command.housekeeping:
+            self._outcome(command)
+        self._track(command)
+
+    def edit(self, entry: EditEntry) -> None:
+        with contextlib.suppress(*DECODE_ERRORS):
+            self.tracker.track_edit(entry.objects, entry.removed)
+
+    def _outcome(self, command: CommandRecord) -> None:
+        self.last_command = command.type
+        error = command.error
+        self.last_result = (
+            LastResult(status=command.status)
+            if error is None
+            else LastResult(status=command.status, code=error.code, message=error.message)
+        )
+
+    def _track(self, command: CommandRecord) -> None:
+        if command.status == "success" and not command.housekeeping:
+            with contextlib.suppress(*DECODE_ERRORS):
+                self.tracker.track(command.type, command.params, bytes(command.result))
+
+    def state(self) -> SessionState:
+        return SessionState(
+            objects=list(self.tracker.objects),
+            selection=self.tracker.selection,
+            last_command=self.last_command,
+            last_result=self.last_result,
+            scene=self.tracker.scene,
+        )
+
+
+def _scan(path: Path) -> tuple[ScannedJournal, _Rebuild]:
+    rebuild = _Rebuild()
+    return scan_journal(path, rebuild), rebuild
 
 
 async def _recover(
@@ -64,44 +149,46 @@ async def _recover(
         return
     path = store.path_for(session_id, ".journal")
     torn = await store.cut_torn_tail(session_id)  # before anything is appended after it
-    replayed = await trio.to_thread.run_sync(replay_journal, path)
-    if replayed.session.session_id != session_id:
+    scanned, rebuild = await trio.to_thread.run_sync(_scan, path)
+    if scanned.session.session_id != session_id:
         raise RecordError(
             ErrorCode.INTERNAL,
             f"journal {path.name} names another session inside "
-            f"({replayed.session.session_id[:40]!r})",
+            f"({scanned.session.session_id[:40]!r})",
         )
-    if replayed.damaged:
-        kept = await store.keep_damaged_lines(session_id, replayed.damaged)
+    if scanned.damaged:
+        kept = await store.keep_damaged_lines(session_id, scanned.damaged)
         log.error(
             "journal_lines_damaged",
             session_id=session_id,
-            lines=[line.number for line in replayed.damaged],
+            lines=[line.number for line in scanned.damaged],
             kept_in=str(kept),
         )
     journal = await store.open_journal(session_id)
     await lifecycle.start_journal(journal)
-    data = msgspec.structs.replace(replayed.session, restarts=replayed.restarts)
+    opened = scanned.session
+    data = msgspec.structs.replace(
+        opened,
+        restarts=scanned.restarts,
+        checkpoints=scanned.checkpoints,
+        command_count=opened.command_count + rebuild.command_count,
+        state=rebuild.state(),
+    )
     blender = data.blender
     session = Session(
         data,
         blenders.find(blender.host, blender.port),
         journal,
-        next_seq=max((c.seq for c in replayed.commands), default=0) + 1,
+        next_seq=scanned.last_seq + 1,
+        steps=scanned.steps,
     )
-    for command in replayed.commands:  # the tracked state, rebuilt as it was built
-        session.count_recovered(command)
-        if command.seq in replayed.states:
-            session.tracker.restore(replayed.states[command.seq])
-        elif command.status == "success" and not command.housekeeping:
-            with contextlib.suppress(msgspec.DecodeError, RecursionError):
-                session.tracker.track(command.type, command.params, bytes(command.result))
     lifecycle.registry.add(session)
     log.warning(
         "session_recovered",
         session_id=session_id,
         commands=session.command_count,
-        unknown_outcome=replayed.unknown_seqs,
+        steps=scanned.last_seq,
+        unknown_outcome=scanned.unknown_seqs[:100],
         torn_tail_bytes=torn,
-        damaged_lines=len(replayed.damaged),
+        damaged_lines=len(scanned.damaged),
     )

@@ -31,6 +31,7 @@ from ..protocol.ops import (
     ImportResult,
     ListResult,
     OpenResult,
+    PageInfo,
     RestorePath,
     RestoreResult,
     SessionSummary,
@@ -42,8 +43,9 @@ from ..protocol.ops import (
 from ..store import JournalBatch, SessionStore
 from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
 from .blender import BlenderLink, Blenders
-from .catalog import Catalog
+from .catalog import DEFAULT_PAGE, Catalog
 from .command_path import CommandPath, Reply
+from .history import closed_page, open_page, split
 from .housekeeping import Housekeeper, cleanup
 from .lifecycle import Lifecycle
 from .recovery import quarantine_damaged_records, recover_open_sessions
@@ -54,6 +56,9 @@ from .snapshots import render_thumbnail
 from .transfer import export, import_archive
 
 log = structlog.get_logger("sessions")
+# Commands held for a session while its journal is read back after a restart (each
+# holds its params: up to 64 x 16 MiB in theory, a few KiB in practice).
+MAX_PARKED_COMMANDS = 4096
 _encoder = msgspec.json.Encoder()
 
 
@@ -84,17 +89,26 @@ class SessionService:
         self.commands = CommandPath(self.events, store.storage_error)
         self.restorer = Restorer(store, self.catalog, self.blenders, self.lifecycle, self.commands)
         self.import_limits = import_limits
+        self.ready = trio.Event()  # set once start-up recovery is done
+        # Commands that came for a session still being recovered, in arrival order.
+        self._parked: dict[str, builtins.list[tuple[str, msgspec.Raw, str | None, Reply]]] = {}
         # The proxy binds its clients to the newest open session, or opens one: one
         # binding at a time, so racing clients share a session instead of each opening one.
         self._binding = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the journals' tasks; recover what a crash left open; then wait."""
+        """Own the journals' tasks; serve at once, while the index is brought up to date
+        and what a crash left open is recovered, in the background; then wait."""
         async with trio.open_nursery() as nursery:
             self.lifecycle.bind(nursery)
-            await quarantine_damaged_records(self.store)
-            await recover_open_sessions(self.store, self.blenders, self.lifecycle)
+            self.catalog.note_recovering(await self.store.journal_heads())
             task_status.started()
+            await quarantine_damaged_records(self.store)
+            self.catalog.index_ready.set()
+            await recover_open_sessions(
+                self.store, self.blenders, self.lifecycle, self.catalog.recovering, self._recovered
+            )
+            self.ready.set()
             await trio.sleep_forever()
 
     def housekeeper(
@@ -129,13 +143,27 @@ class SessionService:
         self, ref: str, type: str, params: msgspec.Raw, client_id: str | None, reply: Reply
     ) -> None:
         """A scene command for the open session `ref` names; `reply` gets exactly one
-        answer. Never raises."""
+        answer. Never raises. A command for a session still being recovered waits for
+        it, in order (up to MAX_PARKED_COMMANDS, then `busy`)."""
+        if self.catalog.recovering:
+            recovering = self.catalog.recovering_id(ref)
+            if recovering is not None:
+                parked = self._parked.setdefault(recovering, [])
+                if len(parked) < MAX_PARKED_COMMANDS:
+                    parked.append((type, params, client_id, reply))
+                    return
         try:
             session = self.catalog.open_now(ref)
         except RemoteProtocolError as error:
             reply(error)
             return
         self.commands.submit(session, type, params, client_id, reply)
+
+    def _recovered(self, session_id: str) -> None:
+        """A session is back (or could not be): send what waited for it, in order."""
+        for type, params, client_id, reply in self._parked.pop(session_id, []):
+            self.submit_command(session_id, type, params, client_id, reply)
+        self.store.journals.flush()
 
     async def command(
         self, ref: str, type: str, params: msgspec.Raw, client_id: str | None
@@ -147,21 +175,42 @@ class SessionService:
         scene = await session.read_scene()
         return StateResult(session_id=session.session_id, scene=msgspec.Raw(scene))
 
-    async def list(self) -> ListResult:
-        return await self.catalog.list()
+    async def list(
+        self,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        name_contains: str | None = None,
+        status: str = "all",
+    ) -> ListResult:
+        return await self.catalog.list(limit, cursor, name_contains, status)
 
     async def stats(self) -> StatsResult:
         return await self.catalog.stats()
 
-    async def show(self, ref: str) -> bytes:
-        """The whole record as JSON: from disk when closed, built from the journal when open."""
+    async def show(self, ref: str, after_seq: int = 0, limit: int = 1000) -> bytes:
+        """The record (PROTOCOL §3) with one page of its history: its steps after
+        `after_seq`, and `page` saying where the next one starts. Open sessions are
+        read from their journal (`status: open`)."""
         session_id = await self.catalog.resolve(ref)
         session = self.registry.get(session_id)
         if session is None:
-            return _encoder.encode(await self.store.load(session_id))
-        data = session.to_data(await self.catalog.history(session))
+            head = (await self.store.load_head(session_id)).data
+            page = await closed_page(self.store, head, after_seq, limit)
+            status = "closed"
+        else:
+            head = session.to_data()
+            page = await open_page(session, after_seq, limit)
+            status = "open"
+        commands, timeline = split(page.steps)
+        data = msgspec.structs.replace(head, commands=commands, timeline=timeline)
+        info = PageInfo(
+            after_seq=after_seq,
+            next_after_seq=page.next_after_seq,
+            last_seq=page.last_seq,
+            steps=len(page.steps),
+        )
         return _encoder.encode(
-            {"format": 1, "session_id": session_id, "status": "open", "data": data}
+            {"format": 1, "session_id": session_id, "status": status, "data": data, "page": info}
         )
 
     async def delete(self, ref: str) -> DeleteResult:

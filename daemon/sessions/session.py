@@ -32,8 +32,10 @@ from ..protocol.ops import SessionSummary
 from ..store import (
     BlenderInfo,
     BlenderRestart,
+    CheckpointInfo,
     CommandRecord,
     CommandStatus,
+    EditEntry,
     JournalData,
     JournalDone,
     JournalLate,
@@ -41,11 +43,13 @@ from ..store import (
     JournalStart,
     JournalWriter,
     LastResult,
+    RewindEntry,
     SessionData,
     SessionState,
     SnapshotInfo,
     Written,
 )
+from ..store.history import COMMAND, EDIT, RESTART, REWIND, JournalSteps
 from .blender import BlenderLink
 from .tracking import SceneTracker
 
@@ -90,7 +94,13 @@ class Finished:
 
 class Session:
     def __init__(
-        self, data: SessionData, link: BlenderLink, journal: JournalWriter, *, next_seq: int = 1
+        self,
+        data: SessionData,
+        link: BlenderLink,
+        journal: JournalWriter,
+        *,
+        next_seq: int = 1,
+        steps: JournalSteps | None = None,
     ) -> None:
         self.session_id = data.session_id
         self.name = data.name
@@ -105,6 +115,11 @@ class Session:
         self.link = link
         self.journal = journal
         self.next_seq = next_seq
+        # Where each step is in the journal (store/history.py); lines a failed write
+        # lost are forgotten there.
+        self.steps = steps or JournalSteps()
+        journal.on_lost = self.steps.forget_from
+        self.checkpoints: dict[int, CheckpointInfo] = {c.seq: c for c in data.checkpoints}
         self.tracker = SceneTracker(data.state)
         self.last_command = data.state.last_command
         self.last_result = data.state.last_result
@@ -161,7 +176,7 @@ class Session:
         """Journal a command's start and count it in flight. Raises OSError when the
         journal cannot take the line (then nothing is counted: do not send it)."""
         seq, started_at, now = self.next_seq, time.time(), trio.current_time()
-        self.journal.write(
+        at = self.journal.write(
             JournalStart(
                 seq=seq,
                 type=type,
@@ -171,6 +186,7 @@ class Session:
                 housekeeping=housekeeping,
             )
         )
+        self.steps.note_step(seq, COMMAND, *at)
         self.next_seq = seq + 1
         if not self._in_flight:
             self._idle = trio.Event()
@@ -201,9 +217,10 @@ class Session:
                 state=self.tracker.journal_state() if opaque else None,
             )
             try:
-                self.journal.write(line)
+                at = self.journal.write(line)
             except OSError as journal_error:
                 return Finished(start, line, journal_error)
+            self.steps.note_done(start.seq, *at)
             return Finished(start, line, None)
         finally:
             self.release(start)
@@ -211,6 +228,12 @@ class Session:
     def keep_unjournaled(self, finished: Finished) -> None:
         """The journal could not take this outcome: the record gets it at close."""
         self.unjournaled[finished.start.seq] = _record(finished.start, finished.line)
+        self.steps.forget_done(finished.start.seq)
+
+    def not_started(self, start: CommandStart) -> None:
+        """The start line could not be written: the command was never sent."""
+        self.steps.forget(start.seq)
+        self.release(start)
 
     def release(self, start: CommandStart) -> None:
         """The command is no longer in flight. Idempotent."""
@@ -241,10 +264,11 @@ class Session:
             written(error)
 
         try:
-            self.journal.write(line)
+            at = self.journal.write(line)
         except OSError as error:
             taken(error)
             return
+        self.steps.note_late(start.seq, *at)
         self.journal.when_written(taken)
 
     def record_housekeeping(
@@ -307,12 +331,12 @@ class Session:
             self.data[key] = value
 
     def mark_restarted(self, instance: str, blender_version: str) -> BlenderRestart:
-        """A different Blender answers where this session's was: note it, for good.
-        Raises OSError when the journal cannot take it (it is noted in memory all the
-        same, so the session refuses commands either way)."""
+        """A different Blender answers where this session's was, and its scene is not
+        brought back: note it, for good (the session refuses commands). Raises OSError
+        when the journal cannot take it (it is noted in memory all the same)."""
         restart = BlenderRestart(
             at=time.time(),
-            after_seq=self.next_seq - 1,
+            after_seq=self.last_seq,
             previous_instance=self.instance_id,
             instance=instance,
             blender_version=blender_version,
@@ -320,6 +344,60 @@ class Session:
         self.restarts.append(restart)
         self.journal.write(JournalRestart(restart=restart))
         return restart
+
+    def resumed_in(self, instance: str, blender_version: str, error: str | None) -> int:
+        """A different Blender answered and the session's scene was brought back into
+        it (or that failed: `error`, and then the session is detached): a `restart`
+        step. Returns its seq. Raises OSError (the journal is closed)."""
+        seq = self.next_seq
+        restart = BlenderRestart(
+            at=time.time(),
+            after_seq=seq - 1,
+            previous_instance=self.instance_id,
+            instance=instance,
+            blender_version=blender_version,
+            seq=seq,
+            resumed=error is None,
+            error=error,
+        )
+        at = self.journal.write(JournalRestart(restart=restart))
+        self.next_seq = seq + 1
+        self.steps.note_step(seq, RESTART, *at)
+        self.restarts.append(restart)
+        if error is None:
+            self.instance_id = instance
+        return seq
+
+    # --- steps that are not commands --------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The last step taken (0: none yet)."""
+        return self.next_seq - 1
+
+    def add_edit(self, source: str, objects: list[msgspec.Raw], removed: list[str]) -> EditEntry:
+        """A change made beside the daemon, as a step. Raises OSError (journal closed)."""
+        entry = EditEntry(
+            seq=self.next_seq, at=time.time(), source=source, objects=objects, removed=removed
+        )
+        self._add_step(entry, EDIT)
+        self.tracker.track_edit(objects, removed)
+        return entry
+
+    def add_rewind(self, entry: RewindEntry) -> None:
+        """A rewind, as a step (its seq taken with `next_seq` when it began)."""
+        self._add_step(entry, REWIND)
+
+    def _add_step(self, entry: EditEntry | RewindEntry, kind: int) -> None:
+        at = self.journal.write(entry)
+        self.next_seq = max(self.next_seq, entry.seq + 1)
+        self.steps.note_step(entry.seq, kind, *at)
+        self.last_activity = time.time()
+
+    def note_checkpoint(self, checkpoint: CheckpointInfo) -> None:
+        """A checkpoint taken, changed (a label) or thinned. Raises OSError."""
+        self.journal.write(checkpoint)
+        self.checkpoints[checkpoint.seq] = checkpoint
 
     def adopt_instance(self, instance: str) -> None:
         """The session was opened before any Blender said hello: this one is its own."""
@@ -338,11 +416,12 @@ class Session:
 
     def to_data(
         self,
-        commands: list[CommandRecord],
+        commands: list[CommandRecord] | None = None,
         *,
         closed_at: float | None = None,
         snapshot: SnapshotInfo | None = None,
     ) -> SessionData:
+        """The record's data; its history only as given (close streams it instead)."""
         return SessionData(
             session_id=self.session_id,
             name=self.name,
@@ -354,9 +433,11 @@ class Session:
             command_count=self.command_count,
             restored_from=self.restored_from,
             snapshot=snapshot or self.snapshot,
-            commands=commands,
+            commands=commands or [],
             data=self.data,
             restarts=self.restarts,
+            checkpoints=sorted(self.checkpoints.values(), key=lambda c: c.seq),
+            last_seq=self.last_seq,
         )
 
     def summary(self, size_bytes: int) -> SessionSummary:

@@ -121,6 +121,17 @@ class SceneTracker:
             self._objects = dict.fromkeys(chosen.objects)
             self._selection = chosen.active or (chosen.selection[0] if chosen.selection else None)
 
+    def track_edit(self, objects: list[msgspec.Raw], removed: list[str]) -> None:
+        """A change made beside the daemon: records of objects added or changed, and
+        the names of those removed. Raises msgspec errors for a record of another shape."""
+        self._read_scene_info()
+        for record in objects:
+            self._objects.setdefault(_object_decoder.decode(record).name)
+        for name in removed:
+            self._objects.pop(name, None)
+            if self._selection == name:
+                self._selection = None
+
     def restore(self, state: SessionState) -> None:
         """Take the tracked state from a journal line (recovery)."""
         self._scene_info = None

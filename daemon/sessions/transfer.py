@@ -22,8 +22,7 @@ async def export(
 ) -> ExportResult:
     """Write closed sessions (their records, .blend snapshots, thumbnails) to one archive."""
     if everything:
-        listed, _ = await store.list()
-        ids = [item.summary.session_id for item in listed]
+        ids = [row.session_id for row in await store.page(1 << 62, None, None)]
     elif refs:
         ids = [await catalog.resolve(ref) for ref in refs]
     else:
@@ -64,6 +63,8 @@ async def import_archive(
         )
     except OSError as error:
         raise store.storage_error(error, "nothing was imported") from None
+    for _, session_id in report.imported:
+        await store.note_saved(session_id)  # indexed (and laid out by steps) now
     log.info("sessions_imported", path=path, imported=report.imported, notes=report.notes)
     return ImportResult(
         imported=[ImportedSession(from_id=old, to_id=new) for old, new in report.imported],

@@ -91,7 +91,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -103,7 +103,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -148,13 +148,18 @@ class JournalFile:
     def is_open(self) -> bool:
         return self._fd is not None
 
+    @property
+    def size(self) -> int:
+        """The end of the last whole append."""
+        return self._size
+
     def append(self, data: bytes) -> None:
         """Append whole lines, or nothing: a write that fails part way (disk full) is
         cut back off, so later appends never follow half a line."""
         if self._fd is None:
             raise OSError(errno.EBADF, f"journal {self.path} is closed", str(self.path))
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)

@@ -115,6 +115,9 @@ class JournalWriter:
         self._closing = False
         self._running = False
         self._stopped = trio.Event()
+        # Told the offset from which written lines did not reach the file (a failed
+        # batch): whoever noted where lines are forgets those.
+        self.on_lost: Callable[[int], None] = lambda offset: None
 
     async def open(self) -> None:
         self._file = await trio.to_thread.run_sync(JournalFile, self.path)
@@ -123,13 +126,17 @@ class JournalWriter:
     def is_open(self) -> bool:
         return self._file is not None and not self._closing
 
-    def write(self, line: JournalLine) -> None:
-        """Queue `line` for the next flush. Raises OSError when the journal is closed."""
+    def write(self, line: JournalLine) -> tuple[int, int]:
+        """Queue `line` for the next flush; returns where it will be in the file
+        (offset, length). Raises OSError when the journal is closed."""
         if self._file is None or self._closing:
             raise OSError(f"the journal {self.path.name} is closed")
         if not self._pending and self._batch.mark(self):
             self._wakeup.set()
-        self._pending += encode_journal_line(line)
+        data = encode_journal_line(line)
+        offset = self._file.size + len(self._pending)
+        self._pending += data
+        return offset, len(data)
 
     def flush(self) -> OSError | None:
         """Write what is pending, one write() per round: a waiter may queue more (a
@@ -145,10 +152,13 @@ class JournalWriter:
             try:
                 if self._file is None:
                     raise OSError(f"the journal {self.path.name} is closed")
+                lost_from = self._file.size
                 self._file.append(data)
             except OSError as failure:
                 error = failure
                 log.error("journal_write_failed", journal=self.path.name, reason=str(failure))
+                if self._file is not None:
+                    self.on_lost(lost_from)
             for callback in waiters:
                 _call(callback, error)
         return error

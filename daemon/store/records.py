@@ -73,16 +73,76 @@ class CommandRecord(Record, kw_only=True, frozen=True):
 
 
 class BlenderRestart(Record, kw_only=True, frozen=True):
-    """A different Blender answered under the session: its scene is not the session's."""
+    """A different Blender answered under the session. `resumed`: the daemon brought
+    the session's scene back into it (a `restart` step, `seq`); else the session was
+    detached from it (its scene is not the session's)."""
 
     at: float  # wall clock
     after_seq: int  # the last step recorded before it
     previous_instance: str
     instance: str
     blender_version: str
+    seq: int | None = None  # additive: the restart's own step, when it was resumed
+    resumed: bool = False  # additive
+    error: str | None = None  # additive: why bringing the scene back failed
+
+
+# --- the timeline: steps other than commands, and checkpoints ---------------------------
+
+
+class EditEntry(Record, tag_field="kind", tag="edit", kw_only=True, frozen=True):
+    """A change made beside the daemon (a person in the GUI, another client straight to
+    the addon), as the addon reported it: the records of the objects added or changed,
+    and the names of the ones removed. A step of its own."""
+
+    seq: int
+    at: float
+    source: str  # "gui" or "client"
+    objects: list[Raw] = []  # object records (the shape of get_state's objects)
+    removed: list[str] = []
+
+
+class RewindEntry(Record, tag_field="kind", tag="rewind", kw_only=True, frozen=True):
+    """The scene was brought back to what it was right after step `to_seq`; the
+    scene after this step is that one. `status` failed: the scene is the checkpoint
+    taken at this step instead (whatever Blender had when the rewind stopped)."""
+
+    seq: int
+    at: float
+    to_seq: int
+    client_id: str | None = None
+    status: Literal["success", "failed"] = "success"
+    base_seq: int | None = None  # the checkpoint it started from
+    replayed: int = 0  # steps sent again after that checkpoint
+    skipped: list[str] = []  # steps it could not account for, and why
+    duration_ms: float = 0.0
+    error: str | None = None
+
+
+TimelineEntry = EditEntry | RewindEntry
+
+
+class CheckpointInfo(Record, tag_field="kind", tag="checkpoint", kw_only=True, frozen=True):
+    """An exact copy of the scene right after step `seq`: a .blend Blender saved (in
+    `<session id>.checkpoints/`, compressed) and the scene's get_state beside it.
+    `removed`: thinned out by retention (its files are gone)."""
+
+    seq: int
+    reason: str  # open, opaque, edits, periodic, manual, rewind, restart, close
+    taken_at: float
+    blend: str  # file names inside the session's checkpoint dir
+    state: str
+    bytes: int = 0
+    duration_ms: float = 0.0  # Blender's time to save it and read the scene
+    label: str | None = None
+    manual: bool = False  # asked for: never thinned
+    removed: bool = False
 
 
 class SessionData(Record, kw_only=True, frozen=True):
+    """The history comes last, timeline then commands (store/layout.py writes each of
+    their entries on a line of its own, and reads everything else from the first)."""
+
     session_id: str
     name: str | None
     created_at: float
@@ -93,10 +153,13 @@ class SessionData(Record, kw_only=True, frozen=True):
     command_count: int
     restored_from: str | None
     snapshot: SnapshotInfo | None
-    commands: list[CommandRecord]
     data: dict[str, Raw] = {}
     restarts: list[BlenderRestart] = []  # additive
     imported_at: float | None = None  # additive: when import brought it into this data dir
+    checkpoints: list[CheckpointInfo] = []  # additive
+    last_seq: int = 0  # additive: the last step (commands and timeline); 0: from commands
+    timeline: list[TimelineEntry] = []  # additive: the steps that are not commands
+    commands: list[CommandRecord] = []
 
 
 class SessionRecord(Record, kw_only=True, frozen=True):
@@ -107,7 +170,7 @@ class SessionRecord(Record, kw_only=True, frozen=True):
 
 
 class RecordSummary(Record, kw_only=True, frozen=True):
-    """What `list` shows of a record, decoded without its command list."""
+    """What `list` shows of a record, decoded without its history."""
 
     session_id: str
     name: str | None
@@ -115,7 +178,9 @@ class RecordSummary(Record, kw_only=True, frozen=True):
     closed_at: float | None
     command_count: int
     restored_from: str | None
+    last_activity: float = 0.0
     imported_at: float | None = None
+    blender: BlenderInfo = BlenderInfo()
 
 
 # --- journal lines: one JSON object per line, `kind` says which ----------------------
@@ -172,7 +237,10 @@ class JournalData(Record, tag_field="kind", tag="data", kw_only=True, frozen=Tru
     value: Raw
 
 
-JournalLine = JournalOpen | JournalStart | JournalDone | JournalData | JournalLate | JournalRestart
+JournalLine = (
+    JournalOpen | JournalStart | JournalDone | JournalData | JournalLate | JournalRestart
+    | EditEntry | RewindEntry | CheckpointInfo
+)  # fmt: skip
 
 
 class _FormatProbe(Struct):
@@ -208,7 +276,7 @@ def encode_record(record: SessionRecord) -> bytes:
     return _encoder.encode(record)
 
 
-def _check_format(data: bytes, what: str) -> None:
+def check_format(data: bytes, what: str) -> None:
     """Refuse a newer `format` before reading anything else of the record."""
     try:
         version = _format_decoder.decode(data).format
@@ -223,7 +291,7 @@ def _check_format(data: bytes, what: str) -> None:
 
 
 def decode_record(data: bytes, what: str) -> SessionRecord:
-    _check_format(data, what)
+    check_format(data, what)
     try:
         return _record_decoder.decode(data)
     except DECODE_ERRORS as error:
@@ -232,7 +300,7 @@ def decode_record(data: bytes, what: str) -> SessionRecord:
 
 def decode_summary(data: bytes, what: str) -> RecordSummary:
     """The fields `list` shows, without decoding the command history into objects."""
-    _check_format(data, what)
+    check_format(data, what)
     try:
         return _summary_decoder.decode(data).data
     except DECODE_ERRORS as error:

@@ -67,6 +67,11 @@ class DaemonConfig:
     import_max_ratio: int = IMPORT_MAX_RATIO
     blend_snapshots: bool = True
     thumbnails: bool = True
+    on_blender_restart: str = "resume"  # or "mark"
+    checkpoint_every_steps: int = 500  # 0: no periodic checkpoints
+    checkpoint_budget_percent: float = 5.0
+    checkpoint_max_count: int = 100
+    checkpoint_max_mib: int = 2048
     idle_ttl_s: float | None = 30 * 60.0
     cleanup_older_than_days: float | None = 90.0
     cleanup_keep: int | None = None
@@ -270,6 +275,45 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"do not render a thumbnail when a session closes [{ENV_PREFIX}NO_THUMBNAILS]",
     )  # fmt: skip
     parser.add_argument(
+        "--on-blender-restart", choices=["resume", "mark"],
+        default=_env("ON_BLENDER_RESTART") or DEFAULTS["on_blender_restart"],
+        help="when a different Blender answers under an open session: resume brings the "
+        "session's scene (its last step) back into it before anything more is recorded; "
+        "mark only notes the restart and detaches the session "
+        f"[{ENV_PREFIX}ON_BLENDER_RESTART] (default: resume)",
+    )  # fmt: skip
+    option(
+        "--checkpoint-every",
+        "CHECKPOINT_EVERY",
+        int,
+        DEFAULTS["checkpoint_every_steps"],
+        "take a periodic checkpoint (a .blend of the scene) every this many steps, so a "
+        "rewind replays at most about that many; 0 turns periodic ones off",
+    )
+    option(
+        "--checkpoint-budget",
+        "CHECKPOINT_BUDGET",
+        float,
+        DEFAULTS["checkpoint_budget_percent"],
+        "periodic checkpoints are skipped while they have cost Blender more than this "
+        "percent of the session's time",
+    )
+    option(
+        "--checkpoint-max-count",
+        "CHECKPOINT_MAX_COUNT",
+        int,
+        DEFAULTS["checkpoint_max_count"],
+        "checkpoints kept per session; past it (or --checkpoint-max-mib) old automatic "
+        "ones are thinned out, never manual ones",
+    )
+    option(
+        "--checkpoint-max-mib",
+        "CHECKPOINT_MAX_MIB",
+        int,
+        DEFAULTS["checkpoint_max_mib"],
+        "disk kept for one session's checkpoints, in MiB",
+    )
+    parser.add_argument(
         "--log-format", choices=["auto", "console", "json"],
         default=_env("LOG_FORMAT") or DEFAULTS["log_format"],
         help="console for people, json for machines; auto picks console on a terminal "
@@ -305,9 +349,13 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         ("--import-max-bytes", args.import_max_bytes),
         ("--import-max-members", args.import_max_members),
         ("--import-max-ratio", args.import_max_ratio),
+        ("--checkpoint-max-count", args.checkpoint_max_count),
+        ("--checkpoint-max-mib", args.checkpoint_max_mib),
     ):
         if value < 1:
             parser.error(f"{flag} {value} must be at least 1")
+    if args.checkpoint_every < 0 or not 0 <= args.checkpoint_budget <= 100:
+        parser.error("--checkpoint-every must be >= 0 and --checkpoint-budget 0-100")
     return DaemonConfig(
         data_dir=args.data_dir.expanduser(),
         addon_host=args.addon_host,
@@ -327,6 +375,11 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         import_max_ratio=args.import_max_ratio,
         blend_snapshots=not args.no_blend_snapshot,
         thumbnails=not args.no_thumbnails,
+        on_blender_restart=args.on_blender_restart,
+        checkpoint_every_steps=args.checkpoint_every,
+        checkpoint_budget_percent=args.checkpoint_budget,
+        checkpoint_max_count=args.checkpoint_max_count,
+        checkpoint_max_mib=args.checkpoint_max_mib,
         idle_ttl_s=args.idle_ttl_minutes * 60 or None,
         cleanup_older_than_days=args.cleanup_older_than_days or None,
         cleanup_keep=args.cleanup_keep,

@@ -30,7 +30,7 @@ from .logs import configure_logging
 from .protocol.ops import StatusResult
 from .proxy import ProxyServer
 from .proxy.server import refusal_line as proxy_refusal_line
-from .sessions import SessionService
+from .sessions import CheckpointPolicy, SessionService
 from .store import DataDir, DataDirError, SessionStore
 from .store.archive import ImportLimits
 
@@ -74,6 +74,13 @@ class Daemon:
             self.links,
             blend_snapshots=config.blend_snapshots,
             thumbnails=config.thumbnails,
+            checkpoints=CheckpointPolicy(
+                every_steps=config.checkpoint_every_steps,
+                budget=config.checkpoint_budget_percent / 100,
+                max_count=config.checkpoint_max_count,
+                max_bytes=config.checkpoint_max_mib * 2**20,
+            ),
+            on_blender_restart=config.on_blender_restart,
             import_limits=ImportLimits(
                 max_total_bytes=config.import_max_bytes,
                 max_members=config.import_max_members,

@@ -102,9 +102,10 @@ def test_blender_sigkilled_then_a_new_blender_is_never_taken_for_the_same_one(
 ) -> None:
     """Item 5: the new Blender's empty scene is not the session's. The daemon says so
     (status, the command's error, the record), records nothing more into the session
-    as if nothing happened, and its close keeps the last state it recorded."""
+    as if nothing happened, and its close keeps the last state it recorded (with
+    `--on-blender-restart mark`; the default brings the scene back: the next test)."""
     programs.start_blender()
-    programs.start_daemon()
+    programs.start_daemon("--on-blender-restart", "mark")
     programs.wait_connected()
     session_id = programs.json("open", "--name", "survivor")["session_id"]
     programs.cli("cmd", "create_object", "kind=cube", "name=Before")
@@ -147,6 +148,48 @@ def test_blender_sigkilled_then_a_new_blender_is_never_taken_for_the_same_one(
     (restart,) = record["restarts"]
     assert restart["after_seq"] == 1 and restart["instance"] != restart["previous_instance"]
     assert closed["snapshot_fresh"] is False
+
+
+def test_a_restarted_blender_gets_its_session_scene_back_before_anything_more(
+    programs: Programs,
+) -> None:
+    """Time travel, item 7: by default a new Blender under an open session is brought
+    back to the session's last step, a `restart` step says so, and the session goes on."""
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "phoenix")["session_id"]
+    programs.cli("cmd", "create_object", "kind=monkey", "name=Before", "location=[1,2,3]")
+    programs.cli("cmd", "set_material", "object=Before", "material=Red", "color=[1,0,0,1]")
+    before = programs.json("state")["scene"]["objects"]
+    assert programs.blender is not None
+    programs.blender.kill()
+    programs.start_blender()  # a new Blender on the same port, with an empty scene
+    programs.wait_connected()
+    host, port, token = find_endpoint(programs.data_dir)
+    with ControlClient(host, port, token) as client:
+        for _ in range(600):  # each look is a round trip to the daemon
+            timeline = msgspec.json.decode(
+                client.call("session.timeline", {"session_id": session_id})
+            )
+            restarts = [e for e in timeline["entries"] if e["kind"] == "restart"]
+            if restarts:
+                break
+        else:
+            raise AssertionError("the restart never reached the timeline")
+        assert restarts[0]["status"] == "success", restarts
+        assert restarts[0]["seq"] == 3
+    assert programs.json("state")["scene"]["objects"] == before
+    programs.cli("cmd", "create_object", "kind=cube", "name=After")
+    closed = programs.json("close", session_id)
+    record = json.loads(Path(closed["path"]).read_text())["data"]
+    assert [c["params"]["name"] for c in record["commands"] if c["type"] == "create_object"] == [
+        "Before",
+        "After",
+    ]
+    assert sorted(record["state"]["objects"]) == ["After", "Before"]
+    (restart,) = record["restarts"]
+    assert restart["resumed"] and restart["seq"] == 3 and restart["after_seq"] == 2
 
 
 def test_fifty_clients_get_exactly_their_own_replies_while_one_stops_reading(

@@ -72,7 +72,11 @@ def test_every_restore_path_gives_back_the_same_scene(programs: Programs) -> Non
     }
     head = (sessions / record["snapshot"]["blend"]).read_bytes()[:7]
     assert head == b"BLENDER" or head.startswith(b"\x28\xb5\x2f\xfd")  # plain or zstd
-    assert (sessions / record["snapshot"]["thumbnail"]).read_bytes()[:4] == b"\x89PNG"
+    # The thumbnail is rendered after close answered; the thumbnail op waits for it.
+    shown = programs.data_dir.parent / "shown.png"
+    programs.cli("thumbnail", record["session_id"], "-o", str(shown))
+    assert (sessions / record["snapshot"]["thumbnail"]).read_bytes() == shown.read_bytes()
+    assert shown.read_bytes()[:4] == b"\x89PNG"
 
     assert programs.blender is not None
     programs.blender.kill()

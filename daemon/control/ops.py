@@ -14,17 +14,22 @@ import msgspec
 from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from ..protocol.messages import NoParams, Params
 from ..protocol.ops import (
+    CheckpointParams,
     CleanupParams,
     CommandParams,
+    DiffParams,
     ExportParams,
     ImportParams,
     ListParams,
     OpenParams,
     RestoreParams,
+    RewindParams,
     SessionRefParams,
     SetDataParams,
     ShowParams,
     StatusResult,
+    TimelineParams,
+    UndoParams,
 )
 from ..sessions import SessionService
 
@@ -111,7 +116,9 @@ async def _stats(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, RestoreParams, "session.restore")
-    restored = await ctx.service.restore(p.session_id, p.name, ctx.client_id, p.path, p.blender)
+    restored = await ctx.service.restore(
+        p.session_id, p.name, ctx.client_id, p.path, p.blender, p.at_seq
+    )
     return _encoder.encode(restored)
 
 
@@ -140,6 +147,37 @@ async def _set_data(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(await ctx.service.set_data(p.session_id, p.key, p.value))
 
 
+async def _checkpoint(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, CheckpointParams, "session.checkpoint")
+    return _encoder.encode(await ctx.service.checkpoint(p.session_id, p.label))
+
+
+async def _timeline(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, TimelineParams, "session.timeline")
+    return _encoder.encode(await ctx.service.timeline(p.session_id, p.after_seq, p.limit))
+
+
+async def _diff(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, DiffParams, "session.diff")
+    if (p.other_session_id is None) == (p.from_seq is None):
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_PARAMS,
+            "'session.diff' takes from_seq (and to_seq), or other_session_id: one of them",
+        )
+    result = await ctx.service.diff(p.session_id, p.from_seq, p.to_seq, p.other_session_id)
+    return _encoder.encode(result)
+
+
+async def _rewind(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, RewindParams, "session.rewind")
+    return _encoder.encode(await ctx.service.rewind(p.session_id, p.to_seq, ctx.client_id))
+
+
+async def _undo(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, UndoParams, "session.undo")
+    return _encoder.encode(await ctx.service.undo(p.session_id, p.steps, ctx.client_id))
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status,
     "session.open": _open,
@@ -156,6 +194,11 @@ HANDLERS: dict[str, Handler] = {
     "session.cleanup": _cleanup,
     "session.export": _export,
     "session.import": _import,
+    "session.checkpoint": _checkpoint,
+    "session.timeline": _timeline,
+    "session.diff": _diff,
+    "session.rewind": _rewind,
+    "session.undo": _undo,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})

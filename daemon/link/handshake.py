@@ -42,7 +42,7 @@ async def handshake(
                     "attach_session", attached
                 ))  # fmt: skip
             _result(channel.endpoint, "subscribe", await channel.call(
-                "subscribe", SubscribeParams(events=["scene_changed"])
+                "subscribe", SubscribeParams(events=["scene_changed", "scene_edited"])
             ))  # fmt: skip
     except trio.TooSlowError:
         # Silence: a length-prefixed blender-mcp waits for 2 GB after our "{"... ask it

@@ -3,6 +3,7 @@ facts the addon reported (for records, `status` and the sessions bound to it).""
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -37,6 +38,9 @@ class LinkConfig:
     unreachable_log_interval_s: float = 60.0
 
 
+PONG_SAMPLES = 512
+
+
 @dataclass(slots=True)
 class LinkSnapshot:
     """What the daemon knows about the Blender at the other end."""
@@ -55,3 +59,7 @@ class LinkSnapshot:
     last_error: str = ""
     reconnects: int = 0
     found: str = ""  # what answered instead of this project's addon, when not ours
+    # The heartbeat's last round trips (ms): what a stalled event loop shows first.
+    pong_rtts: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=PONG_SAMPLES)
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import msgspec
@@ -33,7 +33,7 @@ from ..protocol.messages import (
     LinkSuccess,
     PongResult,
 )
-from ..protocol.ops import BlenderLinkInfo
+from ..protocol.ops import BlenderLinkInfo, PongStats
 from .channel import Channel, Connect, Deliver, LinkLost, OnLate, Waiter
 from .errors import first_message, found_in, outcome_error, unavailable
 from .handshake import handshake
@@ -46,6 +46,7 @@ log = structlog.get_logger("link")
 class LinkObserver(Protocol):
     def link_changed(self, link: AddonLink) -> None: ...
     def scene_changed(self, link: AddonLink, data: msgspec.Raw, missed: int) -> None: ...
+    def scene_edited(self, link: AddonLink, data: msgspec.Raw) -> None: ...
     def blender_connected(self, link: AddonLink, previous_instance: str) -> None: ...
     # Entered by the link's reader around the delivery of what one read brought in
     # (asked once per connection; entered again for each read).
@@ -184,8 +185,12 @@ class AddonLink:
         return self.observer.handling_answers(self)
 
     def _event(self, event: EventReceived) -> None:
-        if event.event.event == "scene_changed" and self.observer is not None:
+        if self.observer is None:
+            return
+        if event.event.event == "scene_changed":
             self.observer.scene_changed(self, event.event.data, event.missed)
+        elif event.event.event == "scene_edited":
+            self.observer.scene_edited(self, event.event.data)
 
     def _on_hello(self, hello: HelloResult) -> None:
         snap = self.snapshot
@@ -264,6 +269,7 @@ class AddonLink:
             snap.busy_for_ms = pong.main_thread.busy_for_ms
             snap.queue_depth = pong.main_thread.queue_depth
         snap.last_heartbeat = time.time()
+        snap.pong_rtts.append(rtt_ms)
         if was is LinkStatus.DISCONNECTED:
             snap.last_error = ""
             self._connected.set()
@@ -345,4 +351,17 @@ class AddonLink:
             execute_code_enabled=snap.execute_code_enabled,
             found=snap.found,
             instance_id=snap.instance_id,
+            pong_ms=_pong_stats(snap.pong_rtts),
         )
+
+
+def _pong_stats(rtts: Iterable[float]) -> PongStats | None:
+    ordered = sorted(rtts)
+    if not ordered:
+        return None
+    return PongStats(
+        samples=len(ordered),
+        p50=round(ordered[len(ordered) // 2], 3),
+        p99=round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+        max=round(ordered[-1], 3),
+    )

@@ -51,7 +51,7 @@ class SetDataParams(Params, frozen=True):
     value: Raw  # any JSON value; `null` removes the key
 
 
-RestorePath = Literal["auto", "blend", "state", "replay"]
+RestorePath = Literal["auto", "blend", "state", "replay", "checkpoint"]
 
 
 class RestoreParams(Params, frozen=True):
@@ -59,10 +59,20 @@ class RestoreParams(Params, frozen=True):
     name: SessionName | None = None
     path: RestorePath = "auto"  # auto: the best source available
     blender: str | None = None  # which Blender to restore into; default: the first
+    at_seq: Annotated[int, Meta(ge=0)] | None = None  # the scene right after this step
 
 
 class OpResult(Message, omit_defaults=False, frozen=True):
     """Op results keep every field, nulls included, so clients see the whole shape."""
+
+
+class PongStats(Message, frozen=True):
+    """The heartbeat's round trips (ms) over its last samples (up to 512)."""
+
+    samples: int
+    p50: float
+    p99: float
+    max: float
 
 
 class BlenderLinkInfo(OpResult, frozen=True):
@@ -78,6 +88,7 @@ class BlenderLinkInfo(OpResult, frozen=True):
     execute_code_enabled: bool
     found: str  # what answers on the addon port instead of this project's addon, if any
     instance_id: str = ""  # the addon's instance (new each Blender start)
+    pong_ms: PongStats | None = None
 
 
 class SessionSummary(OpResult, frozen=True):
@@ -151,12 +162,13 @@ class DeleteResult(OpResult, frozen=True):
 class RestoreResult(OpResult, frozen=True):
     session_id: str
     restored_from: str
-    path: str  # which restore path was taken: "blend", "state" or "replay"
+    path: str  # which restore path was taken: "blend", "state", "replay", "checkpoint"
     created: list[str]
     updated: list[str]
     removed: list[str]
     skipped: list[SkippedObject]
     notes: list[str]  # why this path, and anything a person should know
+    at_seq: int | None = None  # restored at this step (path "checkpoint")
 
 
 AbsolutePath = Annotated[str, Meta(pattern=r"^/", min_length=2, max_length=4096)]
@@ -238,3 +250,110 @@ class StatsResult(OpResult, frozen=True):
     open_sessions: int
     open_journals: int
     damaged_count: int
+
+
+# --- time travel (PROTOCOL.md §4) ---------------------------------------------------------
+
+Label = Annotated[str, Meta(min_length=1, max_length=200)]
+Seq = Annotated[int, Meta(ge=0)]
+
+
+class CheckpointParams(Params, frozen=True):
+    session_id: str
+    label: Label | None = None
+
+
+class CheckpointResult(OpResult, frozen=True):
+    session_id: str
+    seq: int  # the checkpoint is the scene right after this step
+    label: str | None
+    bytes: int  # of its .blend and its state
+    duration_ms: float  # Blender's time to save it and read the scene
+    reason: str
+
+
+class TimelineParams(Params, frozen=True):
+    session_id: str
+    after_seq: Seq = 0
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 200
+
+
+class TimelineItem(OpResult, frozen=True):
+    """One entry of the timeline. `kind`: command, edit (a change made beside the
+    daemon), checkpoint, rewind, restart."""
+
+    seq: int
+    kind: str
+    at: float  # wall clock: when it started (a command), happened or was taken
+    status: str  # success, error, unknown; failed (a rewind); kept/removed (a checkpoint)
+    summary: str  # one line a person reads
+    objects: list[str] = []  # the objects it names (created, changed, removed, ...)
+    type: str | None = None  # a command's type
+    client_id: str | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    to_seq: int | None = None  # a rewind: the step it went back to
+    label: str | None = None  # a checkpoint's
+
+
+class TimelineResult(OpResult, frozen=True):
+    session_id: str
+    entries: list[TimelineItem]
+    next_after_seq: int | None  # null: the last step is on this page
+    last_seq: int
+
+
+class DiffParams(Params, frozen=True):
+    session_id: str
+    from_seq: Seq | None = None
+    to_seq: Seq | None = None  # default: the last step
+    other_session_id: str | None = None  # diff the final states of two sessions instead
+
+
+class Renamed(Message, frozen=True):
+    from_name: str
+    to_name: str
+
+
+class FieldChange(Message, frozen=True):
+    before: Raw
+    after: Raw
+
+
+class ObjectChange(Message, frozen=True):
+    name: str
+    fields: dict[str, FieldChange]
+
+
+class DiffResult(OpResult, frozen=True):
+    added: list[Raw]  # object records (get_state's shape)
+    removed: list[Raw]
+    renamed: list[Renamed]
+    changed: list[ObjectChange]
+    session_id: str = ""
+    from_seq: int | None = None
+    to_seq: int | None = None
+    other_session_id: str | None = None
+    exact: bool = True  # False: a step's effect was not known (see notes)
+    notes: list[str] = []
+
+
+class RewindParams(Params, frozen=True):
+    session_id: str
+    to_seq: Seq
+
+
+class UndoParams(Params, frozen=True):
+    session_id: str
+    steps: Annotated[int, Meta(ge=1, le=1_000_000)] = 1  # commands to undo
+
+
+class RewindResult(OpResult, frozen=True):
+    session_id: str
+    seq: int  # the rewind's own step
+    to_seq: int
+    base_seq: int  # the checkpoint it started from
+    replayed: int  # steps sent again after it
+    skipped: list[str]  # steps it could not account for, and why
+    exact: bool
+    duration_ms: float

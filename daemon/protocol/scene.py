@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from msgspec import Meta
+from msgspec import Meta, Raw
 
 from .limits import MAX_COORDINATE, MAX_FRAME, MAX_OBJECT_NAME_CHARS, MIN_FRAME
 from .messages import Message, Params
@@ -167,6 +167,7 @@ class OpenBlendParams(Params, frozen=True):
 class SaveBlendParams(Params, frozen=True):
     path: BlendPath
     copy: bool = False  # save a copy: the open file keeps its own path
+    compress: bool = False  # Blender's own compression (smaller, a little slower)
 
 
 Size = Annotated[int, Meta(ge=8, le=2048)]
@@ -179,3 +180,13 @@ class RenderThumbnailParams(Params, frozen=True):
 
 class ExecuteCodeParams(Params, frozen=True):
     code: Annotated[str, Meta(max_length=1_000_000)]
+
+
+class SceneEdited(Message, frozen=True):
+    """The `scene_edited` event's data: a change made beside the daemon (another
+    client's command, a person in the GUI): the records of the objects added or
+    changed (ObjectRecord's shape, kept as sent) and the names of those removed."""
+
+    source: Literal["gui", "client"]
+    objects: list[Raw] = []
+    removed: list[ObjectName] = []

@@ -51,14 +51,23 @@ log = structlog.get_logger("sessions")
 _encoder = msgspec.json.Encoder()
 
 Reply = Callable[[CommandResult | ProtocolError], None]
+AfterSend = Callable[[Session, CommandStart], None]
 StorageErrors = Callable[[OSError, str], StorageError]
 SCENE_READ = b"{}"
 
 
 class CommandPath:
-    def __init__(self, events: Broadcaster, storage_error: StorageErrors) -> None:
+    def __init__(
+        self,
+        events: Broadcaster,
+        storage_error: StorageErrors,
+        after_send: AfterSend = lambda session, start: None,
+    ) -> None:
         self._events = events
         self.storage_error = storage_error
+        # Called right after a command went down the link, in the pipeline's order
+        # (checkpoints.py puts a checkpoint behind it when one is due). Never raises.
+        self.after_send = after_send
         # Logging is configured before the daemon is built; at the default level each
         # command gets a line, and at `warning` the hot path skips building one.
         self._log_each_command = log.is_enabled_for(logging.INFO)
@@ -267,6 +276,8 @@ class _Command:
                 link.submit("get_scene_info", SCENE_READ, self.scene)
         except ProtocolError as error:  # the link went away meanwhile: never sent
             self.not_sent(error)
+            return
+        self._path.after_send(self._session, start)
 
     # --- what the link delivers -----------------------------------------------------
 

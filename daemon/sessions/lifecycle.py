@@ -16,8 +16,8 @@ import structlog
 import trio
 
 from ..events import Broadcaster, SessionClosed, SessionOpened
-from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
-from ..protocol.messages import NULL
+from ..protocol import DECODE_ERRORS, ErrorCode, Outcome, RemoteProtocolError
+from ..protocol.messages import NULL, LinkSuccess
 from ..protocol.ops import CloseResult, OpenResult
 from ..store import (
     JournalOpen,
@@ -25,15 +25,17 @@ from ..store import (
     SessionData,
     SessionState,
     SessionStore,
+    SnapshotInfo,
     check_session_name,
     new_session_id,
     parse_session_id,
 )
 from .blender import BlenderLink, Blenders
 from .catalog import Catalog
+from .checkpoints import CLOSE, OPEN, Checkpointer
 from .history import write_closed_record
 from .session import Session, blender_info
-from .snapshots import take_snapshots
+from .snapshots import THUMBNAIL_PARAMS, take_snapshots, thumbnail_png
 
 log = structlog.get_logger("sessions")
 
@@ -46,6 +48,7 @@ class Lifecycle:
         blenders: Blenders,
         events: Broadcaster,
         *,
+        checkpointer: Checkpointer,
         blend_snapshots: bool = True,
         thumbnails: bool = True,
     ) -> None:
@@ -54,9 +57,12 @@ class Lifecycle:
         self.registry = catalog.registry
         self.blenders = blenders
         self.events = events
+        self.checkpointer = checkpointer
         self.blend_snapshots = blend_snapshots
         self.thumbnails = thumbnails
         self._nursery: trio.Nursery | None = None
+        # Thumbnails rendered after their session closed, not yet written.
+        self.pending_thumbnails: dict[str, trio.Event] = {}
         # Opening checks that a name is free, then opens: one open at a time, so two
         # clients racing for a name (or the proxy's binding) cannot both get it.
         self._open_lock = trio.Lock()
@@ -80,7 +86,11 @@ class Lifecycle:
         restored_from: str | None = None,
         data: dict[str, msgspec.Raw] | None = None,
         blender: str | None = None,
+        first_checkpoint: bool = True,
     ) -> OpenResult:
+        """Open a session. Its first checkpoint (step 0: the scene as it opens, what
+        every later step can be brought back from) goes to Blender before any command;
+        `first_checkpoint` False: the caller takes one itself (a restore at a step)."""
         link = self.blenders.pick(blender)
         if name is not None:
             check_session_name(name)
@@ -101,6 +111,9 @@ class Lifecycle:
             session = await self._create(
                 session_id or new_session_id(), name, link, restored_from, data or {}
             )
+            if first_checkpoint and self.checkpointer.possible(session):
+                await self.store.prepare_checkpoint_dir(session.session_id)
+                self.checkpointer.request(session, OPEN)
         await self.attach_latest(link)
         log.info(
             "session_opened",
@@ -185,18 +198,23 @@ class Lifecycle:
             await session.wait_idle()
             fresh = False
             snapshot = session.snapshot
+            render_later = False
             if session.detached is None and session.link.connected:
-                fresh = await self._final_state(session)
-                snapshot = (
-                    await take_snapshots(
-                        session.link,
-                        self.store,
-                        session.session_id,
-                        blend=self.blend_snapshots,
-                        thumbnail=self.thumbnails,
+                final = await self._final_checkpoint(session)
+                if final is not None:
+                    snapshot, fresh, render_later = final, True, self.thumbnails
+                else:
+                    fresh = await self._final_state(session)
+                    snapshot = (
+                        await take_snapshots(
+                            session.link,
+                            self.store,
+                            session.session_id,
+                            blend=self.blend_snapshots,
+                            thumbnail=self.thumbnails,
+                        )
+                        or snapshot
                     )
-                    or snapshot
-                )
             head = session.to_data(closed_at=time.time(), snapshot=snapshot)
             session.journal.flush()  # every line in the file (or kept in unjournaled)
             try:
@@ -223,6 +241,10 @@ class Lifecycle:
             await self.store.remove_journal(session.session_id)
         except OSError as error:  # the record is saved; the next start removes it
             log.warning("journal_not_removed", session_id=session.session_id, reason=str(error))
+        if not session.checkpoints:
+            await self.store.drop_empty_checkpoint_dir(session.session_id)
+        if render_later and self._nursery is not None:
+            await self._nursery.start(self._thumbnail_after_close, session)
         await self.attach_latest(session.link)
         path = self.store.path_for(session.session_id)
         log.info(
@@ -239,6 +261,77 @@ class Lifecycle:
             command_count=session.command_count,
             snapshot_fresh=fresh,
         )
+
+    async def _final_checkpoint(self, session: Session) -> SnapshotInfo | None:
+        """Close's snapshot from a checkpoint of the last step (taken now unless there
+        is one): its .blend copied beside the record, its scene as the record's state.
+        None when Blender cannot take one (then close reads the scene itself)."""
+        if not self.checkpointer.possible(session):
+            return None
+        try:
+            checkpoint = await self.checkpointer.take(session, CLOSE)
+            session.tracker.track_state(
+                await self.store.read_checkpoint_state(session.session_id, checkpoint.seq)
+            )
+            if self.blend_snapshots:
+                await self.store.copy_checkpoint(
+                    session.session_id,
+                    checkpoint.seq,
+                    self.store.path_for(session.session_id, ".blend"),
+                )
+        except (RemoteProtocolError, OSError, *DECODE_ERRORS) as error:
+            log.warning("final_checkpoint_failed", session_id=session.session_id, reason=str(error))
+            return None
+        return SnapshotInfo(
+            blend=f"{session.session_id}.blend" if self.blend_snapshots else None,
+            blender_version=session.link.info().blender_version,
+            thumbnail=f"{session.session_id}.png" if self.thumbnails else None,
+        )
+
+    async def _thumbnail_after_close(
+        self, session: Session, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The thumbnail of a closed session, rendered after close answered (at 10,000
+        objects the render is most of what closing took). Its request goes to Blender
+        before close answers, right behind the final checkpoint, so it shows the same
+        scene; the thumbnail op waits for it (`thumbnail_written`)."""
+        session_id = session.session_id
+        answered = trio.Event()
+        outcomes: list[Outcome] = []
+
+        def deliver(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            answered.set()
+
+        written = self.pending_thumbnails[session_id] = trio.Event()
+        try:
+            try:
+                session.link.submit("render_thumbnail", THUMBNAIL_PARAMS, deliver)
+            except RemoteProtocolError as error:
+                log.warning("thumbnail_failed", session_id=session_id, reason=error.message)
+                return
+            finally:
+                task_status.started()
+            await answered.wait()
+            (outcome,) = outcomes
+            if not isinstance(outcome, LinkSuccess):
+                reason = session.link.error_for("render_thumbnail", outcome).message
+                log.warning("thumbnail_failed", session_id=session_id, reason=reason)
+                return
+            try:
+                await self.store.write_thumbnail(session_id, thumbnail_png(outcome.result))
+                await self.store.note_saved(session_id)
+            except (OSError, ValueError, *DECODE_ERRORS) as error:
+                log.warning("thumbnail_failed", session_id=session_id, reason=str(error))
+        finally:
+            del self.pending_thumbnails[session_id]
+            written.set()
+
+    async def thumbnail_written(self, session_id: str) -> None:
+        """Returns once a thumbnail rendered after close is on disk (or failed)."""
+        pending = self.pending_thumbnails.get(session_id)
+        if pending is not None:
+            await pending.wait()
 
     async def _final_state(self, session: Session) -> bool:
         try:

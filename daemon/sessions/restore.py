@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import msgspec
 import structlog
+import trio
 
-from ..protocol import ErrorCode, RemoteProtocolError
+from ..protocol import ErrorCode, ProtocolError, RemoteProtocolError
 from ..protocol.commands import READ_ONLY_COMMANDS
-from ..protocol.ops import RestorePath, RestoreResult
+from ..protocol.ops import CommandResult, RestorePath, RestoreResult
 from ..protocol.scene import ApplyStateParams, ApplyStateResult, SceneState, SkippedObject
 from ..store import CommandRecord, SessionRecord, SessionStore
-from .blender import Blenders
+from .blender import BlenderLink, Blenders
 from .catalog import Catalog
-from .command_path import CommandPath
+from .checkpoints import OPEN
+from .command_path import CommandPath, Reply
+from .history import closed_page, split
 from .lifecycle import Lifecycle
 from .session import Session
+from .timetravel import ClosedSteps, bring_back, plan
 
 log = structlog.get_logger("restore")
 _encoder = msgspec.json.Encoder()
 _apply_state_decoder = msgspec.json.Decoder(ApplyStateParams)
 _apply_result_decoder = msgspec.json.Decoder(ApplyStateResult)
 _state_decoder = msgspec.json.Decoder(SceneState)
+
+# Commands a replay keeps in flight (the command path's order is kept), and steps read
+# from the record at a time.
+REPLAY_WINDOW = 64
+REPLAY_PAGE_STEPS = 2000
 
 NOT_REPLAYED = {
     "execute_code": "code sent to execute_code is never re-run",
@@ -54,7 +63,7 @@ def choose_path(
             f"({blender_version}) cannot open newer files, so it was not used"
         )
     has_state = bytes(data.state.scene) != b"null"
-    has_commands = bool(data.commands)
+    has_commands = data.command_count > 0 or bool(data.commands)
     available = {"blend": blend_usable, "state": has_state, "replay": has_commands}
     if requested != "auto":
         if not available[requested]:
@@ -126,16 +135,21 @@ class Restorer:
         requested: RestorePath,
         client_id: str | None,
         blender: str | None = None,
+        at_seq: int | None = None,
     ) -> RestoreResult:
         source_id = await self.catalog.resolve(ref)
         if source_id in self.catalog.registry:
             raise RemoteProtocolError(
                 ErrorCode.CONFLICT, f"session {source_id} is still open; close it before restoring"
             )
-        record = await self.store.load(source_id)
+        record = await self.store.load_head(source_id)  # the history is read in pages
         link = self.blenders.pick(blender)
         if not link.connected:
             raise link.unavailable_error()
+        if requested == "checkpoint" and at_seq is None:  # its last step
+            at_seq = record.data.last_seq or record.data.command_count
+        if at_seq is not None:
+            return await self._restore_at(record, at_seq, name, link, requested)
         path, notes = choose_path(
             record, requested, self.store.has_blend(source_id), link.info().blender_version
         )
@@ -184,24 +198,101 @@ class Restorer:
             notes=notes,
         )
 
+    async def _restore_at(
+        self,
+        record: SessionRecord,
+        at_seq: int,
+        name: str | None,
+        link: BlenderLink,
+        requested: RestorePath,
+    ) -> RestoreResult:
+        """The scene right after step `at_seq`: its nearest checkpoint at or before it
+        and the steps after that (timetravel.py), in a new session whose first
+        checkpoint is that scene."""
+        source = record.data
+        if requested not in ("auto", "checkpoint"):
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"a restore at a step starts from a checkpoint; path {requested!r} cannot "
+                "be used with at_seq (leave path out)",
+            )
+        steps = ClosedSteps(self.store, source)
+        found = await plan(steps, at_seq)  # checks the step and that a checkpoint exists
+        opened = await self.lifecycle.open(
+            name=name, restored_from=source.session_id, data=source.data,
+            blender=link.endpoint, first_checkpoint=False,
+        )  # fmt: skip
+        session = self.catalog.registry.get(opened.session_id)
+        assert session is not None  # just opened, and nothing closes it in between
+        session.busy = f"being restored at step {at_seq} of {source.session_id}"
+        try:
+            replayed = await bring_back(
+                self.store, link, found, self.store.working_copy_path(session.session_id)
+            )
+        finally:
+            session.busy = None
+        skipped = [SkippedObject(name=note.split(":")[0], reason=note) for note in found.skipped]
+        skipped += [SkippedObject(name=note.split(":")[0], reason=note) for note in replayed.failed]
+        notes = [
+            f"the scene after step {at_seq}: checkpoint {found.base.seq} "
+            f"({found.base.reason}) and {replayed.replayed} step(s) after it"
+        ]
+        if self.lifecycle.checkpointer.possible(session):
+            await self.store.prepare_checkpoint_dir(session.session_id)
+            try:
+                await self.lifecycle.checkpointer.take(session, OPEN)
+            except RemoteProtocolError as error:
+                notes.append(f"its first checkpoint was not taken: {error.message}")
+        created = _names(await session.read_scene())
+        log.info("session_restored", session_id=session.session_id,
+                 restored_from=source.session_id, path="checkpoint", at_seq=at_seq,
+                 skipped=len(skipped))  # fmt: skip
+        return RestoreResult(
+            session_id=session.session_id, restored_from=source.session_id,
+            path="checkpoint", created=created, updated=[], removed=[], skipped=skipped,
+            notes=notes, at_seq=at_seq,
+        )  # fmt: skip
+
     async def _replay(
         self, session: Session, record: SessionRecord, client_id: str | None
     ) -> list[SkippedObject]:
-        """Start from an empty scene and send the recorded scene commands again."""
-        sent, skipped = replay_plan(record.data.commands)
+        """Start from an empty scene and send the recorded scene commands again, read a
+        page at a time and pipelined (REPLAY_WINDOW in flight), in their order."""
         empty = msgspec.Raw(_encoder.encode({"objects": [], "prune": True}))
         await self.commands.run(session, "apply_state", empty, client_id)
-        for command in sent:
-            try:
-                await self.commands.run(session, command.type, command.params, client_id)
-            except RemoteProtocolError as error:
-                skipped.append(
-                    SkippedObject(
+        skipped: list[SkippedObject] = []
+        window = trio.Semaphore(REPLAY_WINDOW)
+        failures: dict[int, SkippedObject] = {}
+
+        def replied(command: CommandRecord) -> Reply:
+            def reply(answer: CommandResult | ProtocolError) -> None:
+                window.release()
+                if isinstance(answer, ProtocolError):
+                    failures[command.seq] = SkippedObject(
                         name=f"#{command.seq} {command.type}",
-                        reason=f"{error.code}: {error.message}",
+                        reason=f"{answer.code.value}: {answer.message}",
                     )
+
+            return reply
+
+        after = 0
+        while True:
+            page = await closed_page(self.store, record.data, after, REPLAY_PAGE_STEPS)
+            commands, _ = split(page.steps)
+            sent, page_skipped = replay_plan(commands)
+            skipped += page_skipped
+            for command in sent:
+                await window.acquire()
+                self.commands.submit(
+                    session, command.type, command.params, client_id, replied(command)
                 )
-        return skipped
+                self.store.journals.flush()  # sends it: this task is no reader
+            if page.next_after_seq is None:
+                break
+            after = page.next_after_seq
+        for _ in range(REPLAY_WINDOW):  # every reply is in
+            await window.acquire()
+        return skipped + [failures[seq] for seq in sorted(failures)]
 
 
 def _names(scene: bytes) -> list[str]:

@@ -19,14 +19,16 @@ import msgspec
 import structlog
 import trio
 
-from ..events import BlenderRestarted, Broadcaster, SceneChanged
+from ..events import Broadcaster, SceneChanged
 from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError, check_json
 from ..protocol.limits import MAX_DATA_VALUE_BYTES
 from ..protocol.ops import (
+    CheckpointResult,
     CleanupResult,
     CloseResult,
     CommandResult,
     DeleteResult,
+    DiffResult,
     ExportResult,
     ImportResult,
     ListResult,
@@ -34,16 +36,20 @@ from ..protocol.ops import (
     PageInfo,
     RestorePath,
     RestoreResult,
+    RewindResult,
     SessionSummary,
     SetDataResult,
     StateResult,
     StatsResult,
     ThumbnailResult,
+    TimelineResult,
 )
+from ..protocol.scene import ObjectRecord, SceneEdited
 from ..store import JournalBatch, SessionStore
 from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
 from .blender import BlenderLink, Blenders
 from .catalog import DEFAULT_PAGE, Catalog
+from .checkpoints import Checkpointer, CheckpointPolicy
 from .command_path import CommandPath, Reply
 from .history import closed_page, open_page, split
 from .housekeeping import Housekeeper, cleanup
@@ -54,12 +60,15 @@ from .restore import Restorer
 from .session import Session
 from .snapshots import render_thumbnail
 from .transfer import export, import_archive
+from .travel import TimeTravel
 
 log = structlog.get_logger("sessions")
 # Commands held for a session while its journal is read back after a restart (each
 # holds its params: up to 64 x 16 MiB in theory, a few KiB in practice).
 MAX_PARKED_COMMANDS = 4096
 _encoder = msgspec.json.Encoder()
+_edited_decoder = msgspec.json.Decoder(SceneEdited)
+_object_decoder = msgspec.json.Decoder(ObjectRecord)
 
 
 class SessionService:
@@ -72,24 +81,33 @@ class SessionService:
         blend_snapshots: bool = True,
         thumbnails: bool = True,
         import_limits: ImportLimits = DEFAULT_IMPORT_LIMITS,
+        checkpoints: CheckpointPolicy | None = None,
+        on_blender_restart: str = "resume",
     ) -> None:
         self.store = store
         self.blenders = Blenders(links)
         self.events = events or Broadcaster()
         self.registry = OpenSessions()
         self.catalog = Catalog(store, self.registry)
+        self.checkpointer = Checkpointer(store, checkpoints)
         self.lifecycle = Lifecycle(
             store,
             self.catalog,
             self.blenders,
             self.events,
+            checkpointer=self.checkpointer,
             blend_snapshots=blend_snapshots,
             thumbnails=thumbnails,
         )
-        self.commands = CommandPath(self.events, store.storage_error)
+        self.commands = CommandPath(
+            self.events, store.storage_error, after_send=self.checkpointer.after_send
+        )
+        self.travel = TimeTravel(store, self.catalog, self.checkpointer)
+        self.on_blender_restart = on_blender_restart
         self.restorer = Restorer(store, self.catalog, self.blenders, self.lifecycle, self.commands)
         self.import_limits = import_limits
         self.ready = trio.Event()  # set once start-up recovery is done
+        self._nursery: trio.Nursery | None = None
         # Commands that came for a session still being recovered, in arrival order.
         self._parked: dict[str, builtins.list[tuple[str, msgspec.Raw, str | None, Reply]]] = {}
         # The proxy binds its clients to the newest open session, or opens one: one
@@ -101,6 +119,8 @@ class SessionService:
         and what a crash left open is recovered, in the background; then wait."""
         async with trio.open_nursery() as nursery:
             self.lifecycle.bind(nursery)
+            self.checkpointer.bind(nursery)
+            self._nursery = nursery
             self.catalog.note_recovering(await self.store.journal_heads())
             task_status.started()
             await quarantine_damaged_records(self.store)
@@ -235,8 +255,32 @@ class SessionService:
         client_id: str | None,
         path: RestorePath = "auto",
         blender: str | None = None,
+        at_seq: int | None = None,
     ) -> RestoreResult:
-        return await self.restorer.restore(ref, name, path, client_id, blender)
+        return await self.restorer.restore(ref, name, path, client_id, blender, at_seq)
+
+    # --- time travel ----------------------------------------------------------------
+
+    async def checkpoint(self, ref: str, label: str | None = None) -> CheckpointResult:
+        return await self.travel.checkpoint(ref, label)
+
+    async def timeline(self, ref: str, after_seq: int = 0, limit: int = 200) -> TimelineResult:
+        return await self.travel.timeline(ref, after_seq, limit)
+
+    async def diff(
+        self,
+        ref: str,
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+        other: str | None = None,
+    ) -> DiffResult:
+        return await self.travel.diff(ref, from_seq, to_seq, other)
+
+    async def rewind(self, ref: str, to_seq: int, client_id: str | None) -> RewindResult:
+        return await self.travel.rewind(ref, to_seq, client_id)
+
+    async def undo(self, ref: str, steps: int, client_id: str | None) -> RewindResult:
+        return await self.travel.undo(ref, steps, client_id)
 
     async def thumbnail(self, ref: str) -> ThumbnailResult:
         """A PNG of the scene: rendered now (and stored) for an open session, the stored
@@ -259,6 +303,7 @@ class SessionService:
         else:
             if not self.store.exists(session_id):
                 raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+            await self.lifecycle.thumbnail_written(session_id)
             png = await self.store.read_thumbnail(session_id)
         return ThumbnailResult(
             session_id=session_id, png_base64=base64.b64encode(png).decode(), bytes=len(png)
@@ -331,6 +376,28 @@ class SessionService:
                 return
         self.events.publish(SceneChanged(blender=link.endpoint, data=data, missed=missed))
 
+    def scene_edited(self, link: BlenderLink, data: msgspec.Raw) -> None:
+        """A change made beside the daemon: a step (`edit`) of every session that
+        records this Blender's scene, and a checkpoint once such edits pause."""
+        try:
+            edited = _edited_decoder.decode(data)
+            for record in edited.objects:
+                _object_decoder.decode(record)
+        except DECODE_ERRORS as error:
+            log.warning("scene_edit_unreadable", endpoint=link.endpoint, reason=str(error))
+            return
+        for session in self.registry.bound_to(link):
+            if session.closing or session.detached is not None:
+                continue
+            try:
+                session.add_edit(edited.source, edited.objects, edited.removed)
+            except OSError as error:
+                log.error("edit_not_journaled", session_id=session.session_id, reason=str(error))
+                continue
+            self.checkpointer.edited(session)
+            log.info("scene_edited", session_id=session.session_id, source=edited.source,
+                     changed=len(edited.objects), removed=len(edited.removed))  # fmt: skip
+
     def handling_answers(self, link: BlenderLink) -> contextlib.AbstractContextManager[None]:
         """The link's reader holds the journals' batch while it delivers what one read
         brought in: the outcomes of a burst of answers go in with one write each."""
@@ -342,36 +409,40 @@ class SessionService:
         return self.store.journals
 
     def blender_connected(self, link: BlenderLink, previous_instance: str) -> None:
-        """A Blender said hello. Sessions recorded in a different Blender instance are
-        detached: their scene is not this Blender's, so nothing more is recorded into
-        them as if nothing happened."""
+        """A Blender said hello. A session recorded in a different Blender instance is
+        brought back into it (`resume`, the default: its scene rewound to its last step
+        before anything more is recorded), or detached (`mark`, and any other session
+        bound to the same Blender): its scene is not this Blender's."""
         instance = link.info().instance_id
         if not instance:
             return  # an addon that does not say which Blender it is
-        restarted: list[str] = []
+        restarted = [
+            session for session in self.registry.bound_to(link)
+            if session.instance_id and session.instance_id != instance
+            and session.detached is None and not session.closing
+        ]  # fmt: skip
         for session in self.registry.bound_to(link):
             if not session.instance_id:
                 session.adopt_instance(instance)
-            elif session.instance_id != instance and session.detached is None:
-                try:
-                    session.mark_restarted(instance, link.info().blender_version)
-                except OSError as error:
-                    log.error("restart_not_journaled", session_id=session.session_id,
-                              reason=str(error))  # fmt: skip
-                restarted.append(session.session_id)
-        if restarted:
-            log.error(
-                "blender_restarted",
-                endpoint=link.endpoint,
-                previous_instance=previous_instance,
-                instance=instance,
-                sessions=restarted,
-            )
-            self.events.publish(
-                BlenderRestarted(
-                    blender=link.endpoint,
-                    previous_instance=previous_instance,
-                    instance=instance,
-                    sessions=restarted,
-                )
-            )
+        if not restarted:
+            return
+        resumed = restarted[-1] if self.on_blender_restart == "resume" else None
+        version = link.info().blender_version
+        for session in restarted:
+            if session is resumed and self._nursery is not None:
+                session.busy = "bringing its scene back into a restarted Blender"
+                self._nursery.start_soon(self.travel.resume, session, instance, version)
+                continue
+            try:
+                session.mark_restarted(instance, version)
+            except OSError as error:
+                log.error("restart_not_journaled", session_id=session.session_id,
+                          reason=str(error))  # fmt: skip
+        log.error(
+            "blender_restarted",
+            endpoint=link.endpoint,
+            previous_instance=previous_instance,
+            instance=instance,
+            sessions=[session.session_id for session in restarted],
+            resumed=resumed.session_id if resumed else None,
+        )

@@ -125,6 +125,10 @@ class Session:
         self.last_result = data.state.last_result
         self.unjournaled: dict[int, CommandRecord] = {}
         self.closing = False
+        # Why commands are refused for now, when they are (a rewind, a resume).
+        self.busy: str | None = None
+        self.opened_at = trio.current_time()
+        self.checkpoint_ms = 0.0  # Blender's time spent on this session's checkpoints
         self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)
         self._in_flight: set[int] = set()
         self._idle = trio.Event()
@@ -139,7 +143,7 @@ class Session:
     @property
     def detached(self) -> str | None:
         """Why this session takes no more commands, or None."""
-        if not self.restarts:
+        if not self.restarts or self.restarts[-1].resumed:
             return None
         restart = self.restarts[-1]
         return (
@@ -152,6 +156,10 @@ class Session:
         """Raise conflict when commands are refused: closing, or Blender restarted."""
         if self.closing:
             raise RemoteProtocolError(ErrorCode.CONFLICT, f"session {self.session_id} is closing")
+        if self.busy:
+            raise RemoteProtocolError(
+                ErrorCode.BUSY, f"session {self.session_id} is busy: {self.busy}; retry when done"
+            )
         if self.detached:
             raise RemoteProtocolError(
                 ErrorCode.CONFLICT,

@@ -20,13 +20,19 @@ _thumbnail_decoder = msgspec.json.Decoder(ThumbnailResult)
 _path_decoder = msgspec.json.Decoder(PathResult)
 
 
+THUMBNAIL_PARAMS = b'{"width": %d, "height": %d}' % (THUMBNAIL_SIZE_PX, THUMBNAIL_SIZE_PX)
+
+
+def thumbnail_png(result: bytes) -> bytes:
+    """The PNG in render_thumbnail's result. Raises a decode error (or ValueError)
+    for a result that is not a thumbnail."""
+    return base64.b64decode(_thumbnail_decoder.decode(result).png_base64, validate=True)
+
+
 async def render_thumbnail(link: BlenderLink) -> bytes:
     """A PNG of the scene. Raises RemoteProtocolError, or a decode error for a result
     that is not a thumbnail."""
-    raw = await link.request(
-        "render_thumbnail", b'{"width": %d, "height": %d}' % (THUMBNAIL_SIZE_PX, THUMBNAIL_SIZE_PX)
-    )
-    return base64.b64decode(_thumbnail_decoder.decode(raw).png_base64, validate=True)
+    return thumbnail_png(await link.request("render_thumbnail", THUMBNAIL_PARAMS))
 
 
 async def take_snapshots(

@@ -484,6 +484,81 @@ class SessionStore:
             ) from None
         return target
 
+    # --- checkpoints ----------------------------------------------------------------
+
+    def checkpoint_paths(self, session_id: str, seq: int) -> tuple[Path, Path]:
+        """Where the checkpoint of `seq` lives: its .blend and its scene (get_state)."""
+        directory = self.checkpoint_dir(session_id)
+        return directory / f"{seq:010d}.blend", directory / f"{seq:010d}.state.json"
+
+    async def drop_empty_checkpoint_dir(self, session_id: str) -> None:
+        """A session that never kept a checkpoint (its Blender could not save one)
+        leaves no empty dir behind."""
+
+        def drop() -> None:
+            with contextlib.suppress(OSError):  # not empty, not there: left as it is
+                os.rmdir(self.checkpoint_dir(session_id))
+
+        await trio.to_thread.run_sync(drop)
+
+    async def prepare_checkpoint_dir(self, session_id: str) -> Path:
+        directory = self.checkpoint_dir(session_id)
+        await trio.to_thread.run_sync(ensure_private_dir, directory)
+        return directory
+
+    async def keep_checkpoint(self, session_id: str, seq: int, state: bytes) -> int:
+        """Make a checkpoint durable: its .blend (Blender wrote it) synced, its scene
+        written beside it. Returns the bytes of both. Raises OSError (UnsafePathError
+        for a link where the .blend should be)."""
+        blend, state_path = self.checkpoint_paths(session_id, seq)
+
+        def keep() -> int:
+            fd = os.open(blend, os.O_RDONLY | os.O_NOFOLLOW)  # Blender saved it: else no state
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            atomic_write(state_path, state)  # syncs the dir too
+            return size + len(state)
+
+        return await trio.to_thread.run_sync(keep)
+
+    async def read_checkpoint_state(self, session_id: str, seq: int) -> bytes:
+        """A checkpoint's scene. Raises not_found, OSError."""
+        _, state_path = self.checkpoint_paths(session_id, seq)
+        try:
+            return await trio.to_thread.run_sync(read_file, state_path)
+        except FileNotFoundError:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND, f"session {session_id} has no checkpoint at step {seq}"
+            ) from None
+
+    async def remove_checkpoint(self, session_id: str, seq: int) -> None:
+        def remove() -> None:
+            for path in self.checkpoint_paths(session_id, seq):
+                remove_durably(path)
+
+        await trio.to_thread.run_sync(remove)
+
+    async def copy_checkpoint(self, session_id: str, seq: int, target: Path) -> Path:
+        """Copy a checkpoint's .blend to `target` (a working copy, or a closing
+        session's snapshot). Raises not_found, OSError; never through a link."""
+        source, _ = self.checkpoint_paths(session_id, seq)
+
+        def copy() -> None:
+            ensure_private_dir(target.parent)
+            atomic_write(target, read_file(source))
+
+        try:
+            await trio.to_thread.run_sync(copy)
+        except FileNotFoundError:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"session {session_id} has no checkpoint at step {seq} (thinned out?)",
+            ) from None
+        return target
+
     # --- journals -------------------------------------------------------------------
 
     def journal_paths(self) -> builtins.list[Path]:

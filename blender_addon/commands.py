@@ -14,6 +14,7 @@ import io
 import os
 import tempfile
 import threading
+import time
 import traceback
 
 import bpy
@@ -200,10 +201,14 @@ def save_blend(params: JSONObject) -> JSONObject:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise CommandError("not_found", f"directory {directory!r} does not exist")
-    result = bpy.ops.wm.save_as_mainfile(filepath=path, check_existing=False, copy=copy)
+    began = time.perf_counter()
+    result = bpy.ops.wm.save_as_mainfile(
+        filepath=path, check_existing=False, copy=copy, compress=params["compress"]
+    )
     if "FINISHED" not in result:
         raise CommandError("internal", f"Blender did not save {path!r}: {result}")
-    return {"path": path, "bytes": os.path.getsize(path)}
+    duration_ms = round((time.perf_counter() - began) * 1000, 3)
+    return {"path": path, "bytes": os.path.getsize(path), "duration_ms": duration_ms}
 
 
 def open_blend(params: JSONObject) -> JSONObject:

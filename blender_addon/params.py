@@ -255,7 +255,11 @@ def _check_parent_chain(record: JSONObject, by_name: dict[str, JSONObject]) -> N
 
 
 def _save_blend(params: JSONObject) -> JSONObject:
-    return {"path": blend_path(params["path"]), "copy": flag(params.get("copy"), "copy")}
+    return {
+        "path": blend_path(params["path"]),
+        "copy": flag(params.get("copy"), "copy"),
+        "compress": flag(params.get("compress"), "compress"),
+    }
 
 
 def _open_blend(params: JSONObject) -> JSONObject:

@@ -16,6 +16,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import commands
+from .edits import EditWatcher
 from .mainthread import GUI_DRAIN_BUDGET_S, GUI_LINGER_S, MainThreadQueue
 from .server import AddonServer, SceneFacts, ServerSettings
 from .vocabulary import READ_ONLY_COMMANDS, JSONObject
@@ -35,6 +36,7 @@ class Runtime:
         self.queue = MainThreadQueue()
         self.facts = SceneFacts(addon_version=ADDON_VERSION, commands=sorted(commands.COMMANDS))
         self.server = AddonServer(settings, self.queue, self._dispatch, self.facts)
+        self.edits = EditWatcher(self.server.publish, self._edits_watched)
         self.mode: str | None = None
         self._scene_dirty = False
         self._last_event_at = 0.0
@@ -63,21 +65,33 @@ class Runtime:
         while not stop.is_set():
             commands.scene_index.forget()  # references live for one drain only
             self.queue.drain(wait_s=PUMP_WAIT_S)
+            self.edits.tick()
             self.maybe_send_scene_event()
 
     def tick(self) -> float:
         """The timer callback. Runs on: main thread."""
         commands.scene_index.forget()  # references live for one drain only
         self.queue.drain(budget_s=GUI_DRAIN_BUDGET_S, linger_s=GUI_LINGER_S)
+        self.edits.tick()
         self.maybe_send_scene_event()
         return 0.0
 
-    def _dispatch(self, kind: str, params: JSONObject) -> object:
-        result = commands.dispatch(kind, params)
-        if kind not in READ_ONLY_COMMANDS:
+    def _dispatch(self, kind: str, params: JSONObject, by_watcher: bool) -> object:
+        mutating = kind not in READ_ONLY_COMMANDS
+        result = self.edits.around_command(
+            kind,
+            lambda: commands.dispatch(kind, params),
+            by_watcher=by_watcher,
+            mutating=mutating,
+            gui=self.mode == "timer",
+        )
+        if mutating:
             self._scene_dirty = True
             self.refresh_facts()
         return result
+
+    def _edits_watched(self) -> bool:
+        return self.server.has_subscribers("scene_edited")
 
     def refresh_facts(self) -> None:
         """Runs on: main thread."""
@@ -159,6 +173,7 @@ def _on_depsgraph_update(
 ) -> None:
     if _runtime is not None:
         _runtime.mark_scene_dirty()
+        _runtime.edits.depsgraph_updated(depsgraph)
 
 
 @persistent  # type: ignore[untyped-decorator]  # bpy.app.handlers.persistent is untyped

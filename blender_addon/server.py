@@ -35,7 +35,9 @@ from .vocabulary import (
 )
 
 PROTOCOL_VERSION = 1
-KNOWN_EVENTS = frozenset({"scene_changed"})
+# scene_changed: the scene changed (coalesced; names only). scene_edited: a change
+# made beside the subscriber (another client, the GUI), with object records (edits.py).
+KNOWN_EVENTS = frozenset({"scene_changed", "scene_edited"})
 _SESSION_ID = re.compile(SESSION_ID_PATTERN, re.ASCII)
 
 
@@ -77,7 +79,9 @@ class SceneFacts:
 
 
 # Runs a scene command on the main thread: (type, params) -> result, or raises.
-Dispatch = Callable[[str, JSONObject], object]
+# (type, params, by_watcher): by_watcher is True for a command from a connection
+# subscribed to scene_edited (the daemon): the others' are edits beside it.
+Dispatch = Callable[[str, JSONObject, bool], object]
 
 
 class AddonServer:
@@ -255,7 +259,7 @@ class AddonServer:
             if conn.closed.is_set():
                 return  # the client is gone (its socket failed) before its turn; skip the work
             try:
-                result = self.dispatch(kind, params)
+                result = self.dispatch(kind, params, "scene_edited" in conn.subscribed)
                 reply = {"status": "success", "result": result}
                 self.command_count += 1
             except CommandError as error:

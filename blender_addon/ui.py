@@ -34,6 +34,7 @@ class PanelState:
 
     message: str = ""
     sessions: list[JSONObject] = field(default_factory=list)
+    steps: list[JSONObject] = field(default_factory=list)  # the attached session's last ones
     busy: bool = False
 
 
@@ -218,6 +219,69 @@ class BSS_OT_restore_session(bpy.types.Operator):
         return {"FINISHED"}
 
 
+# The panel lists this many of the attached session's last steps.
+PANEL_STEPS = 8
+
+
+def _fetch_steps(session_id: str) -> JSONObject:
+    """The session's last steps (two calls: where it ends, then the end)."""
+    last = daemon_client.call("session.timeline", {"session_id": session_id, "limit": 1})
+    after = max(int(last.get("last_seq", 0)) - PANEL_STEPS, 0)
+    page = daemon_client.call(
+        "session.timeline", {"session_id": session_id, "after_seq": after, "limit": PANEL_STEPS}
+    )
+    entries = page.get("entries", [])
+    panel_state.steps = [e for e in entries if e.get("kind") != "checkpoint"][-PANEL_STEPS:]
+    return page
+
+
+class BSS_OT_refresh_steps(bpy.types.Operator):
+    bl_idname = "bss.refresh_steps"
+    bl_label = "Last steps"
+    bl_description = "Show the attached session's last steps, to rewind to one"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _attached_session() is not None
+
+    def execute(self, context: bpy.types.Context) -> Finished:
+        session_id = _attached_session()
+        if session_id is None:
+            return {"CANCELLED"}
+        _in_background(
+            lambda: _fetch_steps(session_id), lambda page: f"{page.get('last_seq', 0)} steps"
+        )
+        return {"FINISHED"}
+
+
+class BSS_OT_rewind(bpy.types.Operator):
+    bl_idname = "bss.rewind"
+    bl_label = "Rewind here"
+    bl_description = (
+        "Make the scene what it was right after this step (the daemon replays the "
+        "session's history; nothing is deleted, and it can be rewound forward again)"
+    )
+
+    if TYPE_CHECKING:
+        seq: int
+    else:
+        seq: IntProperty(name="Step", min=0)
+
+    def execute(self, context: bpy.types.Context) -> Finished:
+        session_id = _attached_session()
+        if session_id is None:
+            return {"CANCELLED"}
+        seq = self.seq
+
+        def rewind() -> JSONObject:
+            result = daemon_client.call("session.rewind", {"session_id": session_id, "to_seq": seq})
+            _fetch_steps(session_id)
+            return result
+
+        _in_background(rewind, lambda result: f"rewound to step {result.get('to_seq')}")
+        return {"FINISHED"}
+
+
 class BSS_PT_sessions(bpy.types.Panel):
     bl_label = "Scene Sessions"
     bl_space_type = "VIEW_3D"
@@ -248,6 +312,15 @@ class BSS_PT_sessions(bpy.types.Panel):
         row = box.row()
         row.operator(BSS_OT_refresh_sessions.bl_idname, icon="FILE_REFRESH")
         row.operator(BSS_OT_restore_session.bl_idname, icon="RECOVER_LAST")
+        steps = layout.box()
+        steps.operator(BSS_OT_refresh_steps.bl_idname, icon="TIME")
+        for step in panel_state.steps:
+            row = steps.row()
+            objects = ", ".join(step.get("objects", [])[:2])
+            row.label(text=f"{step.get('seq')} {step.get('summary', '')} {objects}"[:60])
+            button = row.operator(BSS_OT_rewind.bl_idname, text="", icon="LOOP_BACK")
+            if button is not None:
+                button.seq = int(step.get("seq", 0))
         if panel_state.message:
             box.label(text=panel_state.message)
 
@@ -259,6 +332,8 @@ CLASSES = (
     BSS_OT_close_session,
     BSS_OT_refresh_sessions,
     BSS_OT_restore_session,
+    BSS_OT_refresh_steps,
+    BSS_OT_rewind,
     BSS_PT_sessions,
 )
 

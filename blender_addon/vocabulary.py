@@ -50,7 +50,7 @@ COMMAND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
         ("scene", "frame", "file", "objects", "selection", "active", "material_colors", "prune"),
     ),
-    "save_blend": (("path",), ("copy",)),
+    "save_blend": (("path",), ("copy", "compress")),
     "open_blend": (("path",), ()),
     "render_thumbnail": ((), ("width", "height")),
     "execute_code": (("code",), ()),

@@ -180,7 +180,7 @@ def test_server_refuses_non_loopback_bind_without_the_preference() -> None:
     server = AddonServer(
         ServerSettings(host="0.0.0.0", port=0),
         MainThreadQueue(),
-        lambda kind, params: {},
+        lambda kind, params, by_watcher: {},
         SceneFacts(),
     )
     with pytest.raises(OSError, match="not loopback"):

@@ -53,7 +53,13 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
                 "session_list",
                 "session_restore",
                 "session_set_data",
+                "checkpoint",
+                "timeline",
+                "diff",
+                "rewind",
+                "undo",
             } <= set(tools)
+            assert "undo your last 3 steps" in (tools["undo"].description or "")
             assert "execute_code" not in tools  # the addon does not allow it
             kinds = tools["create_object"].input_schema["properties"]["kind"]
             assert "torus" in json.dumps(kinds)
@@ -78,6 +84,19 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
                     "session_set_data", {"key": "brief", "value": {"goal": "a ring"}}
                 )
             )
+            # Time travel: an agent undoes its last step and sees it in the timeline.
+            structured(await session.call_tool("create_object", {"kind": "cube", "name": "Oops"}))
+            undone = structured(await session.call_tool("undo", {"steps": 1}))
+            assert undone["exact"]
+            state = structured(await session.call_tool("get_state", {}))
+            assert "Oops" not in [o["name"] for o in state["objects"]]
+            changed = structured(
+                await session.call_tool("diff", {"from_seq": 0, "to_seq": undone["seq"]})
+            )
+            assert [o["name"] for o in changed["added"]] == ["Ring"]
+            steps = structured(await session.call_tool("timeline", {}))
+            kinds = [e["kind"] for e in steps["entries"] if e["kind"] != "checkpoint"]
+            assert kinds[-2:] == ["rewind", "command"]  # the undo, then get_state
             listed = structured(await session.call_tool("session_list", {}))
             (open_session,) = [s for s in listed["sessions"] if s["status"] == "open"]
             assert open_session["name"].startswith("test-agent ")
@@ -90,8 +109,10 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
         "transform_object",
         "delete_object",
         "render_thumbnail",
+        "create_object",
+        "get_state",
     ]
-    assert [c["status"] for c in data["commands"]] == ["success", "success", "error", "success"]
+    assert [c["status"] for c in data["commands"]] == ["success"] * 2 + ["error"] + ["success"] * 3
     assert "Ring" in data["state"]["objects"] and data["data"] == {"brief": {"goal": "a ring"}}
 
 

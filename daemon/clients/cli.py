@@ -34,7 +34,7 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import pages, render
+from . import pages, render, travel
 from .client import ClientError, ControlClient, find_endpoint
 
 EXIT_REFUSED = 1
@@ -143,11 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blender", help="which Blender to restore into (port or host:port)")
     p.add_argument(
         "--path",
-        choices=["auto", "blend", "state", "replay"],
+        choices=["auto", "blend", "state", "replay", "checkpoint"],
         default="auto",
-        help="restore from the .blend snapshot, the state snapshot, or by replaying "
-        "the recorded commands (default: auto, the best available)",
+        help="restore from the .blend snapshot, the state snapshot, by replaying "
+        "the recorded commands, or from its checkpoints (default: auto, the best available)",
     )
+    p.add_argument(
+        "--at", dest="at_seq", type=int, metavar="N",
+        help="the scene right after step N (from the nearest checkpoint before it)",
+    )  # fmt: skip
+    travel.add_commands(command)
     p = command("thumbnail", help="a PNG of a session's scene (rendered now if open)")
     p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the PNG")
@@ -265,7 +270,7 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
         case "restore":
             params = {
                 "session_id": session,
-                **{k: given.get(k) for k in ("name", "path", "blender")},
+                **{k: given.get(k) for k in ("name", "path", "blender", "at_seq")},
             }
         case "export":
             params = {
@@ -313,6 +318,8 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
         return pages.session_list(
             client, {k: v for k, v in params.items() if v is not None}, args.all, args.json
         )
+    if command in travel.COMMANDS:
+        return travel.run(client, args, args.session or _only_open_session(client))
     spec = _OPS[command]
     session = getattr(args, "session", None)
     if spec.needs_session and not session:

@@ -233,6 +233,59 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         bridge.session_id, bridge.opened_here = restored["session_id"], True
         return restored
 
+    @tool(
+        description="Save an exact copy of the scene now (a checkpoint), optionally labelled, "
+        "so you can rewind to this point later. Returns the step it belongs to."
+    )
+    async def checkpoint(ctx: Context, label: str | None = None) -> dict[str, Any]:
+        session_id = await bridge.current_session(ctx)
+        params = {"session_id": session_id, **({"label": label} if label else {})}
+        return await bridge.call("session.checkpoint", params)
+
+    @tool(
+        description="The current session's history, oldest first: every step with its seq, "
+        "kind (command, edit made by a person or another program, checkpoint, rewind, "
+        "restart), status and the objects it touched. Use the seqs with rewind and diff; "
+        "pass after_seq to read further."
+    )
+    async def timeline(
+        ctx: Context, after_seq: int = 0, limit: int = 200, session: str | None = None
+    ) -> dict[str, Any]:
+        session_id = session or await bridge.current_session(ctx)
+        params = {"session_id": session_id, "after_seq": after_seq, "limit": limit}
+        return await bridge.call("session.timeline", params)
+
+    @tool(
+        description="What changed in the scene between two steps of the current session "
+        "(from_seq, and to_seq or the last step): objects added, removed, renamed, and "
+        "changed field by field. Nothing in Blender is touched."
+    )
+    async def diff(
+        from_seq: int, ctx: Context, to_seq: int | None = None, session: str | None = None
+    ) -> dict[str, Any]:
+        session_id = session or await bridge.current_session(ctx)
+        params: dict[str, Any] = {"session_id": session_id, "from_seq": from_seq}
+        if to_seq is not None:
+            params["to_seq"] = to_seq
+        return await bridge.call("session.diff", params)
+
+    @tool(
+        description="Make the scene exactly what it was right after step to_seq (see "
+        "timeline). Nothing is lost: the rewind is a step of its own and any later step "
+        "can be rewound to again."
+    )
+    async def rewind(to_seq: int, ctx: Context) -> dict[str, Any]:
+        session_id = await bridge.current_session(ctx)
+        return await bridge.call("session.rewind", {"session_id": session_id, "to_seq": to_seq})
+
+    @tool(
+        description="Undo your last N steps that changed the scene (default 1): "
+        "'undo your last 3 steps' is steps=3. Reversible with rewind."
+    )
+    async def undo(ctx: Context, steps: int = 1) -> dict[str, Any]:
+        session_id = await bridge.current_session(ctx)
+        return await bridge.call("session.undo", {"session_id": session_id, "steps": steps})
+
     @tool(description="Attach a JSON value to the current session under a key (null removes it).")
     async def session_set_data(key: str, value: JsonValue, ctx: Context) -> dict[str, Any]:
         session_id = await bridge.current_session(ctx)

@@ -109,6 +109,11 @@ def run_clients(port: int, request: bytes, total_each: int, clients: int) -> dic
         "seconds": round(elapsed, 4),
         "per_second": round(total_each * clients / elapsed, 1),
         "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 3),
+        "p99_ms_worst_client": max(r["p99_ms"] for r in results),
+        "per_second_per_client_min_max": [
+            min(r["per_second"] for r in results),
+            max(r["per_second"] for r in results),
+        ],
     }
 
 

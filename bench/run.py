@@ -19,6 +19,11 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
    record size for 1k / 10k / 100k recorded commands, restore time per path for
    10 / 1,000 / 10,000 objects.
 6. memory: daemon RSS after 10k / 100k / 1M commands across 100 sessions.
+7. scale (bench/scale.py): sessions, history, blenders, clients: one case per axis
+   of issue 13.
+8. time travel (bench/timetravel.py): rewind, checkpoint_cost, diff_and_close.
+
+`summary` at the end puts the figures the targets name side by side.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import scale, timetravel  # noqa: E402
 from bench.common import (  # noqa: E402
     TRIVIAL,
     Daemon,
@@ -70,6 +76,8 @@ SMOKE = {
     "memory": [100, 300], "memory_sessions": 5,
 }
 # fmt: on
+FULL |= scale.FULL | timetravel.FULL
+SMOKE |= scale.SMOKE | timetravel.SMOKE
 TARGETS = {
     "one_at_a_time_time_ratio_max": 1.5,
     "pipelined_time_ratio_max": 1.25,
@@ -77,6 +85,8 @@ TARGETS = {
     "gui_64_in_flight_over_baseline_min": 50,
     "busy_pong_p99_ms_max": 5.0,
     "restore_1000_objects_s_max": 0.5,
+    **scale.TARGETS,
+    **timetravel.TARGETS,
 }
 
 
@@ -560,6 +570,13 @@ CASES = {
     "heartbeat_busy": bench_heartbeat_busy,
     "persistence": bench_persistence,
     "memory": bench_memory,
+    "sessions": scale.bench_sessions,
+    "history": scale.bench_history,
+    "blenders": scale.bench_blenders,
+    "clients": scale.bench_clients,
+    "rewind": timetravel.bench_rewind,
+    "checkpoint_cost": timetravel.bench_checkpoint_cost,
+    "diff_and_close": timetravel.bench_diff_and_close,
 }
 
 
@@ -598,6 +615,7 @@ def main() -> int:
             report[name] = CASES[name](counts, workdir)
             report[name]["case_seconds"] = round(time.perf_counter() - began, 1)
             print(f"bench: {name} done in {report[name]['case_seconds']} s", file=sys.stderr)
+        report["summary"] = scale.summary(report) | timetravel.summary(report)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -178,7 +178,7 @@ class Daemon:
     def call(self, op: str, params: dict[str, Any] | None = None) -> Any:
         client = LineClient(self.port)
         try:
-            reply = client.call({"id": 1, "op": op, "params": params or {}, "token": self.token})
+            reply = client.call({"token": self.token, "id": 1, "op": op, "params": params or {}})
         finally:
             client.close()
         if not reply["ok"]:

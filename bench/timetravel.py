@@ -23,7 +23,7 @@ from tests import blender_procs
 
 # fmt: off
 FULL = {"tt_commands": 10_000, "tt_objects": 1000, "tt_rewinds": 30, "tt_big": 10_000,
-        "tt_cost_commands": 20_000}
+        "tt_cost_commands": 80_000}
 SMOKE = {"tt_commands": 300, "tt_objects": 50, "tt_rewinds": 3, "tt_big": 200,
          "tt_cost_commands": 400}
 # fmt: on
@@ -83,8 +83,25 @@ def _fill(daemon: Daemon, session_id: str, objects: int, commands: int) -> dict[
 
 
 def bench_rewind(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """With the default policy (a burst this short earns no periodic checkpoint under
+    the budget: the longest replays), and with a checkpoint every 500 steps whatever
+    they cost (the shortest)."""
     blender = _Blender(workdir, "rewind")
-    daemon = Daemon(workdir / "rewind", blender.port, blender.env)
+    try:
+        return {
+            "default_policy": _rewinds(counts, workdir / "rewind-default", blender, ()),
+            "every_500_steps": _rewinds(
+                counts, workdir / "rewind-every-500", blender, ("--checkpoint-budget", "100")
+            ),
+        }
+    finally:
+        blender.process.stop()
+
+
+def _rewinds(
+    counts: dict[str, Any], data_dir: Path, blender: _Blender, extra: tuple[str, ...]
+) -> dict[str, Any]:
+    daemon = Daemon(data_dir, blender.port, blender.env, extra=extra)
     try:
         session_id = daemon.call("session.open", {"name": "rewind"})["session_id"]
         loaded = _fill(daemon, session_id, counts["tt_objects"], counts["tt_commands"])
@@ -92,15 +109,18 @@ def bench_rewind(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
         rss_before = daemon.rss_mb()
         rng = random.Random(11)
         seconds, replayed = [], []
-        for _ in range(counts["tt_rewinds"]):
+        rss_by_rewinds = {"0": rss_before}
+        for done in range(1, counts["tt_rewinds"] + 1):
             target = rng.randrange(1, last)
             began = time.perf_counter()
             rewound = daemon.call("session.rewind", {"session_id": session_id, "to_seq": target})
             seconds.append(time.perf_counter() - began)
             replayed.append(rewound["replayed"])
             assert rewound["exact"], rewound
+            if done % 10 == 0:
+                rss_by_rewinds[str(done)] = daemon.rss_mb()
         rss_after = daemon.rss_mb()
-        checkpoints = workdir / "rewind" / "sessions" / f"{session_id}.checkpoints"
+        checkpoints = data_dir / "sessions" / f"{session_id}.checkpoints"
         disk = sum(p.stat().st_size for p in checkpoints.iterdir())
         kept = len(list(checkpoints.glob("*.blend")))
         return {
@@ -119,10 +139,10 @@ def bench_rewind(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             "checkpoint_mb_per_1000_commands": round(disk / 2**20 / (last / 1000), 3),
             "rss_mb_before_rewinds": rss_before,
             "rss_mb_after_rewinds": rss_after,
+            "rss_mb_by_rewinds": rss_by_rewinds,
         }
     finally:
         daemon.stop()
-        blender.process.stop()
 
 
 def bench_checkpoint_cost(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -137,11 +157,16 @@ def bench_checkpoint_cost(counts: dict[str, Any], workdir: Path) -> dict[str, An
             try:
                 session_id = daemon.call("session.open")["session_id"]
                 loaded = _fill(daemon, session_id, counts["tt_objects"], counts["tt_cost_commands"])
-                taken = len(
-                    list((data_dir / "sessions" / f"{session_id}.checkpoints").glob("*.blend"))
-                )
+                directory = data_dir / "sessions" / f"{session_id}.checkpoints"
+                taken = len(list(directory.glob("*.blend")))
+                disk = sum(p.stat().st_size for p in directory.iterdir())
+                per_1000 = disk / 2**20 / (counts["tt_cost_commands"] / 1000)
                 report.setdefault(label, []).append(
-                    {"per_second": loaded["per_second"], "checkpoints": taken}
+                    {
+                        "per_second": loaded["per_second"],
+                        "checkpoints": taken,
+                        "checkpoint_mb_per_1000_commands": round(per_1000, 3),
+                    }
                 )
                 daemon.call("session.close", {"session_id": session_id})
             finally:
@@ -208,9 +233,11 @@ def bench_diff_and_close(counts: dict[str, Any], workdir: Path) -> dict[str, Any
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "rewind" in report:
-        rewind = report["rewind"]
-        out["rewind"] = {
+    for policy in ("default_policy", "every_500_steps"):
+        if "rewind" not in report:
+            break
+        rewind = report["rewind"][policy]
+        out[f"rewind_{policy}"] = {
             key: rewind.get(key)
             for key in (
                 "p50_s",
@@ -218,6 +245,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
                 "checkpoint_mb_per_1000_commands",
                 "rss_mb_before_rewinds",
                 "rss_mb_after_rewinds",
+                "replayed_steps_p50",
             )
         }
     if "checkpoint_cost" in report:

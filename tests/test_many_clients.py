@@ -74,6 +74,7 @@ async def test_pipelined_requests_from_many_clients_get_their_own_replies(
         replies = {}
         for _ in ids:
             reply = await other.receive()
+            assert reply.error is None, reply.error
             replies[reply.id] = msgspec.json.decode(reply.result)["result"]["name"]
         assert replies == {request_id: f"c{index}-{n}" for n, request_id in enumerate(ids)}
         await other.aclose()

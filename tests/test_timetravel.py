@@ -212,3 +212,22 @@ def wait_for_edits(driver: Driver, count: int) -> list[Any]:
             return edits
         driver.scene()
     raise AssertionError("the edits never reached the timeline")
+
+
+def test_periodic_checkpoints_bound_what_a_rewind_replays(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon("--checkpoint-every", "5", "--checkpoint-budget", "100")
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "periodic")["session_id"]
+    host, port, token = find_endpoint(programs.data_dir)
+    with ControlClient(host, port, token) as client:
+        driver = Driver(client, session_id)
+        driver.step("create_object", kind="cube", name="Box")
+        for n in range(13):
+            driver.step("transform_object", name="Box", location=[n, 0, 0])
+        entries = driver.call("session.timeline", limit=10_000)["entries"]
+        periodic = [e["seq"] for e in entries if e["summary"] == "checkpoint (periodic)"]
+        assert periodic == [5, 10], entries
+        rewound = driver.call("session.rewind", to_seq=12)
+        assert rewound["base_seq"] == 10 and rewound["replayed"] == 2
+        assert driver.scene() == driver.after[12]

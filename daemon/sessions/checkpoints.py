@@ -309,7 +309,9 @@ class Checkpointer:
         every = self.policy.every_steps
         if every <= 0 or not self.possible(session):
             return False
-        last = max((c.seq for c in session.checkpoints.values() if not c.removed), default=0)
+        on_their_way = (s for (sid, s) in self._taking if sid == session.session_id)
+        kept = (c.seq for c in session.checkpoints.values() if not c.removed)
+        last = max([*on_their_way, *kept], default=0)
         if seq - last < every:
             return False
         elapsed_ms = (trio.current_time() - session.opened_at) * 1000

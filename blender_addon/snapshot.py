@@ -5,6 +5,9 @@ cubes took 27-30 s through bpy.ops here and about 0.2 s this way. Nothing here k
 a bpy reference after it returns (they go stale when a file is loaded).
 
 Every function here runs on: main thread.
+
+Long (450 lines) because it is the one place scene data becomes JSON and back: records,
+the mesh builders of each kind and apply_state's applier use each other throughout.
 """
 
 from __future__ import annotations

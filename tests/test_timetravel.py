@@ -154,6 +154,10 @@ def test_restore_at_a_step_of_a_closed_session(driven: tuple[Programs, Driver]) 
         new = Driver(driver.client, restored["session_id"])
         assert new.scene() == driver.after[at], f"restored at step {at}"
         programs.json("close", restored["session_id"])
+        # The final scenes of the two sessions: the same only when restored at the end.
+        compared = programs.json("diff", driver.session_id, "--other", restored["session_id"])
+        same = not (compared["added"] or compared["removed"] or compared["changed"])
+        assert same == (at == last), compared
     refused = programs.cli("restore", driver.session_id, "--at", str(last + 1), check=False)
     assert refused.returncode == 1 and "invalid_params" in refused.stderr
 

@@ -13,9 +13,10 @@ When (the policy, `CheckpointPolicy`):
 - right after every opaque command (execute_code, apply_state, open_blend): its
   effect is not in its result, so a replay could not redo it;
 - after a burst of edits made beside the daemon, once they stop for `edit_quiet_s`;
-- periodically, every `every_steps` steps, while checkpoints have cost Blender no more
-  than `budget` of the session's time (the cost: the addon's save time plus the
-  scene read's), so a rewind never replays more than about that many steps;
+- periodically, behind a command that may change the scene once `every_steps` steps
+  have passed since the newest checkpoint, while checkpoints have cost Blender no
+  more than `budget` of the session's time (the cost: the addon's save time plus the
+  scene read's), so a rewind replays at most about that many steps;
 - on demand (`session.checkpoint`), and at close.
 Retention: at most `max_count` checkpoints and `max_bytes` per session; past that the
 oldest automatic ones are thinned out (periodic ones first), never a manual one, the
@@ -33,7 +34,7 @@ import trio
 
 from ..config import LOOPBACK_HOSTS
 from ..protocol import DECODE_ERRORS, ErrorCode, NoAnswer, Outcome, RemoteProtocolError
-from ..protocol.commands import OPAQUE_COMMANDS
+from ..protocol.commands import OPAQUE_COMMANDS, READ_ONLY_COMMANDS
 from ..protocol.messages import LinkSuccess
 from ..store import CheckpointInfo, SessionStore
 from .session import CommandStart, Session
@@ -91,6 +92,8 @@ class Checkpointer:
         self._nursery: trio.Nursery | None = None
         self._taking: dict[tuple[str, int], _Taking] = {}
         self._quiet: dict[str, trio.CancelScope] = {}  # sessions waiting for edits to stop
+        # Each session's newest checkpoint step, kept or on its way (never thinned).
+        self._newest: dict[str, int] = {}
 
     def bind(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -104,13 +107,15 @@ class Checkpointer:
     def after_send(self, session: Session, start: CommandStart) -> None:
         """Right after a command went down the link: a checkpoint behind it when it is
         opaque, or when the periodic one is due. Never raises."""
-        try:
-            if self._on_its_way(session, start.seq) is not None:
-                return
+        try:  # once per command: the common case is two comparisons
             if start.type in OPAQUE_COMMANDS:
-                self._send(self._begin(session, start.seq, OPAQUE, None, manual=False))
-            elif self._periodic_due(session, start.seq):
-                self._send(self._begin(session, start.seq, PERIODIC, None, manual=False))
+                reason = OPAQUE
+            elif start.type not in READ_ONLY_COMMANDS and self._periodic_due(session, start.seq):
+                reason = PERIODIC  # behind a command that may change the scene
+            else:
+                return
+            if self._on_its_way(session, start.seq) is None:
+                self._send(self._begin(session, start.seq, reason, None, manual=False))
         except Exception:
             log.exception("checkpoint_not_started", session_id=session.session_id)
 
@@ -201,6 +206,7 @@ class Checkpointer:
     ) -> _Taking:
         taking = _Taking(session, seq, reason, label, manual)
         self._taking[(session.session_id, seq)] = taking
+        self._newest[session.session_id] = max(seq, self._newest_of(session))
         return taking
 
     def _on_its_way(self, session: Session, seq: int) -> _Taking | None:
@@ -307,15 +313,21 @@ class Checkpointer:
 
     def _periodic_due(self, session: Session, seq: int) -> bool:
         every = self.policy.every_steps
-        if every <= 0 or not self.possible(session):
-            return False
-        on_their_way = (s for (sid, s) in self._taking if sid == session.session_id)
-        kept = (c.seq for c in session.checkpoints.values() if not c.removed)
-        last = max([*on_their_way, *kept], default=0)
-        if seq - last < every:
+        if every <= 0 or seq - self._newest_of(session) < every or not self.possible(session):
             return False
         elapsed_ms = (trio.current_time() - session.opened_at) * 1000
         return session.checkpoint_ms <= self.policy.budget * max(elapsed_ms, 1.0)
+
+    def _newest_of(self, session: Session) -> int:
+        newest = self._newest.get(session.session_id)
+        if newest is None:  # a session recovered from its journal: from its checkpoints
+            kept = [c.seq for c in session.checkpoints.values() if not c.removed]
+            newest = self._newest[session.session_id] = max(kept, default=0)
+        return newest
+
+    def forget(self, session: Session) -> None:
+        """The session closed."""
+        self._newest.pop(session.session_id, None)
 
     async def _thin(self, session: Session) -> None:
         """Retention: thin out old automatic checkpoints past the session's caps."""

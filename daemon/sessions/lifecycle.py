@@ -236,6 +236,7 @@ class Lifecycle:
             raise
         session.snapshot = snapshot
         self.registry.remove(session.session_id)
+        self.checkpointer.forget(session)
         await session.journal.close()
         try:
             await self.store.remove_journal(session.session_id)

@@ -4,7 +4,10 @@ that owns it, and the observer of every Blender link. The control port, the prox
 
 Parts: `Catalog` (finding sessions), `Lifecycle` (open, close), `CommandPath` (every
 scene command), `Restorer`, `Housekeeper`, transfer (export, import), recovery (at
-start-up).
+start-up), `TimeTravel`, `Checkpointer`.
+
+Long (450 lines) because it is the facade: one short method per control op (about 25)
+and the link observer's callbacks, each handing off at once.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Theory of operation:
   is. The caller replies to its client only after `finish_command`.
 - A late answer (after `unknown`) is journaled by `record_late` as the real outcome.
 No sockets, no files of its own: the journal is given, the link is a Protocol.
+
+Long (about 500 lines) because a session's memory and every way it changes (commands,
+late answers, edits, rewinds, restarts, checkpoints, data) stay together, each beside
+the journal line that records it, so the two cannot drift apart.
 """
 
 from __future__ import annotations

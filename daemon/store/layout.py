@@ -18,6 +18,9 @@ reads. The index is derived: when it is missing or does not match the record's s
 and mtime, it is rebuilt from the record's lines. A record written in one line (by
 an older daemon, or by hand) is still read whole, and rewritten in this layout when
 the store first indexes it.
+
+Long (450 lines) because writing, checking and reading the layout and its step index
+must agree byte for byte: they live in one place.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 writes there. Methods that touch the disk raise OSError (callers turn it into a
 `storage` error with `storage_error`, saying what did not happen); ids are checked
 before they become paths; no symbolic link is ever followed.
+
+Long (about 700 lines) because it is the data dir's only writer: one short method per
+file operation (records, journals, the index, snapshots, checkpoints, quarantine),
+most of them a few lines around one call in a worker thread.
 """
 
 from __future__ import annotations

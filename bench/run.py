@@ -510,9 +510,15 @@ def bench_restore(sizes: list[int], workdir: Path) -> dict[str, Any]:
             began = time.perf_counter()
             closed = daemon.call("session.close", {"session_id": session})
             close_s = time.perf_counter() - began
+            # The thumbnail is rendered after close answers; Blender does it before the
+            # next request, so each timing below waits for it first.
+            began = time.perf_counter()
+            daemon.call("session.thumbnail", {"session_id": session})
+            thumbnail_s = time.perf_counter() - began
             entry: dict[str, Any] = {
                 "create_through_daemon_s": round(created_s, 3),
                 "close_s": round(close_s, 3),
+                "thumbnail_after_close_s": round(thumbnail_s, 3),
                 "record_bytes": Path(closed["path"]).stat().st_size,
                 "blend_bytes": (daemon.data_dir / "sessions" / f"{session}.blend").stat().st_size,
                 "restore_s": {},
@@ -522,6 +528,7 @@ def bench_restore(sizes: list[int], workdir: Path) -> dict[str, Any]:
                 restored = daemon.call("session.restore", {"session_id": session, "path": path})
                 entry["restore_s"][path] = round(time.perf_counter() - began, 3)
                 daemon.call("session.close", {"session_id": restored["session_id"]})
+                daemon.call("session.thumbnail", {"session_id": restored["session_id"]})
             results[str(size)] = entry
         return results
     finally:

@@ -200,4 +200,4 @@ def diffed(result: DiffResult) -> str:
 
 def _name(raw: msgspec.Raw) -> str:
     record = json.loads(bytes(raw))
-    return f"{record.get('name')} ({record.get('kind') or record.get('type')})"
+    return f"{record.get('name')} ({record.get('data_kind') or record.get('type')})"

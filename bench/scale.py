@@ -43,11 +43,12 @@ from tests.records import session_id_for, write_closed
 FULL = {
     "sessions": [100, 1000, 10000], "history": [10_000, 100_000, 1_000_000],
     "replay": 100_000, "blenders": [1, 2, 4], "blender_requests": 20000,
-    "clients": [1, 10, 100], "client_requests": 4000, "lookups": 30,
+    "clients": [1, 10, 100], "client_requests": 4000, "lookups": 30, "busy_commands": 8000,
 }
 SMOKE = {
     "sessions": [20, 60], "history": [500, 2000], "replay": 200, "blenders": [1, 2],
     "blender_requests": 400, "clients": [1, 4], "client_requests": 80, "lookups": 5,
+    "busy_commands": 100,
 }
 # fmt: on
 TARGETS = {
@@ -154,11 +155,11 @@ def bench_history(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             size = write_closed(data_dir / "sessions", session_id, "big", commands, time.time())
             written_s = time.perf_counter() - began
             daemon, ready_s = _start(
-                data_dir, blender.port, blender.env, "--heartbeat-interval", "0.02"
+                data_dir, blender.port, blender.env, "--heartbeat-interval", "0.005"
             )
             try:
                 report[str(commands)] = _history_case(
-                    daemon, session_id, commands, counts["lookups"]
+                    daemon, session_id, commands, counts["lookups"], counts["busy_commands"]
                 ) | {
                     "record_mb": round(size / 2**20, 1),
                     "record_written_s": round(written_s, 1),
@@ -172,7 +173,9 @@ def bench_history(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return report
 
 
-def _history_case(daemon: Daemon, session_id: str, commands: int, lookups: int) -> dict[str, Any]:
+def _history_case(
+    daemon: Daemon, session_id: str, commands: int, lookups: int, counts_busy: int
+) -> dict[str, Any]:
     rss_before = daemon.rss_mb()
     page = _timed(
         lambda: daemon.call(
@@ -208,7 +211,9 @@ def _history_case(daemon: Daemon, session_id: str, commands: int, lookups: int) 
     try:
         while read_pages.value < 2:  # both are reading (bounded by the readers' own pace)
             run_load(daemon.port, request, 1, 1)
-        busy = run_load(daemon.port, request, 300, 1)
+        # Long enough that the heartbeat's last 512 round trips (5 ms apart) all fall
+        # while the readers read.
+        busy = run_load(daemon.port, request, counts_busy, 1)
         pongs_busy = daemon.call("status")["blender"]["pong_ms"]
         rss_during = daemon.rss_mb()
     finally:

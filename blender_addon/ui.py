@@ -128,6 +128,7 @@ def _in_background(
 ) -> None:
     """Run `work` on a worker thread; its outcome lands in the panel's message."""
     if panel_state.busy:
+        panel_state.message = "still working on the last button; try again"
         return
     panel_state.busy = True
     panel_state.message = "working..."

@@ -34,14 +34,29 @@ def flag(name):
     return False
 
 def act():
+    try:
+        act_once()
+    except Exception:
+        import traceback
+        traceback.print_exc()
+    return 0.05
+
+def act_once():
     if flag("move"):
         bpy.data.objects["Box"].location = (5.0, 5.0, 5.0)
         bpy.data.objects["Box"].scale = (1.0, 3.0, 1.0)
+    rewind = os.path.join(home, "rewind-to")
+    if os.path.exists(rewind):  # the sidebar's rewind button, as a click runs it
+        seq = int(open(rewind).read())
+        os.remove(rewind)
+        from blender_addon import ui  # the addon runs from headless.py: its panel's
+        if not hasattr(bpy.types, "BSS_OT_rewind"):  # operator, registered here
+            bpy.utils.register_class(ui.BSS_OT_rewind)
+        bpy.ops.bss.rewind(seq=seq)
     if flag("ctrl-z"):
         window = bpy.context.window_manager.windows[0]
         with bpy.context.temp_override(window=window):
             bpy.ops.ed.undo()
-    return 0.05
 
 bpy.app.timers.register(act, first_interval=0.05, persistent=True)
 """
@@ -57,7 +72,11 @@ def gui(tmp_path: Path) -> Iterator[tuple[Programs, Driver, Path]]:
     person_dir.mkdir()
     script = tmp_path / "person.py"
     script.write_text(textwrap.dedent(PERSON))
-    env = {**programs.env, "BSS_PERSON_DIR": str(person_dir)}
+    env = {
+        **programs.env,
+        "BSS_PERSON_DIR": str(person_dir),
+        "BLENDER_SESSIOND_DATA_DIR": str(programs.data_dir),  # for the panel's buttons
+    }
     blender = blender_procs.start(blender_procs.gui_command(extra=["--python", str(script)]), env)
     programs.blender = blender
     programs.addon_port = blender.port
@@ -120,3 +139,15 @@ def test_ctrl_z_undoes_one_command(gui: tuple[Programs, Driver, Path]) -> None:
     (person / "ctrl-z").touch()
     wait_until(driver, lambda es: es[-1]["kind"] == "edit", "the undo's edit")
     assert driver.scene() == driver.after[moved]  # the material is gone, the move kept
+
+
+def test_the_sidebar_rewinds_to_a_step(gui: tuple[Programs, Driver, Path]) -> None:
+    _, driver, person = gui
+    first = driver.step("create_object", kind="cube", name="Box", location=[1, 0, 0])
+    driver.step("transform_object", name="Box", location=[4, 4, 4])
+    driver.step("create_object", kind="monkey", name="Head")
+    (person / "rewind-to.tmp").write_text(str(first))
+    (person / "rewind-to.tmp").rename(person / "rewind-to")  # whole, or not there
+    entries = wait_until(driver, lambda es: es[-1]["kind"] == "rewind", "the panel's rewind")
+    assert entries[-1]["to_seq"] == first and entries[-1]["status"] == "success"
+    assert driver.scene() == driver.after[first]

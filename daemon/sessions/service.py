@@ -232,9 +232,15 @@ class SessionService:
             last_seq=page.last_seq,
             steps=len(page.steps),
         )
-        return _encoder.encode(
-            {"format": 1, "session_id": session_id, "status": status, "data": data, "page": info}
-        )
+        shown = {
+            "format": 1,
+            "session_id": session_id,
+            "status": status,
+            "data": data,
+            "page": info,
+        }
+        # A page is up to ~4 MiB: encoded off the event loop, as it was read.
+        return await trio.to_thread.run_sync(msgspec.json.encode, shown)
 
     async def delete(self, ref: str) -> DeleteResult:
         session_id = await self.catalog.resolve(ref)

@@ -6,6 +6,8 @@ steps must agree with what was read then."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -235,3 +237,49 @@ def test_periodic_checkpoints_bound_what_a_rewind_replays(programs: Programs) ->
         rewound = driver.call("session.rewind", to_seq=12)
         assert rewound["base_seq"] == 10 and rewound["replayed"] == 2
         assert driver.scene() == driver.after[12]
+
+
+def test_a_rewind_the_daemon_dies_in_is_finished_when_it_comes_back(programs: Programs) -> None:
+    """The rewind's `started` line is in the journal before Blender is touched; a daemon
+    SIGKILLed while Blender replays finds it at its next start and finishes it, so the
+    scene and the record agree again."""
+    moves = 6000  # a replay long enough to be killed in (no periodic checkpoints)
+    programs.start_blender()
+    programs.start_daemon("--checkpoint-every", "0")
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "interrupted")["session_id"]
+    host, port, token = find_endpoint(programs.data_dir)
+    with ControlClient(host, port, token) as client:
+        driver = Driver(client, session_id)
+        driver.step("create_object", kind="cube", name="Box")
+        for n in range(moves):
+            driver.call("session.command", type="transform_object",
+                        params={"name": "Box", "location": [n % 97, n % 89, 1]})  # fmt: skip
+        target = moves  # the Box where the second-to-last move put it
+    journal = programs.data_dir / "sessions" / f"{session_id}.journal"
+    rewinding = threading.Thread(
+        target=lambda: programs.cli("rewind", "--to", str(target), check=False), daemon=True
+    )
+    rewinding.start()
+    deadline = time.monotonic() + 60
+    while b'"status":"started"' not in journal.read_bytes()[-4096:]:
+        assert time.monotonic() < deadline, "the rewind never started"
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)  # while Blender replays
+    programs.daemon.wait()
+    rewinding.join(60)
+    programs.start_daemon("--checkpoint-every", "0")
+    programs.wait_connected()
+    with ControlClient(*find_endpoint(programs.data_dir)) as client:
+        driver = Driver(client, session_id)
+        deadline = time.monotonic() + 60
+        while True:
+            entries = driver.call("session.timeline", after_seq=moves, limit=100)["entries"]
+            rewinds = [e for e in entries if e["kind"] == "rewind"]
+            if rewinds and rewinds[-1]["status"] != "started":
+                break
+            assert time.monotonic() < deadline, f"the rewind was never finished: {entries}"
+        assert rewinds[-1]["status"] == "success" and rewinds[-1]["to_seq"] == target
+        n = moves - 2  # step `moves` is the (moves - 1)-th transform: n = moves - 2
+        assert driver.scene()["Box"][2] == [float(n % 97), float(n % 89), 1.0]
+    assert any('"interrupted_rewind_finished"' in line for line in programs.daemon_log)

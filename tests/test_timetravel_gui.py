@@ -148,6 +148,10 @@ def test_the_sidebar_rewinds_to_a_step(gui: tuple[Programs, Driver, Path]) -> No
     driver.step("create_object", kind="monkey", name="Head")
     (person / "rewind-to.tmp").write_text(str(first))
     (person / "rewind-to.tmp").rename(person / "rewind-to")  # whole, or not there
-    entries = wait_until(driver, lambda es: es[-1]["kind"] == "rewind", "the panel's rewind")
+    entries = wait_until(
+        driver,
+        lambda es: es[-1]["kind"] == "rewind" and es[-1]["status"] != "started",
+        "the panel's rewind",
+    )
     assert entries[-1]["to_seq"] == first and entries[-1]["status"] == "success"
     assert driver.scene() == driver.after[first]

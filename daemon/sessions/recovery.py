@@ -19,6 +19,7 @@ from ..store import (
     EditEntry,
     LastResult,
     RecordError,
+    RewindEntry,
     SessionData,
     SessionState,
     SessionStore,
@@ -87,6 +88,7 @@ class _Rebuild(JournalVisitor):
         self.command_count = 0
         self.last_command: str | None = None
         self.last_result: LastResult | None = None
+        self.interrupted: RewindEntry | None = None  # a rewind the crash came in
 
     def opened(self, session: SessionData) -> None:
         self.tracker = SceneTracker(session.state)
@@ -110,6 +112,12 @@ class _Rebuild(JournalVisitor):
     def edit(self, entry: EditEntry) -> None:
         with contextlib.suppress(*DECODE_ERRORS):
             self.tracker.track_edit(entry.objects, entry.removed)
+
+    def rewind(self, entry: RewindEntry) -> None:
+        if entry.status == "started":
+            self.interrupted = entry
+        elif self.interrupted is not None and self.interrupted.seq == entry.seq:
+            self.interrupted = None
 
     def _outcome(self, command: CommandRecord) -> None:
         self.last_command = command.type
@@ -182,6 +190,9 @@ async def _recover(
         next_seq=scanned.last_seq + 1,
         steps=scanned.steps,
     )
+    if rebuild.interrupted is not None:
+        session.interrupted_rewind = rebuild.interrupted
+        session.busy = "finishing a rewind the daemon's restart interrupted"
     lifecycle.registry.add(session)
     log.warning(
         "session_recovered",
@@ -191,4 +202,5 @@ async def _recover(
         unknown_outcome=scanned.unknown_seqs[:100],
         torn_tail_bytes=torn,
         damaged_lines=len(scanned.damaged),
+        interrupted_rewind=rebuild.interrupted.seq if rebuild.interrupted else None,
     )

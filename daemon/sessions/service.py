@@ -183,10 +183,21 @@ class SessionService:
         self.commands.submit(session, type, params, client_id, reply)
 
     def _recovered(self, session_id: str) -> None:
-        """A session is back (or could not be): send what waited for it, in order."""
+        """A session is back (or could not be): send what waited for it, in order (a
+        session whose rewind the crash interrupted answers them `busy` until that
+        rewind is finished)."""
+        session = self.registry.get(session_id)
+        if session is not None and session.interrupted_rewind is not None:
+            link = session.link
+            if link.connected and link.info().instance_id == session.instance_id:
+                self._finish_interrupted(session)
         for type, params, client_id, reply in self._parked.pop(session_id, []):
             self.submit_command(session_id, type, params, client_id, reply)
         self.store.journals.flush()
+
+    def _finish_interrupted(self, session: Session) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self.travel.finish_interrupted, session)
 
     async def command(
         self, ref: str, type: str, params: msgspec.Raw, client_id: str | None
@@ -433,6 +444,8 @@ class SessionService:
         for session in self.registry.bound_to(link):
             if not session.instance_id:
                 session.adopt_instance(instance)
+            if session.interrupted_rewind is not None and session.instance_id == instance:
+                self._finish_interrupted(session)  # the same Blender, back
         if not restarted:
             return
         resumed = restarted[-1] if self.on_blender_restart == "resume" else None

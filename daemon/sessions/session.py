@@ -131,6 +131,9 @@ class Session:
         self.closing = False
         # Why commands are refused for now, when they are (a rewind, a resume).
         self.busy: str | None = None
+        # A rewind journaled as started whose end is not (the daemon died in it): the
+        # scene is somewhere between; finished once its Blender is back (travel.py).
+        self.interrupted_rewind: RewindEntry | None = None
         self.opened_at = trio.current_time()
         self.checkpoint_ms = 0.0  # Blender's time spent on this session's checkpoints
         self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)

@@ -32,7 +32,16 @@ from .checkpoints import MANUAL, RESTART, REWIND, Checkpointer
 from .history import Step
 from .scene_model import SceneModel, diff, touched
 from .session import Session
-from .timetravel import ClosedSteps, OpenSteps, Replayed, Steps, bring_back, model_at, plan
+from .timetravel import (
+    ClosedSteps,
+    OpenSteps,
+    Plan,
+    Replayed,
+    Steps,
+    bring_back,
+    model_at,
+    plan,
+)
 
 log = structlog.get_logger("timetravel")
 
@@ -43,6 +52,7 @@ class TimeTravel:
         self.catalog = catalog
         self.registry = catalog.registry
         self.checkpointer = checkpointer
+        self._finishing: set[str] = set()  # sessions whose interrupted rewind is finishing
 
     async def _steps(self, ref: str) -> Steps:
         session_id = await self.catalog.resolve(ref)
@@ -176,39 +186,77 @@ class TimeTravel:
             await session.wait_idle()
             await self.checkpointer.settled(session)
             found = await plan(OpenSteps(session), to_seq)
-            seq = session.next_seq
-            session.next_seq += 1  # edits that come meanwhile are later steps
-            error: str | None = None
-            began = time.monotonic()
-            try:
-                replayed = await bring_back(
-                    self.store, link, found, self.store.working_copy_path(session.session_id)
-                )
-            except RemoteProtocolError as failure:
-                error, replayed = failure.message, Replayed()
-            entry = RewindEntry(
-                seq=seq, at=time.time(), to_seq=to_seq, client_id=client_id,
-                status="failed" if error else "success", base_seq=found.base.seq,
-                replayed=replayed.replayed, skipped=found.skipped + replayed.failed,
-                duration_ms=round((time.monotonic() - began) * 1000, 3), error=error,
+            started = RewindEntry(
+                seq=session.next_seq, at=time.time(), to_seq=to_seq, client_id=client_id,
+                status="started", base_seq=found.base.seq,
             )  # fmt: skip
-            try:
-                session.add_rewind(entry)
+            try:  # in the file before Blender is touched: a crash now is known
+                session.add_rewind(started)
+                await session.journal.durable()
             except OSError as failure:
-                raise self.store.storage_error(failure, "the rewind is not recorded") from None
-            if error is not None:  # the scene is whatever Blender got to: keep it
-                await self._checkpoint_quietly(session, REWIND)
-                raise RemoteProtocolError(ErrorCode.INTERNAL, f"the rewind failed: {error}")
-            await self._refresh(session)
+                raise self.store.storage_error(failure, "nothing was rewound") from None
+            entry = await self._bring_back(session, found, started)
         finally:
             session.busy = None
-        log.info("session_rewound", session_id=session.session_id, seq=seq, to_seq=to_seq,
-                 replayed=entry.replayed, exact=not entry.skipped)  # fmt: skip
+        if entry.status != "success":
+            raise RemoteProtocolError(ErrorCode.INTERNAL, f"the rewind failed: {entry.error}")
+        log.info("session_rewound", session_id=session.session_id, seq=entry.seq,
+                 to_seq=to_seq, replayed=entry.replayed, exact=not entry.skipped)  # fmt: skip
         return RewindResult(
-            session_id=session.session_id, seq=seq, to_seq=to_seq, base_seq=found.base.seq,
-            replayed=entry.replayed, skipped=entry.skipped, exact=not entry.skipped,
-            duration_ms=entry.duration_ms,
+            session_id=session.session_id, seq=entry.seq, to_seq=to_seq,
+            base_seq=found.base.seq, replayed=entry.replayed, skipped=entry.skipped,
+            exact=not entry.skipped, duration_ms=entry.duration_ms,
         )  # fmt: skip
+
+    async def _bring_back(self, session: Session, found: Plan, started: RewindEntry) -> RewindEntry:
+        """Bring the plan's scene into the session's Blender and journal how the rewind
+        `started` ended (its line with the same seq). A rewind that fails leaves a
+        checkpoint of whatever Blender got to (the scene after this step)."""
+        began = time.monotonic()
+        error: str | None = None
+        try:
+            replayed = await bring_back(
+                self.store, session.link, found, self.store.working_copy_path(session.session_id)
+            )
+        except RemoteProtocolError as failure:
+            error, replayed = failure.message, Replayed()
+        entry = msgspec.structs.replace(
+            started, status="failed" if error else "success", replayed=replayed.replayed,
+            skipped=found.skipped + replayed.failed, error=error,
+            duration_ms=round((time.monotonic() - began) * 1000, 3),
+        )  # fmt: skip
+        session.interrupted_rewind = None
+        try:
+            session.add_rewind(entry)
+        except OSError as failure:
+            log.error("rewind_not_journaled", session_id=session.session_id, reason=str(failure))
+        if error is not None:  # the scene is whatever Blender got to: keep it
+            await self._checkpoint_quietly(session, REWIND)
+        else:
+            await self._refresh(session)
+        return entry
+
+    async def finish_interrupted(self, session: Session) -> None:
+        """The daemon died in a rewind (its `started` line has no end): once the same
+        Blender is back, finish it, so the scene and the record agree again."""
+        started = session.interrupted_rewind
+        if started is None or session.session_id in self._finishing:
+            return
+        self._finishing.add(session.session_id)
+        session.busy = "finishing a rewind the daemon's restart interrupted"
+        try:
+            await self.checkpointer.settled(session)
+            found = await plan(OpenSteps(session), started.to_seq)
+            entry = await self._bring_back(session, found, started)
+        except RemoteProtocolError as failure:
+            log.error("rewind_not_finished", session_id=session.session_id,
+                      seq=started.seq, reason=failure.message)  # fmt: skip
+            return
+        finally:
+            session.busy = None
+            self._finishing.discard(session.session_id)
+        log.warning("interrupted_rewind_finished", session_id=session.session_id,
+                    seq=entry.seq, to_seq=entry.to_seq, status=entry.status)  # fmt: skip
 
     async def _checkpoint_quietly(self, session: Session, reason: str) -> None:
         try:
@@ -229,6 +277,11 @@ class TimeTravel:
         under it, before anything more is recorded; a `restart` step says so. If it
         cannot be brought back, the session is detached, as with `--on-blender-restart
         mark`."""
+        if session.interrupted_rewind is not None:  # its end is the scene to bring back
+            await self.finish_interrupted(session)
+            if session.interrupted_rewind is None:
+                self._restarted(session, instance, blender_version, None)
+                return
         session.busy = "bringing its scene back into a restarted Blender"
         error: str | None = None
         try:
@@ -242,16 +295,21 @@ class TimeTravel:
                             skipped=found.skipped + replayed.failed)  # fmt: skip
         except RemoteProtocolError as failure:
             error = failure.message
+        finally:
+            session.busy = None
+        self._restarted(session, instance, blender_version, error)
+        if error is None:
+            await self._checkpoint_quietly(session, RESTART)
+            await self._refresh(session)
+
+    def _restarted(
+        self, session: Session, instance: str, blender_version: str, error: str | None
+    ) -> None:
         try:
             seq = session.resumed_in(instance, blender_version, error)
         except OSError as failure:
             log.error("restart_not_journaled", session_id=session.session_id, reason=str(failure))
             seq = None
-        finally:
-            session.busy = None
-        if error is None:
-            await self._checkpoint_quietly(session, RESTART)
-            await self._refresh(session)
         log.warning("blender_resumed" if error is None else "blender_resume_failed",
                     session_id=session.session_id, seq=seq, reason=error)  # fmt: skip
 

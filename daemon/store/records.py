@@ -105,13 +105,16 @@ class EditEntry(Record, tag_field="kind", tag="edit", kw_only=True, frozen=True)
 class RewindEntry(Record, tag_field="kind", tag="rewind", kw_only=True, frozen=True):
     """The scene was brought back to what it was right after step `to_seq`; the
     scene after this step is that one. `status` failed: the scene is the checkpoint
-    taken at this step instead (whatever Blender had when the rewind stopped)."""
+    taken at this step instead (whatever Blender had when the rewind stopped).
+    `started`: journaled before Blender is touched; the line with the same seq and the
+    final status follows. A rewind the daemon died in stays `started` until the
+    restarted daemon finishes it."""
 
     seq: int
     at: float
     to_seq: int
     client_id: str | None = None
-    status: Literal["success", "failed"] = "success"
+    status: Literal["started", "success", "failed"] = "success"
     base_seq: int | None = None  # the checkpoint it started from
     replayed: int = 0  # steps sent again after that checkpoint
     skipped: list[str] = []  # steps it could not account for, and why

@@ -227,7 +227,7 @@ class _Collect(JournalVisitor):
         self.commands: dict[int, CommandRecord] = {}
         self.states: dict[int, SessionState] = {}
         self.edits: list[EditEntry] = []
-        self.rewinds: list[RewindEntry] = []
+        self.rewinds: dict[int, RewindEntry] = {}  # a later line of a seq wins
 
     def command(self, command: CommandRecord, state: SessionState | None) -> None:
         self.commands[command.seq] = command
@@ -241,7 +241,7 @@ class _Collect(JournalVisitor):
         self.edits.append(entry)
 
     def rewind(self, entry: RewindEntry) -> None:
-        self.rewinds.append(entry)
+        self.rewinds[entry.seq] = entry
 
 
 def replay_journal(path: Path) -> ReplayedJournal:
@@ -257,6 +257,6 @@ def replay_journal(path: Path) -> ReplayedJournal:
         damaged=scanned.damaged,
         torn_tail=scanned.torn_tail,
         edits=collected.edits,
-        rewinds=collected.rewinds,
+        rewinds=[collected.rewinds[seq] for seq in sorted(collected.rewinds)],
         checkpoints=scanned.checkpoints,
     )

@@ -20,7 +20,8 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
    10 / 1,000 / 10,000 objects.
 6. memory: daemon RSS after 10k / 100k / 1M commands across 100 sessions.
 7. scale (bench/scale.py): sessions, history, blenders, clients: one case per axis
-   of issue 13.
+   of issue 13; batch: 1,000 creates through `session.batch` against the same straight
+   to the addon.
 8. time travel (bench/timetravel.py): rewind, checkpoint_cost, diff_and_close.
 
 `summary` at the end puts the figures the targets name side by side.
@@ -581,6 +582,7 @@ CASES = {
     "history": scale.bench_history,
     "blenders": scale.bench_blenders,
     "clients": scale.bench_clients,
+    "batch": scale.bench_batch,
     "rewind": timetravel.bench_rewind,
     "checkpoint_cost": timetravel.bench_checkpoint_cost,
     "diff_and_close": timetravel.bench_diff_and_close,

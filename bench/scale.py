@@ -44,11 +44,12 @@ FULL = {
     "sessions": [100, 1000, 10000], "history": [10_000, 100_000, 1_000_000],
     "replay": 100_000, "blenders": [1, 2, 4], "blender_requests": 20000,
     "clients": [1, 10, 100], "client_requests": 4000, "lookups": 30, "busy_commands": 8000,
+    "batch_commands": 1000,
 }
 SMOKE = {
     "sessions": [20, 60], "history": [500, 2000], "replay": 200, "blenders": [1, 2],
     "blender_requests": 400, "clients": [1, 4], "client_requests": 80, "lookups": 5,
-    "busy_commands": 100,
+    "busy_commands": 100, "batch_commands": 50,
 }
 # fmt: on
 TARGETS = {
@@ -415,3 +416,41 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         out["two_blenders_over_one"] = blenders["2_over_1"]
         out["two_daemons_over_one"] = blenders["2_daemons_over_1"]
     return out
+
+
+# --- batch (issue 16, item 7) ---------------------------------------------------------
+
+
+def bench_batch(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """1,000 `create_object` through one `session.batch` against the same pipelined
+    straight to the addon (64 in flight), alternated twice in one Blender."""
+    total = counts["batch_commands"]
+    blender = _Headless(workdir, "batch")
+    daemon = Daemon(workdir / "batch", blender.port, blender.env)
+    report: dict[str, Any] = {"commands": total, "direct_s": [], "batch_s": []}
+    try:
+        session_id = daemon.call("session.open", {"name": "batch"})["session_id"]
+        for round in range(2):
+            direct = [
+                msgspec.json.encode({"type": "create_object", "params": {
+                    "kind": "cube", "name": f"D{round}-{n}"}}) + b"\n"
+                for n in range(total)
+            ]  # fmt: skip
+            report["direct_s"].append(run_load(blender.port, direct, total, 64)["seconds"])
+            commands = [
+                {"type": "create_object", "params": {"kind": "cube", "name": f"B{round}-{n}"}}
+                for n in range(total)
+            ]
+            began = time.perf_counter()
+            done = daemon.call("session.batch", {"session_id": session_id, "commands": commands})
+            report["batch_s"].append(round_s(time.perf_counter() - began))
+            assert done["succeeded"] == total, done["failed"]
+        report["batch_over_direct"] = ratio(min(report["batch_s"]), min(report["direct_s"]))
+    finally:
+        daemon.stop()
+        blender.stop()
+    return report
+
+
+def round_s(seconds: float) -> float:
+    return round(seconds, 4)

@@ -45,7 +45,14 @@ class EditWatcher:
     # --- commands -----------------------------------------------------------------------
 
     def around_command(
-        self, kind: str, run: Callable[[], object], *, by_watcher: bool, mutating: bool, gui: bool
+        self,
+        kind: str,
+        params: JSONObject,
+        run: Callable[[], object],
+        *,
+        by_watcher: bool,
+        mutating: bool,
+        gui: bool,
     ) -> object:
         """Run one command. Depsgraph updates while it runs are never GUI edits.
         Another client's command that may change the scene is reported as an edit;
@@ -58,7 +65,7 @@ class EditWatcher:
             return self._inside(run, undo_step)
         self.flush_gui_edits()
         if not by_watcher:
-            return self._foreign(run, undo_step)
+            return self._foreign(kind, params, run, undo_step)
         try:
             return self._inside(run, undo_step)
         finally:
@@ -74,7 +81,20 @@ class EditWatcher:
         finally:
             self.in_command = False
 
-    def _foreign(self, run: Callable[[], object], undo_step: str | None) -> object:
+    def _foreign(
+        self, kind: str, params: JSONObject, run: Callable[[], object], undo_step: str | None
+    ) -> object:
+        """Another client's command, and the edit it made. A command whose result says
+        what it changed is reported from its result; any other (apply_state,
+        execute_code, open_blend) by reading the scene's records before and after
+        (that costs time in proportion to the scene, twice)."""
+        if kind in _SAID_BY_RESULT:
+            result = self._inside(run, undo_step)
+            objects, removed = _edit_from_result(kind, params, result)
+            if objects or removed:
+                self._publish(EVENT, {"source": "client", "objects": objects, "removed": removed})
+            self._names_stale = True
+            return result
         before = _records()
         try:
             return self._inside(run, undo_step)
@@ -129,6 +149,25 @@ class EditWatcher:
         self._names, self._names_stale = now, False
         if changed or removed:
             self._publish(EVENT, {"source": "gui", "objects": changed, "removed": removed})
+
+
+# Commands whose result is the changed object's record (or names what went): their
+# edit needs no scene read. `select_objects` changes no record.
+_RECORD_RESULTS = frozenset({"create_object", "transform_object", "set_material", "rename_object"})
+_SAID_BY_RESULT = _RECORD_RESULTS | {"delete_object", "select_objects"}
+
+
+def _edit_from_result(
+    kind: str, params: JSONObject, result: object
+) -> tuple[list[JSONObject], list[str]]:
+    if not isinstance(result, dict):
+        return [], []
+    if kind in _RECORD_RESULTS:
+        renamed = params.get("name") if kind == "rename_object" else None
+        gone = [renamed] if isinstance(renamed, str) and renamed != result.get("name") else []
+        return [result], gone
+    deleted = result.get("deleted") if kind == "delete_object" else None
+    return [], [deleted] if isinstance(deleted, str) else []
 
 
 def _push_undo(message: str) -> None:

@@ -80,6 +80,7 @@ class Runtime:
         mutating = kind not in READ_ONLY_COMMANDS
         result = self.edits.around_command(
             kind,
+            params,
             lambda: commands.dispatch(kind, params),
             by_watcher=by_watcher,
             mutating=mutating,

@@ -16,6 +16,7 @@ from typing import Any
 
 import platformdirs
 
+from . import __version__
 from .protocol.limits import (
     AUTH_DEADLINE_S,
     IMPORT_MAX_MEMBERS,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=FIXED_LIMITS,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     def option(
         flag: str,

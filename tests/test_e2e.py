@@ -226,3 +226,72 @@ def test_daemon_killed_mid_stream_loses_no_acknowledged_command(programs: Progra
         assert recorded[seq]["status"] == "success" and recorded[seq]["params"]["name"] == name
     # At most the one command in flight at the kill is beyond the acknowledged ones.
     assert len(commands) - len(acknowledged) <= 1
+
+
+def test_cli_exit_codes_json_errors_and_version(tmp_path: Path) -> None:
+    """0/1/2/3 as the README says; with --json, an error is one JSON object on stdout;
+    --version on both programs. (1, a refusal, is in every e2e test above.)"""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "blender-session"), "--data-dir", str(tmp_path), *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    usage = run("cmd", "create_object", "kind")  # not key=value: said before any daemon
+    assert usage.returncode == 2 and "expected key=value" in usage.stderr
+    assert run("cmd", "get_state", "--params", "[1]").returncode == 2
+    no_daemon = run("--json", "list")
+    assert no_daemon.returncode == 3 and not no_daemon.stderr
+    error = json.loads(no_daemon.stdout)["error"]
+    assert error["code"] == "no_daemon" and f"--data-dir {tmp_path}" in error["message"]
+    assert json.loads(run("--json", "cmd", "x", "y").stdout)["error"]["code"] == "usage"
+    for program in ("blender-session", "blender-sessiond"):
+        shown = subprocess.run([str(BIN / program), "--version"], capture_output=True, text=True)
+        assert shown.returncode == 0 and shown.stdout.startswith(f"{program} 0.")
+
+
+def test_cmd_file_sends_many_commands_each_recorded(programs: Programs, tmp_path: Path) -> None:
+    """`cmd --file` (and `-` for stdin): pipelined through `session.batch`, each command
+    its own step; a failure is named, exit 1; --stop-on-error sends nothing after it."""
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session_id = programs.json("open", "--name", "batch")["session_id"]
+    lines = [json.dumps({"type": "create_object", "params": {"kind": "cube", "name": f"B{n}"}})
+             for n in range(1200)]  # fmt: skip
+    lines.insert(700, json.dumps({"type": "delete_object", "params": {"name": "Ghost"}}))
+    lines.insert(3, "# a comment, and a blank line next")
+    lines.insert(4, "")
+    commands = tmp_path / "commands.jsonl"
+    commands.write_text("\n".join(lines) + "\n")
+    done = programs.cli("cmd", "--file", str(commands), check=False)
+    assert done.returncode == 1, done.stderr
+    assert "1201 command(s): 1200 succeeded, 1 failed, 0 not sent" in done.stdout
+    assert "command 701 (delete_object): not_found" in done.stdout
+    names = {o["name"] for o in programs.json("state")["scene"]["objects"]}
+    assert {f"B{n}" for n in range(1200)} <= names
+    stopping = "\n".join(
+        json.dumps(command)
+        for command in (
+            {"type": "delete_object", "params": {"name": "Ghost"}},
+            {"type": "create_object", "params": {"kind": "cube", "name": "Never"}},
+        )
+    )
+    stopped = subprocess.run(
+        [str(BIN / "blender-session"), "--data-dir", str(programs.data_dir), "--json", "cmd",
+         "--file", "-", "--stop-on-error"],
+        input=stopping, capture_output=True, text=True, env=programs.env, timeout=120,
+    )  # fmt: skip
+    assert stopped.returncode == 1
+    shown = [json.loads(line) for line in stopped.stdout.splitlines()]
+    assert [(s["command"], s["status"]) for s in shown] == [(1, "error"), (2, "skipped")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "create_object"}\n{"kind": "cube"}\n')
+    refused = programs.cli("cmd", "--file", str(bad), check=False)
+    assert refused.returncode == 2 and f"{bad}:2:" in refused.stderr
+    closed = programs.json("close", session_id)
+    record = json.loads(Path(closed["path"]).read_text())["data"]
+    created = [c for c in record["commands"] if c["type"] == "create_object"]
+    assert [c["params"]["name"] for c in created] == [f"B{n}" for n in range(1200)]
+    assert len({c["seq"] for c in record["commands"]}) == len(record["commands"]) == 1202

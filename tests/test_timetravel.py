@@ -194,10 +194,16 @@ def test_an_edit_beside_the_daemon_is_in_the_timeline_and_rewound_exactly(
     programs, driver = driven
     before = driver.step("create_object", kind="cube", name="Box")
     with AddonClient(programs.addon_port) as other:  # straight to the addon
-        other.call("create_object", {"kind": "uv_sphere", "name": "Sneaky"})
-        other.call("transform_object", {"name": "Box", "location": [7, 7, 7]})
-    edits = wait_for_edits(driver, 2)
-    assert {"Sneaky", "Box"} <= {name for e in edits for name in e["objects"]}
+        other.ok("create_object", {"kind": "uv_sphere", "name": "Sneaky"})
+        other.ok("transform_object", {"name": "Box", "location": [7, 7, 7]})
+        other.ok("create_object", {"kind": "cone", "name": "Doomed"})
+        other.ok("rename_object", {"name": "Doomed", "new_name": "Renamed"})
+        other.ok(
+            "execute_code", {"code": "import bpy\nbpy.data.objects['Renamed'].scale = (2, 2, 2)"}
+        )
+        other.ok("delete_object", {"name": "Renamed"})
+    edits = wait_for_edits(driver, 6)
+    assert {"Sneaky", "Box", "Doomed", "Renamed"} <= {n for e in edits for n in e["objects"]}
     after_edits = driver.scene()
     last = driver.call("session.timeline", limit=10_000)["last_seq"]
     driver.step("delete_object", name="Sneaky")

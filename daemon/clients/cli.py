@@ -1,7 +1,10 @@
 """`blender-session`: the command-line client of blender-sessiond.
 
 Readable tables for people, `--json` for scripts; exit status 0 on success, 1 with a
-one-line reason when the daemon refuses, 3 when no daemon can be reached.
+one-line reason when the daemon refuses, 2 for a usage error, 3 when no daemon can be
+reached. With `--json`, an error is one JSON object on stdout:
+`{"error": {"code", "message"}}` (`code`: the daemon's error code, or `usage`,
+`no_daemon`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from .. import __version__
 from ..config import ENV_PREFIX, default_data_dir
 from ..protocol.ops import (
     CleanupResult,
@@ -34,8 +38,8 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import pages, render, travel
-from .client import ClientError, ControlClient, find_endpoint
+from . import batch, pages, render, travel
+from .client import ClientError, ControlClient, UsageError, find_endpoint
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -56,14 +60,14 @@ def command_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
         try:
             loaded = json.loads(params_json)
         except ValueError as error:
-            raise ClientError(f"--params is not valid JSON: {error}") from None
+            raise UsageError(f"--params is not valid JSON: {error}") from None
         if not isinstance(loaded, dict):
-            raise ClientError("--params must be a JSON object")
+            raise UsageError("--params must be a JSON object")
         params.update(loaded)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ClientError(f"expected key=value, got {pair!r}")
+            raise UsageError(f"expected key=value, got {pair!r}")
         params[key] = _parse_value(value)
     return params
 
@@ -89,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="talk to this control port instead of the one the daemon wrote",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # --json is also accepted after the command (`blender-session list --json`).
     json_flag = argparse.ArgumentParser(add_help=False)
     json_flag.add_argument(
@@ -112,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which Blender (port or host:port) when the daemon tracks several; default: the first",
     )
     p = command("cmd", help="send a scene command, e.g. cmd create_object kind=cube")
-    p.add_argument("type", help="command type (get_scene_info, create_object, ...)")
+    p.add_argument("type", nargs="?", help="command type (get_scene_info, create_object, ...)")
     p.add_argument(
         "pairs",
         nargs="*",
@@ -120,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="params; values are JSON where they parse: location=[1,2,3]",
     )
     p.add_argument("--params", help="params as one JSON object")
+    p.add_argument(
+        "--file", metavar="FILE",
+        help='many commands, one JSON object per line ({"type": ..., "params": {...}}; '
+        "- for stdin), pipelined, each recorded; exit 1 if any failed",
+    )  # fmt: skip
+    p.add_argument(
+        "--stop-on-error", action="store_true",
+        help="with --file: send nothing after the first command that fails",
+    )  # fmt: skip
     p.add_argument("-s", "--session", help="session id or name (default: the only open one)")
     for name, text in (
         ("state", "a fresh get_state snapshot of a session's scene"),
@@ -203,16 +217,27 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(_run(args))
     except ClientError as error:
-        code = f"{error.code}: " if error.code else ""
-        print(f"blender-session: {code}{error.message}", file=sys.stderr)
-        sys.exit(EXIT_REFUSED if error.code else EXIT_NO_DAEMON)
+        if isinstance(error, UsageError):
+            status, code = EXIT_USAGE, "usage"
+        elif error.code:
+            status, code = EXIT_REFUSED, error.code
+        else:
+            status, code = EXIT_NO_DAEMON, "no_daemon"
+        if getattr(args, "json", False):  # one JSON object on stdout, for scripts
+            print(json.dumps({"error": {"code": code, "message": error.message}}))
+        else:
+            shown = f"{error.code}: " if error.code and status == EXIT_REFUSED else ""
+            print(f"blender-session: {shown}{error.message}", file=sys.stderr)
+        sys.exit(status)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "blender":
-        return _blender(args)
+        from .launcher import main as run_blender
+
+        return run_blender(args)
     if args.command == "addon-zip":
         from .addon_zip import build_addon_zip
 
@@ -228,7 +253,12 @@ def _run(args: argparse.Namespace) -> int:
 
         run_mcp(data_dir, args.control_port)
         return 0
+    batch_commands = batch.checked_cmd(args, command_params) if args.command == "cmd" else None
     host, port, token = find_endpoint(data_dir, args.control_port)
+    if batch_commands is not None:
+        with ControlClient(host, port, token) as client:
+            session = args.session or _only_open_session(client)
+            return batch.run(client, session, batch_commands, args.stop_on_error, args.json)
     with ControlClient(host, port, token) as client:
         return _client_command(client, args)
 
@@ -354,23 +384,3 @@ def _only_open_session(client: ControlClient) -> str:
         f"several sessions are open ({ids}); name one with -s/--session or as an argument",
         "invalid_params",
     )
-
-
-def _blender(args: argparse.Namespace) -> int:
-    from .launcher import blender_command, run
-
-    try:
-        command = blender_command(
-            port=args.port,
-            blender=args.blender,
-            gui=args.gui,
-            allow_execute_code=args.allow_execute_code,
-            factory_scene=args.factory_scene,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"blender-session: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(
-        f"starting Blender for the addon on 127.0.0.1:{args.port}: {' '.join(command)}", flush=True
-    )
-    return run(command)

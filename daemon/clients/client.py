@@ -3,6 +3,7 @@ Used by the CLI; scripts may use it too."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,10 @@ class ClientError(Exception):
         self.message = message
 
 
+class UsageError(ClientError):
+    """What the command line itself got wrong (the CLI exits 2, like argparse)."""
+
+
 def find_endpoint(data_dir: Path, port: int | None = None) -> tuple[str, int, str]:
     """(host, port, token) of the daemon that uses `data_dir`."""
     try:
@@ -40,7 +45,7 @@ def find_endpoint(data_dir: Path, port: int | None = None) -> tuple[str, int, st
     except OSError:
         raise ClientError(
             f"no control token in {data_dir}; is blender-sessiond running with this data dir? "
-            "(start it with: blender-sessiond --data-dir DIR)"
+            f"(start it with: blender-sessiond --data-dir {shlex.quote(str(data_dir))})"
         ) from None
     if port is not None:
         return "127.0.0.1", port, token
@@ -49,7 +54,7 @@ def find_endpoint(data_dir: Path, port: int | None = None) -> tuple[str, int, st
     except (OSError, msgspec.DecodeError):
         raise ClientError(
             f"no running daemon found for {data_dir} (no {ENDPOINT_FILE}); start it with: "
-            "blender-sessiond"
+            f"blender-sessiond --data-dir {shlex.quote(str(data_dir))}"
         ) from None
     return endpoint.host, endpoint.port, token
 

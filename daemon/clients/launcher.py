@@ -6,6 +6,7 @@ with `--blender PATH` that binary, headless, or with its window under `--gui`.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+EXIT_USAGE = 2  # as the CLI's (cli.py)
 # How long Blender gets to stop after SIGTERM before it is killed.
 STOP_GRACE_S = 10.0
 
@@ -86,3 +88,22 @@ def run(command: list[str]) -> int:
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def main(args: argparse.Namespace) -> int:
+    """The `blender` subcommand: exit 2 for a Blender that cannot be used as asked."""
+    try:
+        command = blender_command(
+            port=args.port,
+            blender=args.blender,
+            gui=args.gui,
+            allow_execute_code=args.allow_execute_code,
+            factory_scene=args.factory_scene,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"blender-session: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"starting Blender for the addon on 127.0.0.1:{args.port}: {' '.join(command)}", flush=True
+    )
+    return run(command)

@@ -14,6 +14,7 @@ import msgspec
 from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from ..protocol.messages import NoParams, Params
 from ..protocol.ops import (
+    BatchParams,
     CheckpointParams,
     CleanupParams,
     CommandParams,
@@ -82,6 +83,12 @@ async def _command(ctx: OpContext, params: msgspec.Raw) -> bytes:
     """The awaited form of session.command (the server usually submits it directly)."""
     p = decode_params(params, CommandParams, "session.command")
     return _encoder.encode(await ctx.service.command(p.session_id, p.type, p.params, ctx.client_id))
+
+
+async def _batch(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, BatchParams, "session.batch")
+    result = await ctx.service.batch(p.session_id, p.commands, p.stop_on_error, ctx.client_id)
+    return _encoder.encode(result)
 
 
 async def _state(ctx: OpContext, params: msgspec.Raw) -> bytes:
@@ -182,6 +189,7 @@ HANDLERS: dict[str, Handler] = {
     "status": _status,
     "session.open": _open,
     "session.command": _command,
+    "session.batch": _batch,
     "session.state": _state,
     "session.close": _close,
     "session.list": _list,

@@ -50,6 +50,10 @@ MAX_SESSION_NAME_CHARS = 200
 # Free-form values are for notes and small structured data, not assets.
 MAX_DATA_VALUE_BYTES = 1024 * 1024
 
+# Commands in one `session.batch` request: its reply (a result each, ~200 bytes for a
+# create) stays a few MiB; the CLI's `cmd --file` sends 500 at a time.
+MAX_BATCH_COMMANDS = 10_000
+
 # A reply the daemon's own clients accept: one command of a session's history may
 # hold params and a result of up to MAX_FRAME_BYTES each, and a page of history is
 # cut at MAX_FRAME_BYTES, so a reply stays under four frames.

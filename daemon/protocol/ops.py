@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Raw
 
-from .limits import MAX_SESSION_NAME_CHARS
-from .messages import EMPTY_OBJECT, NULL, Message, Params
+from .limits import MAX_BATCH_COMMANDS, MAX_SESSION_NAME_CHARS
+from .messages import EMPTY_OBJECT, NULL, ErrorBody, Message, Params
 from .scene import SkippedObject
 
 SessionName = Annotated[str, Meta(max_length=MAX_SESSION_NAME_CHARS)]
@@ -40,6 +40,21 @@ class CommandParams(Params, frozen=True):
     session_id: str
     type: str
     params: Raw = EMPTY_OBJECT
+
+
+class BatchCommand(Params, frozen=True):
+    type: str
+    params: Raw = EMPTY_OBJECT
+
+
+class BatchParams(Params, frozen=True):
+    """Many scene commands in one request, sent pipelined in order; each is recorded
+    with its own seq, as if sent alone."""
+
+    session_id: str
+    commands: Annotated[list[BatchCommand], Meta(min_length=1, max_length=MAX_BATCH_COMMANDS)]
+    # Sent one at a time, so that none after the first failure is sent (else pipelined).
+    stop_on_error: bool = False
 
 
 DataKey = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -140,6 +155,22 @@ class CommandResult(OpResult, frozen=True):
     status: str
     duration_ms: float
     result: Raw = NULL
+
+
+class BatchItem(OpResult, frozen=True):
+    index: int  # in the request's `commands`
+    status: str  # success, error (with `error`), or skipped (not sent: stop_on_error)
+    seq: int | None = None  # its step, when it succeeded
+    result: Raw = NULL
+    error: ErrorBody | None = None
+
+
+class BatchResult(OpResult, frozen=True):
+    session_id: str
+    results: list[BatchItem]
+    succeeded: int
+    failed: int
+    skipped: int
 
 
 class StateResult(OpResult, frozen=True):

@@ -116,6 +116,9 @@ def get_object_info(params: JSONObject) -> JSONObject:
             "edges": len(mesh.edges),
             "polygons": len(mesh.polygons),
         }
+        # matrix_world is only brought up to date when the depsgraph is evaluated, which
+        # a headless Blender (no redraws) never does on its own.
+        snapshot.active_view_layer().update()
         corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
         record["world_bounding_box"] = [
             [min(c[i] for c in corners) for i in range(3)],

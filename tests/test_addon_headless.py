@@ -485,3 +485,16 @@ def test_ping_answers_within_milliseconds_while_main_thread_is_busy(
         f"max {latencies[-1]:.2f} ms over {len(latencies)} pings"
     )
     assert latencies[-1] < 1000  # a bound for the test, not a performance target (bench/)
+
+
+def test_world_bounding_box_follows_a_transform_headless(
+    blender: blender_procs.BlenderProcess,
+) -> None:
+    """Headless, nothing redraws: the world matrix must be brought up to date."""
+    with AddonClient(blender.port) as client:
+        client.ok("create_object", {"kind": "cube", "name": "Moved"})
+        client.ok("transform_object", {"name": "Moved", "location": [5, 0, 0], "scale": [2, 1, 1]})
+        low, high = client.ok("get_object_info", {"name": "Moved"})["world_bounding_box"]
+        assert [round(v, 5) for v in low] == [3, -1, -1]
+        assert [round(v, 5) for v in high] == [7, 1, 1]
+        client.ok("delete_object", {"name": "Moved"})

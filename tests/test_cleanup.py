@@ -89,6 +89,15 @@ async def test_cleanup_op_dry_run_then_delete(tmp_path: Path, fake: FakeAddon) -
         assert code == "invalid_params"
         code, _ = await client.error("session.cleanup", {"keep": -1})
         assert code == "invalid_params"
+        # 0 days is no age rule (as the daemon's flag); nothing left to select by.
+        code, _ = await client.error("session.cleanup", {"older_than_days": 0})
+        assert code == "invalid_params"
+        # Rules that would delete every closed session need delete_all.
+        code, message = await client.error("session.cleanup", {"keep": 0})
+        assert code == "invalid_params" and "every closed session" in message
+        assert len((await client.ok("session.list"))["sessions"]) == 2
+        gone = await client.ok("session.cleanup", {"keep": 0, "delete_all": True})
+        assert len(gone["deleted"]) == 2 and gone["remaining"] == 0
         await client.aclose()
 
 

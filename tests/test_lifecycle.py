@@ -141,7 +141,9 @@ def test_export_import_thumbnail_and_cleanup_through_the_cli(programs: Programs)
     assert exported["session_ids"] == [session_id] and archive.stat().st_size > 1000
     dry = programs.json("cleanup", "--keep", "0", "--dry-run")
     assert dry["deleted"] == [session_id] and programs.json("list")["sessions"]
-    programs.json("cleanup", "--keep", "0")
+    refused = programs.cli("cleanup", "--keep", "0", check=False)  # every closed session
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    programs.json("cleanup", "--keep", "0", "--yes")
     assert programs.json("list")["sessions"] == []
     imported = programs.json("import", str(archive))
     assert imported["imported"] == [{"from_id": session_id, "to_id": session_id}]

@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than-days", type=float, help="closed more than this many days ago")
     p.add_argument("--keep", type=int, help="always keep the newest N closed sessions")
     p.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    p.add_argument(
+        "--yes", dest="delete_all", action="store_true",
+        help="go ahead when the rules would delete every closed session",
+    )  # fmt: skip
     p = command("export", help="write closed sessions to one .tar.gz archive")
     p.add_argument("sessions", nargs="*", help="ids or names (or --all)")
     p.add_argument("--all", action="store_true", help="every closed session")
@@ -311,7 +315,7 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
         case "import":
             params = {"path": str(args.archive.resolve()), "overwrite": given.get("overwrite")}
         case "cleanup":
-            params = {k: given.get(k) for k in ("older_than_days", "keep", "dry_run")}
+            params = {k: given.get(k) for k in ("older_than_days", "keep", "dry_run", "delete_all")}
         case "set-data":
             return {"session_id": session, "key": args.key, "value": _parse_value(args.value)}
         case "cmd":

@@ -141,7 +141,8 @@ async def _import(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _cleanup(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, CleanupParams, "session.cleanup")
-    return _encoder.encode(await ctx.service.cleanup(p.older_than_days, p.keep, p.dry_run))
+    cleaned = await ctx.service.cleanup(p.older_than_days, p.keep, p.dry_run, p.delete_all)
+    return _encoder.encode(cleaned)
 
 
 async def _thumbnail(ctx: OpContext, params: msgspec.Raw) -> bytes:

@@ -234,9 +234,10 @@ class ImportResult(OpResult, frozen=True):
 
 
 class CleanupParams(Params, frozen=True):
-    older_than_days: Annotated[float, Meta(ge=0)] | None = None
+    older_than_days: Annotated[float, Meta(ge=0)] | None = None  # 0: no age rule (as the flag)
     keep: Annotated[int, Meta(ge=0)] | None = None
     dry_run: bool = False
+    delete_all: bool = False  # needed when the rules would delete every closed session
 
 
 class CleanupResult(OpResult, frozen=True):

@@ -28,18 +28,33 @@ SCHEDULE_MINIMUM_AGE_DAYS = 30.0
 
 
 async def cleanup(
-    store: SessionStore, older_than_days: float | None, keep: int | None, dry_run: bool
+    store: SessionStore,
+    older_than_days: float | None,
+    keep: int | None,
+    dry_run: bool,
+    delete_all: bool = False,
 ) -> CleanupResult:
     """Delete closed sessions older than `older_than_days` and not among the newest
-    `keep` (either rule alone works too); the index picks them in one ordered scan."""
+    `keep` (either rule alone works too); the index picks them in one ordered scan.
+    `older_than_days` 0 is no age rule, as `--cleanup-older-than-days 0` is for the
+    schedule. Rules that would delete every closed session need `delete_all`."""
+    if not older_than_days:
+        older_than_days = None
     if older_than_days is None and keep is None:
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS,
-            "say what to clean up: older_than_days, keep, or both (see --dry-run first)",
+            "say what to clean up: older_than_days (more than 0), keep, or both "
+            "(see --dry-run first)",
         )
     cutoff = None if older_than_days is None else time.time() - older_than_days * SECONDS_PER_DAY
     expired = await store.expired(keep, cutoff)
     closed = await store.closed_count()
+    if expired and len(expired) >= closed and not dry_run and not delete_all:
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_PARAMS,
+            f"this would delete every closed session ({closed}); say so to go ahead "
+            "(blender-session cleanup ... --yes; the op's delete_all: true)",
+        )
     deleted: list[str] = []
     if not dry_run:
         for session_id, _ in expired:
@@ -107,7 +122,8 @@ class Housekeeper:
     async def _scheduled_cleanup(self) -> None:
         older = max(self.cleanup_older_than_days or 0.0, SCHEDULE_MINIMUM_AGE_DAYS)
         try:
-            await cleanup(self.store, older, self.cleanup_keep, dry_run=False)
+            # The user's flags, with the floor above: every session that old may go.
+            await cleanup(self.store, older, self.cleanup_keep, dry_run=False, delete_all=True)
         except (ProtocolError, OSError) as error:
             log.warning("scheduled_cleanup_failed", reason=str(error))
         self.scheduled_cleanups += 1

@@ -416,9 +416,9 @@ class SessionService:
         return SetDataResult(session_id=session.session_id, key=key, keys=sorted(session.data))
 
     async def cleanup(
-        self, older_than_days: float | None, keep: int | None, dry_run: bool
+        self, older_than_days: float | None, keep: int | None, dry_run: bool, delete_all: bool
     ) -> CleanupResult:
-        return await cleanup(self.store, older_than_days, keep, dry_run)
+        return await cleanup(self.store, older_than_days, keep, dry_run, delete_all)
 
     async def export(self, refs: builtins.list[str], everything: bool, path: str) -> ExportResult:
         return await export(self.store, self.catalog, refs, everything, path)

@@ -11,6 +11,7 @@ Standard library only; no bpy in this module.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import sys
@@ -38,6 +39,7 @@ PROTOCOL_VERSION = 1
 # scene_changed: the scene changed (coalesced; names only). scene_edited: a change
 # made beside the subscriber (another client, the GUI), with object records (edits.py).
 KNOWN_EVENTS = frozenset({"scene_changed", "scene_edited"})
+MAX_PATH_CHARS = 4096
 _SESSION_ID = re.compile(SESSION_ID_PATTERN, re.ASCII)
 
 
@@ -98,6 +100,7 @@ class AddonServer:
         self.facts = facts
         self.session_id: str | None = None
         self.session_name: str | None = None
+        self.daemon_data_dir: str | None = None  # told by the daemon (daemon_endpoint)
         self.command_count = 0
         self.started_at: float | None = None
         self.last_ping_at: float | None = None
@@ -322,6 +325,21 @@ class AddonServer:
                     return error_reply("invalid_params", "'name' must be printable")
             self.session_id = session_id
             self.session_name = name
+            return ok_reply({})
+        if kind == "daemon_endpoint":
+            # Where the daemon linked to this Blender keeps its control port and token,
+            # for the panel's buttons (any --data-dir). Only a plain absolute path.
+            data_dir = params.get("data_dir")
+            if (
+                not isinstance(data_dir, str)
+                or not os.path.isabs(data_dir)
+                or len(data_dir) > MAX_PATH_CHARS
+                or not data_dir.isprintable()
+            ):
+                return error_reply(
+                    "invalid_params", "daemon_endpoint needs data_dir: an absolute path"
+                )
+            self.daemon_data_dir = data_dir
             return ok_reply({})
         events = params.get("events", sorted(KNOWN_EVENTS))
         if not isinstance(events, list) or not all(isinstance(e, str) for e in events):

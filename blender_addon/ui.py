@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
@@ -144,6 +145,14 @@ def _in_background(
     threading.Thread(target=run, name="bss-daemon-call", daemon=True).start()
 
 
+def _daemon(op: str, params: JSONObject | None = None) -> JSONObject:
+    """An op of the daemon linked to this Blender: its data dir as it told the addon,
+    else the environment's or the default one. Runs on: a worker thread."""
+    current = runtime.current()
+    told = current.server.daemon_data_dir if current is not None else None
+    return daemon_client.call(op, params, data_dir=Path(told) if told else None)
+
+
 def _attached_session() -> str | None:
     current = runtime.current()
     return current.server.session_id if current is not None else None
@@ -163,7 +172,7 @@ class BSS_OT_close_session(bpy.types.Operator):
         if session_id is None:
             return {"CANCELLED"}
         _in_background(
-            lambda: daemon_client.call("session.close", {"session_id": session_id}),
+            lambda: _daemon("session.close", {"session_id": session_id}),
             lambda result: f"saved to {result.get('path')}",
         )
         return {"FINISHED"}
@@ -175,7 +184,7 @@ class BSS_OT_refresh_sessions(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> Finished:
         def fetch() -> JSONObject:
-            result = daemon_client.call("session.list")
+            result = _daemon("session.list")
             panel_state.sessions = [
                 s for s in result.get("sessions", []) if s.get("status") == "closed"
             ]
@@ -214,7 +223,7 @@ class BSS_OT_restore_session(bpy.types.Operator):
             return {"CANCELLED"}
         session_id = self.session
         _in_background(
-            lambda: daemon_client.call("session.restore", {"session_id": session_id}),
+            lambda: _daemon("session.restore", {"session_id": session_id}),
             lambda result: f"restored into {result.get('session_id')}",
         )
         return {"FINISHED"}
@@ -226,9 +235,9 @@ PANEL_STEPS = 8
 
 def _fetch_steps(session_id: str) -> JSONObject:
     """The session's last steps (two calls: where it ends, then the end)."""
-    last = daemon_client.call("session.timeline", {"session_id": session_id, "limit": 1})
+    last = _daemon("session.timeline", {"session_id": session_id, "limit": 1})
     after = max(int(last.get("last_seq", 0)) - PANEL_STEPS, 0)
-    page = daemon_client.call(
+    page = _daemon(
         "session.timeline", {"session_id": session_id, "after_seq": after, "limit": PANEL_STEPS}
     )
     entries = page.get("entries", [])
@@ -275,7 +284,7 @@ class BSS_OT_rewind(bpy.types.Operator):
         seq = self.seq
 
         def rewind() -> JSONObject:
-            result = daemon_client.call("session.rewind", {"session_id": session_id, "to_seq": seq})
+            result = _daemon("session.rewind", {"session_id": session_id, "to_seq": seq})
             _fetch_steps(session_id)
             return result
 

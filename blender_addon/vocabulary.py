@@ -32,7 +32,7 @@ ERROR_CODES = frozenset(
 )
 
 # Requests answered on the I/O thread, never queued for the main thread.
-IO_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
+IO_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe", "daemon_endpoint"})
 
 # Each scene command's params: (required keys, optional keys). Any other key is
 # refused with invalid_params naming it and these.

@@ -64,6 +64,7 @@ class Daemon:
                     heartbeat_interval_s=config.heartbeat_interval_s,
                     heartbeat_timeout_s=config.heartbeat_timeout_s,
                     request_timeout_s=config.request_timeout_s,
+                    daemon_data_dir=str(config.data_dir),
                 )
             )
             for port in (config.addon_port, *config.extra_addon_ports)

@@ -498,3 +498,13 @@ def test_world_bounding_box_follows_a_transform_headless(
         assert [round(v, 5) for v in low] == [3, -1, -1]
         assert [round(v, 5) for v in high] == [7, 1, 1]
         client.ok("delete_object", {"name": "Moved"})
+
+
+def test_daemon_endpoint_keeps_only_an_absolute_path(
+    blender: blender_procs.BlenderProcess,
+) -> None:
+    with AddonClient(blender.port) as client:
+        for bad in ("relative/dir", "", 7, "/tmp/\x07bell", "/" + "x" * 5000):
+            reply = client.call("daemon_endpoint", {"data_dir": bad})
+            assert reply["status"] == "error" and reply["code"] == "invalid_params", bad
+        assert client.ok("daemon_endpoint", {"data_dir": "/tmp/some daemon dir"}) == {}

@@ -72,11 +72,10 @@ def gui(tmp_path: Path) -> Iterator[tuple[Programs, Driver, Path]]:
     person_dir.mkdir()
     script = tmp_path / "person.py"
     script.write_text(textwrap.dedent(PERSON))
-    env = {
-        **programs.env,
-        "BSS_PERSON_DIR": str(person_dir),
-        "BLENDER_SESSIOND_DATA_DIR": str(programs.data_dir),  # for the panel's buttons
-    }
+    # No BLENDER_SESSIOND_DATA_DIR: the panel's buttons find the daemon (a non-default
+    # --data-dir) because the daemon tells the addon where it is.
+    env = {**programs.env, "BSS_PERSON_DIR": str(person_dir)}
+    env.pop("BLENDER_SESSIOND_DATA_DIR", None)
     blender = blender_procs.start(blender_procs.gui_command(extra=["--python", str(script)]), env)
     programs.blender = blender
     programs.addon_port = blender.port

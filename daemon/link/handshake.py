@@ -15,6 +15,7 @@ from ..protocol.identify import (
 )
 from ..protocol.messages import (
     AttachSessionParams,
+    DaemonEndpointParams,
     HelloParams,
     HelloResult,
     LinkFailure,
@@ -27,7 +28,11 @@ _hello_decoder = msgspec.json.Decoder(HelloResult)
 
 
 async def handshake(
-    channel: Channel, attached: AttachSessionParams, timeout_s: float, connect: Connect
+    channel: Channel,
+    attached: AttachSessionParams,
+    timeout_s: float,
+    connect: Connect,
+    data_dir: str | None = None,
 ) -> HelloResult:
     """Say hello, re-attach the session, subscribe to scene events. Raises LinkLost
     (ForeignPeer when what answers is not this project's addon)."""
@@ -44,6 +49,8 @@ async def handshake(
             _result(channel.endpoint, "subscribe", await channel.call(
                 "subscribe", SubscribeParams(events=["scene_changed", "scene_edited"])
             ))  # fmt: skip
+            if data_dir is not None:  # for its panel; an older addon may not know it
+                await channel.call("daemon_endpoint", DaemonEndpointParams(data_dir=data_dir))
     except trio.TooSlowError:
         # Silence: a length-prefixed blender-mcp waits for 2 GB after our "{"... ask it
         # in its own framing on a second connection.

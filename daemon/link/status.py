@@ -36,6 +36,8 @@ class LinkConfig:
     reconnect_max_s: float = 5.0
     # While Blender cannot be reached, say so in the log at most this often.
     unreachable_log_interval_s: float = 60.0
+    # Told to the addon, so its panel's buttons find this daemon (any --data-dir).
+    daemon_data_dir: str | None = None
 
 
 PONG_SAMPLES = 512

@@ -165,8 +165,9 @@ class AddonLink:
             nursery.start_soon(channel.write_loop)
             nursery.start_soon(channel.expire_loop)
             hello = await handshake(
-                channel, self.attached, self.config.heartbeat_timeout_s, self._connect
-            )
+                channel, self.attached, self.config.heartbeat_timeout_s, self._connect,
+                self.config.daemon_data_dir,
+            )  # fmt: skip
             channel.said_hello = True
             self._channel = channel
             self._on_hello(hello)

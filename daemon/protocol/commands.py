@@ -59,7 +59,7 @@ COMMAND_NAMES = frozenset(COMMANDS)
 OPAQUE_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if spec.opaque)
 READ_ONLY_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if not spec.changes_scene)
 # Requests of the link itself, answered on the addon's I/O thread; never scene commands.
-LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe"})
+LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe", "daemon_endpoint"})
 
 _param_decoders = {name: msgspec.json.Decoder(spec.params) for name, spec in COMMANDS.items()}
 

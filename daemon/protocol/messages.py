@@ -104,6 +104,13 @@ class SubscribeParams(Message, frozen=True):
     events: list[str] = []
 
 
+class DaemonEndpointParams(Message, frozen=True):
+    """Where the addon's panel finds the daemon that links to it: its data dir (the
+    control port and token are in files there)."""
+
+    data_dir: str
+
+
 # --- §2 control protocol -------------------------------------------------------------
 
 

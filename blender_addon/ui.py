@@ -158,10 +158,10 @@ def _attached_session() -> str | None:
     return current.server.session_id if current is not None else None
 
 
-class BSS_OT_close_session(bpy.types.Operator):
-    bl_idname = "bss.close_session"
-    bl_label = "Close and save session"
-    bl_description = "Ask the daemon to take a final snapshot and save this session"
+class _SessionButton(bpy.types.Operator):
+    """A button that asks the daemon something about the attached session, on a
+    worker thread (`work`), and shows the answer (`said`) in the panel. Both are
+    static: the operator itself may be gone (and bpy is main-thread only) by then."""
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -171,11 +171,31 @@ class BSS_OT_close_session(bpy.types.Operator):
         session_id = _attached_session()
         if session_id is None:
             return {"CANCELLED"}
-        _in_background(
-            lambda: _daemon("session.close", {"session_id": session_id}),
-            lambda result: f"saved to {result.get('path')}",
-        )
+        work, said = type(self).work, type(self).said
+        _in_background(lambda: work(session_id), said)
         return {"FINISHED"}
+
+    @staticmethod
+    def work(session_id: str) -> JSONObject:
+        raise NotImplementedError
+
+    @staticmethod
+    def said(result: JSONObject) -> str:
+        raise NotImplementedError
+
+
+class BSS_OT_close_session(_SessionButton):
+    bl_idname = "bss.close_session"
+    bl_label = "Close and save session"
+    bl_description = "Ask the daemon to take a final snapshot and save this session"
+
+    @staticmethod
+    def work(session_id: str) -> JSONObject:
+        return _daemon("session.close", {"session_id": session_id})
+
+    @staticmethod
+    def said(result: JSONObject) -> str:
+        return f"saved to {result.get('path')}"
 
 
 class BSS_OT_refresh_sessions(bpy.types.Operator):
@@ -245,23 +265,18 @@ def _fetch_steps(session_id: str) -> JSONObject:
     return page
 
 
-class BSS_OT_refresh_steps(bpy.types.Operator):
+class BSS_OT_refresh_steps(_SessionButton):
     bl_idname = "bss.refresh_steps"
     bl_label = "Last steps"
     bl_description = "Show the attached session's last steps, to rewind to one"
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return _attached_session() is not None
+    @staticmethod
+    def work(session_id: str) -> JSONObject:
+        return _fetch_steps(session_id)
 
-    def execute(self, context: bpy.types.Context) -> Finished:
-        session_id = _attached_session()
-        if session_id is None:
-            return {"CANCELLED"}
-        _in_background(
-            lambda: _fetch_steps(session_id), lambda page: f"{page.get('last_seq', 0)} steps"
-        )
-        return {"FINISHED"}
+    @staticmethod
+    def said(result: JSONObject) -> str:
+        return f"{result.get('last_seq', 0)} steps"
 
 
 class BSS_OT_rewind(bpy.types.Operator):

@@ -116,3 +116,20 @@ async def raw_exchange(port: int, data: bytes) -> list[Any]:
                 pass
     await stream.aclose()
     return [msgspec.json.decode(line) for line in bytes(received).splitlines()]
+
+
+def object_records(state: Any) -> dict[str, tuple[Any, ...]]:
+    """What a scene must come back as: names, types, kinds, transforms to 1e-5,
+    materials, parents (by object name)."""
+    return {
+        o["name"]: (
+            o["type"],
+            o["data_kind"],
+            [round(v, 5) for v in o["location"]],
+            [round(v, 5) for v in o["rotation"]],
+            [round(v, 5) for v in o["scale"]],
+            o["materials"],
+            o["parent"],
+        )
+        for o in state["objects"]
+    }

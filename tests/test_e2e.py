@@ -11,31 +11,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 
 from daemon.clients.client import ClientError, ControlClient, find_endpoint
 
+from .helpers import object_records
 from .programs import BIN, Programs
 
 pytestmark = pytest.mark.blender
-
-
-def object_records(state: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    return {
-        o["name"]: (
-            o["type"],
-            o["data_kind"],
-            [round(v, 5) for v in o["location"]],
-            [round(v, 5) for v in o["rotation"]],
-            [round(v, 5) for v in o["scale"]],
-            o["materials"],
-            o["parent"],
-        )
-        for o in state["objects"]
-    }
 
 
 def test_session_end_to_end_record_and_restore_into_fresh_blender(programs: Programs) -> None:

@@ -19,6 +19,7 @@ from daemon.clients.client import ControlClient, find_endpoint
 from daemon.protocol.scene import OBJECT_KINDS
 
 from .addon_client import AddonClient
+from .helpers import object_records
 from .programs import Programs
 
 pytestmark = pytest.mark.blender
@@ -33,23 +34,6 @@ bpy.data.objects["Thing_cube"].location = (9.0, 9.0, 9.0)
 """
 
 
-def records(state: Any) -> dict[str, tuple[Any, ...]]:
-    """What must match after a rewind: names, types, kinds, transforms to 1e-5,
-    materials, parents."""
-    return {
-        o["name"]: (
-            o["type"],
-            o["data_kind"],
-            [round(v, 5) for v in o["location"]],
-            [round(v, 5) for v in o["rotation"]],
-            [round(v, 5) for v in o["scale"]],
-            o["materials"],
-            o["parent"],
-        )
-        for o in state["objects"]
-    }
-
-
 class Driver:
     def __init__(self, client: ControlClient, session_id: str) -> None:
         self.client = client
@@ -60,7 +44,7 @@ class Driver:
         return msgspec.json.decode(self.client.call(op, {"session_id": self.session_id, **params}))
 
     def scene(self) -> dict[str, tuple[Any, ...]]:
-        return records(self.call("session.state")["scene"])
+        return object_records(self.call("session.state")["scene"])
 
     def step(self, type: str, **params: Any) -> int:
         seq: int = self.call("session.command", type=type, params=params)["seq"]

@@ -134,13 +134,7 @@ class _Rebuild(JournalVisitor):
                 self.tracker.track(command.type, command.params, bytes(command.result))
 
     def state(self) -> SessionState:
-        return SessionState(
-            objects=list(self.tracker.objects),
-            selection=self.tracker.selection,
-            last_command=self.last_command,
-            last_result=self.last_result,
-            scene=self.tracker.scene,
-        )
+        return self.tracker.session_state(self.last_command, self.last_result)
 
 
 def _scan(path: Path) -> tuple[ScannedJournal, _Rebuild]:

@@ -26,15 +26,12 @@ from ..events import Broadcaster, SceneChanged
 from ..protocol import (
     DECODE_ERRORS,
     ErrorCode,
-    ProtocolError,
     RemoteProtocolError,
     check_json,
 )
 from ..protocol.limits import MAX_DATA_VALUE_BYTES
-from ..protocol.messages import ErrorBody
 from ..protocol.ops import (
     BatchCommand,
-    BatchItem,
     BatchResult,
     CheckpointResult,
     CleanupResult,
@@ -60,6 +57,7 @@ from ..protocol.ops import (
 from ..protocol.scene import ObjectRecord, SceneEdited
 from ..store import JournalBatch, SessionStore
 from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
+from .batch import run_batch
 from .blender import BlenderLink, Blenders
 from .catalog import DEFAULT_PAGE, Catalog
 from .checkpoints import Checkpointer, CheckpointPolicy
@@ -79,8 +77,6 @@ log = structlog.get_logger("sessions")
 # Commands held for a session while its journal is read back after a restart (each
 # holds its params: up to 64 x 16 MiB in theory, a few KiB in practice).
 MAX_PARKED_COMMANDS = 4096
-# Commands of one `session.batch` in flight at once (as a replay keeps them).
-BATCH_WINDOW = 64
 _encoder = msgspec.json.Encoder()
 _edited_decoder = msgspec.json.Decoder(SceneEdited)
 _object_decoder = msgspec.json.Decoder(ObjectRecord)
@@ -223,55 +219,9 @@ class SessionService:
         stop_on_error: bool,
         client_id: str | None,
     ) -> BatchResult:
-        """Many commands through the one command path, in order, BATCH_WINDOW in flight;
-        each recorded with its own seq. With `stop_on_error` one at a time, so that none
-        is sent after the first that fails."""
         session = await self.catalog.open(ref)
-        results: builtins.list[BatchItem | None] = [None] * len(commands)
-        window = trio.Semaphore(1 if stop_on_error else BATCH_WINDOW)
-        stopped = False
-        outstanding = 0
-        all_in = trio.Event()
-
-        def replied(index: int) -> Reply:
-            def reply(answer: CommandResult | ProtocolError) -> None:
-                nonlocal stopped, outstanding
-                window.release()
-                if isinstance(answer, ProtocolError):
-                    body = ErrorBody(code=answer.code.value, message=answer.message)
-                    results[index] = BatchItem(index=index, status="error", error=body)
-                    stopped = stopped or stop_on_error
-                else:
-                    results[index] = BatchItem(
-                        index=index, status=answer.status, seq=answer.seq, result=answer.result
-                    )
-                outstanding -= 1
-                if outstanding == 0 and sending_done:
-                    all_in.set()
-
-            return reply
-
-        sending_done = False
-        for index, command in enumerate(commands):
-            await window.acquire()
-            if stopped:
-                window.release()
-                results[index] = BatchItem(index=index, status="skipped")
-                continue
-            outstanding += 1
-            self.commands.submit(session, command.type, command.params, client_id, replied(index))
-            self.store.journals.flush()  # sends it: this task is no reader
-        sending_done = True
-        if outstanding == 0:
-            all_in.set()
-        await all_in.wait()
-        done = [item for item in results if item is not None]
-        return BatchResult(
-            session_id=session.session_id,
-            results=done,
-            succeeded=sum(1 for item in done if item.status == "success"),
-            failed=sum(1 for item in done if item.status == "error"),
-            skipped=sum(1 for item in done if item.status == "skipped"),
+        return await run_batch(
+            self.commands, self.store.journals, session, commands, stop_on_error, client_id
         )
 
     async def state(self, ref: str) -> StateResult:

@@ -421,13 +421,7 @@ class Session:
     # --- records --------------------------------------------------------------------
 
     def state_record(self) -> SessionState:
-        return SessionState(
-            objects=list(self.tracker.objects),
-            selection=self.tracker.selection,
-            last_command=self.last_command,
-            last_result=self.last_result,
-            scene=self.tracker.scene,
-        )
+        return self.tracker.session_state(self.last_command, self.last_result)
 
     def to_data(
         self,

@@ -23,7 +23,7 @@ from ..protocol.scene import (
     SceneState,
     SelectionResult,
 )
-from ..store import SessionState
+from ..store import LastResult, SessionState
 
 _object_decoder = msgspec.json.Decoder(ObjectRecord)
 _deleted_decoder = msgspec.json.Decoder(DeletedResult)
@@ -137,6 +137,18 @@ class SceneTracker:
         self._scene_info = None
         self._objects = dict.fromkeys(state.objects)
         self._selection = state.selection
+
+    def session_state(
+        self, last_command: str | None, last_result: LastResult | None
+    ) -> SessionState:
+        """The record's `state`: what is tracked, and the last command's outcome."""
+        return SessionState(
+            objects=list(self.objects),
+            selection=self.selection,
+            last_command=last_command,
+            last_result=last_result,
+            scene=self.scene,
+        )
 
     def journal_state(self) -> SessionState:
         """The tracked state without the scene snapshot (that is in get_state results)."""

@@ -474,19 +474,8 @@ class SessionStore:
     async def copy_snapshot(self, source_id: str, target: Path) -> Path:
         """Copy a session's .blend to `target` (in the restored dir). Raises
         not_found, OSError; never reads or writes through a link."""
-        source = self.path_for(source_id, ".blend")
-
-        def copy() -> None:
-            ensure_private_dir(target.parent)
-            atomic_write(target, read_file(source))
-
-        try:
-            await trio.to_thread.run_sync(copy)
-        except FileNotFoundError:
-            raise RemoteProtocolError(
-                ErrorCode.NOT_FOUND, f"session {source_id} has no .blend snapshot"
-            ) from None
-        return target
+        missing = f"session {source_id} has no .blend snapshot"
+        return await _copy_privately(self.path_for(source_id, ".blend"), target, missing)
 
     # --- checkpoints ----------------------------------------------------------------
 
@@ -549,19 +538,8 @@ class SessionStore:
         """Copy a checkpoint's .blend to `target` (a working copy, or a closing
         session's snapshot). Raises not_found, OSError; never through a link."""
         source, _ = self.checkpoint_paths(session_id, seq)
-
-        def copy() -> None:
-            ensure_private_dir(target.parent)
-            atomic_write(target, read_file(source))
-
-        try:
-            await trio.to_thread.run_sync(copy)
-        except FileNotFoundError:
-            raise RemoteProtocolError(
-                ErrorCode.NOT_FOUND,
-                f"session {session_id} has no checkpoint at step {seq} (thinned out?)",
-            ) from None
-        return target
+        missing = f"session {session_id} has no checkpoint at step {seq} (thinned out?)"
+        return await _copy_privately(source, target, missing)
 
     # --- journals -------------------------------------------------------------------
 
@@ -623,6 +601,21 @@ def _dir_bytes(path: str) -> int:
             with contextlib.suppress(OSError):
                 total += entry.stat(follow_symlinks=False).st_size
     return total
+
+
+async def _copy_privately(source: Path, target: Path, missing: str) -> Path:
+    """Copy a .blend into a private dir (atomically, never through a link). Raises
+    not_found (`missing`) when there is no source, OSError."""
+
+    def copy() -> None:
+        ensure_private_dir(target.parent)
+        atomic_write(target, read_file(source))
+
+    try:
+        await trio.to_thread.run_sync(copy)
+    except FileNotFoundError:
+        raise RemoteProtocolError(ErrorCode.NOT_FOUND, missing) from None
+    return target
 
 
 def new_record(data: SessionData) -> SessionRecord:

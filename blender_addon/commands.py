@@ -12,7 +12,6 @@ import base64
 import contextlib
 import io
 import os
-import tempfile
 import threading
 import time
 import traceback
@@ -20,7 +19,7 @@ import traceback
 import bpy
 import mathutils
 
-from . import snapshot
+from . import blender_mcp_commands, render, snapshot
 from .server import CommandError
 from .vocabulary import COMMAND_NAMES, JSONObject
 
@@ -227,65 +226,8 @@ def open_blend(params: JSONObject) -> JSONObject:
 
 def render_thumbnail(params: JSONObject) -> JSONObject:
     width, height = params["width"], params["height"]
-    png = _render_png(width, height)
+    png = render.render_png(width, height)
     return {"png_base64": base64.b64encode(png).decode(), "width": width, "height": height}
-
-
-def _render_png(width: int, height: int) -> bytes:
-    scene = snapshot.active_scene()
-    render = scene.render
-    saved_engine = render.engine
-    saved = (
-        render.resolution_x,
-        render.resolution_y,
-        render.resolution_percentage,
-        render.filepath,
-        scene.camera,
-    )
-    temporary_camera = None
-    fd, path = tempfile.mkstemp(suffix=".png", prefix="bss-thumb-")
-    os.close(fd)
-    try:
-        if scene.camera is None:
-            temporary_camera = _framing_camera(scene)
-            scene.camera = temporary_camera
-        set_render_engine(render, "BLENDER_WORKBENCH")
-        render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
-        render.filepath = path
-        bpy.ops.render.render(write_still=True)
-        with open(path, "rb") as file:
-            return file.read()
-    finally:
-        set_render_engine(render, saved_engine)
-        (
-            render.resolution_x,
-            render.resolution_y,
-            render.resolution_percentage,
-            render.filepath,
-            scene.camera,
-        ) = saved
-        if temporary_camera is not None:
-            camera_data = temporary_camera.data
-            bpy.data.objects.remove(temporary_camera, do_unlink=True)
-            if isinstance(camera_data, bpy.types.Camera):
-                bpy.data.cameras.remove(camera_data)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def set_render_engine(render: bpy.types.RenderSettings, engine: str) -> None:
-    """The engine names vary by Blender version (the stubs know one set of them)."""
-    setattr(render, "engine", engine)  # noqa: B010  # see the docstring
-
-
-def _framing_camera(scene: bpy.types.Scene) -> bpy.types.Object:
-    data = bpy.data.cameras.new("bss-thumbnail-camera")
-    camera = bpy.data.objects.new("bss-thumbnail-camera", data)
-    scene.collection.objects.link(camera)
-    camera.location = (7.0, -7.0, 5.0)
-    direction = mathutils.Vector((0.0, 0.0, 0.0)) - camera.location
-    camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
-    return camera
 
 
 def execute_code(params: JSONObject) -> JSONObject:
@@ -325,6 +267,8 @@ COMMANDS = {
     "open_blend": open_blend,
     "render_thumbnail": render_thumbnail,
     "execute_code": execute_code,
+    "get_viewport_screenshot": blender_mcp_commands.get_viewport_screenshot,
+    "list_scene_items": blender_mcp_commands.list_scene_items,
 }
 assert set(COMMANDS) == COMMAND_NAMES, "vocabulary.COMMAND_PARAMS lists every command"
 # Commands after which `scene_index` still holds: they free no object, or keep the

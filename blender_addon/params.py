@@ -277,6 +277,28 @@ def _execute_code(params: JSONObject) -> JSONObject:
     return {"code": text(params["code"], "code", max_chars=MAX_CODE_CHARS)}
 
 
+def _viewport_screenshot(params: JSONObject) -> JSONObject:
+    path = text(params["filepath"], "filepath", max_chars=MAX_PATH_CHARS)
+    if not os.path.isabs(path):
+        raise ParamsError(f"'filepath' must be an absolute path, got {_shown(path)}")
+    image_format = params.get("format", "png")
+    if not isinstance(image_format, str) or image_format.lower() != "png":
+        raise ParamsError(f"'format' must be \"png\", got {_shown(image_format)}")
+    return {
+        "filepath": path,
+        "max_size": integer(params.get("max_size"), "max_size", low=16, high=4096, default=800),
+        "format": "png",
+    }
+
+
+def _list_scene_items(params: JSONObject) -> JSONObject:
+    query = params.get("query")
+    return {
+        "query": "" if query is None else text(query, "query", max_chars=MAX_OBJECT_NAME_CHARS),
+        "limit": integer(params.get("limit"), "limit", low=1, high=100, default=30),
+    }
+
+
 _CHECKERS = {
     "get_object_info": _object_name,
     "create_object": _create_object,
@@ -290,4 +312,6 @@ _CHECKERS = {
     "open_blend": _open_blend,
     "render_thumbnail": _render_thumbnail,
     "execute_code": _execute_code,
+    "get_viewport_screenshot": _viewport_screenshot,
+    "list_scene_items": _list_scene_items,
 }

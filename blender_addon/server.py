@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import blender_mcp
 from . import params as checked_params
 from .connection import Connection, error_reply, ok_reply
 from .framing import DEFAULT_MAX_FRAME_BYTES
@@ -235,15 +236,19 @@ class AddonServer:
         if kind in IO_TYPES:
             conn.send(self._answer_io(conn, kind, params), request, slot)
             return
+        if kind in blender_mcp.PROBES:
+            answer = blender_mcp.answer_probe(kind, self.facts.blender_version)
+            conn.send(ok_reply(answer), request, slot)
+            return
         if kind not in COMMAND_NAMES:
-            conn.send(
-                error_reply(
-                    "unknown_command",
-                    f"unknown command {kind!r}; known: {', '.join(sorted(COMMAND_NAMES))}",
-                ),
-                request,
-                slot,
+            # A request without an id is a blender-mcp client's: its wording, which
+            # that client recognises; ours (with the known commands) for the others.
+            message = (
+                blender_mcp.unknown_command(kind)
+                if "id" not in request
+                else f"unknown command {kind!r}; known: {', '.join(sorted(COMMAND_NAMES))}"
             )
+            conn.send(error_reply("unknown_command", message), request, slot)
             return
         try:
             params = checked_params.check(kind, params)

@@ -54,11 +54,22 @@ COMMAND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "open_blend": (("path",), ()),
     "render_thumbnail": ((), ("width", "height")),
     "execute_code": (("code",), ()),
+    # blender-mcp's own commands, in its shapes (blender_mcp.py says what we claim).
+    "get_viewport_screenshot": (("filepath",), ("max_size", "format")),
+    "list_scene_items": ((), ("query", "limit")),
 }
 COMMAND_NAMES = frozenset(COMMAND_PARAMS)
 # Commands that only read the scene: no scene_changed event follows them.
 READ_ONLY_COMMANDS = frozenset(
-    {"get_scene_info", "get_object_info", "get_state", "render_thumbnail", "save_blend"}
+    {
+        "get_scene_info",
+        "get_object_info",
+        "get_state",
+        "render_thumbnail",
+        "save_blend",
+        "get_viewport_screenshot",
+        "list_scene_items",
+    }
 )
 
 # Session ids the daemon attaches (its store/ids.py makes them).

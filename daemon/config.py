@@ -60,6 +60,7 @@ class DaemonConfig:
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     journal_fsync: bool = False
+    allow_execute_code: bool = False  # through the proxy (which has no token)
     max_in_flight_per_client: int = 128
     max_connections: int = MAX_CONNECTIONS
     max_proxy_connections: int = MAX_PROXY_CONNECTIONS
@@ -187,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds to wait for Blender to answer a command (then its outcome is 'unknown' "
         "until an answer comes)",
     )
+    parser.add_argument(
+        "--allow-execute-code", action="store_true", default=_flag_on("ALLOW_EXECUTE_CODE"),
+        help="let the proxy's clients (which send no token) pass execute_code on to Blender; "
+        "the addon must allow it too (blender-session blender --allow-execute-code) "
+        f"[{ENV_PREFIX}ALLOW_EXECUTE_CODE] (default: off)",
+    )  # fmt: skip
     parser.add_argument(
         "--journal-fsync", action="store_true", default=_flag_on("JOURNAL_FSYNC"),
         help="fsync the journal before each batch of replies, to survive power loss as well "
@@ -369,6 +376,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         request_timeout_s=args.request_timeout,
         journal_fsync=args.journal_fsync,
+        allow_execute_code=args.allow_execute_code,
         max_in_flight_per_client=args.max_in_flight_per_client,
         max_connections=args.max_connections,
         max_proxy_connections=args.max_proxy_connections,

@@ -155,7 +155,7 @@ class Daemon:
                 if config.proxy_port is not None:
                     proxy = CappedListener(
                         "proxy",
-                        ProxyServer(self.service).handle_connection,
+                        ProxyServer(self.service, config.allow_execute_code).handle_connection,
                         host=config.control_host,
                         port=config.proxy_port,
                         max_connections=config.max_proxy_connections,

@@ -13,10 +13,12 @@ import pytest
 import trio
 
 from daemon.protocol.identify import (
+    BLENDER_LAB_MCP,
     BLENDER_MCP_BARE,
     BLENDER_MCP_LENGTH,
     CLOSES_EACH_REQUEST,
     identify_length_reply,
+    identify_nul_reply,
     identify_text_reply,
 )
 
@@ -53,6 +55,18 @@ async def length_prefixed_blender_mcp(stream: trio.SocketStream) -> None:
             await stream.send_all(struct.pack(">I", len(body)) + body)
 
 
+async def blender_lab_mcp(stream: trio.SocketStream) -> None:
+    """The Blender Lab addon, as met on its port: one request per connection, ended by
+    a NUL byte; our NUL-less hello times out its read, and it says so, NUL-terminated,
+    then closes."""
+    buffer = b""
+    with trio.move_on_after(0.2):
+        while b"\0" not in buffer and (data := await stream.receive_some(8192)):
+            buffer += data
+    await stream.send_all(b'{"status": "error", "message": "Client timed out"}\0')
+    await stream.aclose()
+
+
 async def closes_after_each_request(stream: trio.SocketStream) -> None:
     await stream.receive_some(8192)
     await stream.send_all(b"OK")
@@ -65,6 +79,7 @@ async def closes_after_each_request(stream: trio.SocketStream) -> None:
         (bare_json_blender_mcp, BLENDER_MCP_BARE, 1.0),
         (length_prefixed_blender_mcp, BLENDER_MCP_LENGTH, 2.0 + 1.0),
         (closes_after_each_request, CLOSES_EACH_REQUEST, 1.0),
+        (blender_lab_mcp, BLENDER_LAB_MCP, 1.0),
     ],
 )
 async def test_daemon_names_what_answers_on_the_addon_port(
@@ -106,3 +121,8 @@ def test_identify_recognises_blender_mcp_replies_only() -> None:
     body = json.dumps({"status": "success", "result": {}}).encode()
     assert identify_length_reply(struct.pack(">I", len(body)) + body) == BLENDER_MCP_LENGTH
     assert identify_length_reply(struct.pack(">I", len(body)) + body[:-1]) is None
+    assert identify_nul_reply(b'{"status": "error", "message": "Client timed out"}\0') == (
+        BLENDER_LAB_MCP
+    )
+    assert identify_nul_reply(b'{"status": "error"}') is None
+    assert identify_nul_reply(b"\0") is None

@@ -26,7 +26,7 @@ from ..protocol.ops import (
     StatusResult,
 )
 from ..protocol.scene import SceneState
-from ..store import EditEntry, SessionData
+from ..store import EditEntry, SessionData, tags
 
 _state_decoder = msgspec.json.Decoder(SceneState)
 
@@ -182,8 +182,8 @@ def shown_rows(data: SessionData) -> list[list[str]]:
             c.seq,
             [
                 str(c.seq),
-                c.type,
-                c.status + (" (late)" if c.late else ""),
+                c.type + tags(c),
+                c.status,
                 f"{c.duration_ms or 0:.1f}",
                 short(msgspec.json.decode(c.params), 60),
             ],

@@ -34,7 +34,7 @@ from ..protocol import (
     ResponseReceived,
     UnreadableReply,
 )
-from ..protocol.identify import CLOSES_EACH_REQUEST, OTHER_PROTOCOL, advice, identify_text_reply
+from ..protocol.identify import CLOSES_EACH_REQUEST, OTHER_PROTOCOL, advice, identify_unterminated
 from ..protocol.messages import LinkFailure, LinkSuccess, RequestId
 
 log = structlog.get_logger("link")
@@ -146,8 +146,9 @@ class Channel:
                 self._deliver_events(ended=not data, received_any=received_any)
             if not self.said_hello:
                 # Every complete line is handled; a JSON object left over with no newline
-                # is how the older blender-mcp addon answers.
-                found = identify_text_reply(self.core.unterminated_tail())
+                # is how the older blender-mcp addon answers (the Blender Lab addon: one
+                # ended by a NUL byte).
+                found = identify_unterminated(self.core.unterminated_tail())
                 if found:
                     raise ForeignPeer(found, self.endpoint)
 
@@ -161,6 +162,9 @@ class Channel:
                     self._on_event(event)
                 case ConnectionClosed():
                     if not self.said_hello:
+                        found = identify_unterminated(self.core.unterminated_tail())
+                        if found:
+                            raise ForeignPeer(found, self.endpoint)
                         raise ForeignPeer(
                             CLOSES_EACH_REQUEST
                             if received_any
@@ -176,6 +180,9 @@ class Channel:
             if self.said_hello:
                 raise LinkLost(f"{self.endpoint}: {error.message}") from None
             # Not our addon: it closed mid-reply, or sent something that is not NDJSON.
+            found = identify_unterminated(self.core.unterminated_tail())
+            if found:
+                raise ForeignPeer(found, self.endpoint) from None
             raise ForeignPeer(
                 CLOSES_EACH_REQUEST if ended else OTHER_PROTOCOL, self.endpoint
             ) from None

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import msgspec
 import msgspec.inspect as mi
 
+from blender_addon.blender_mcp import is_observation_script
+
 from .errors import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from .json_checks import check_json
 from .limits import MAX_JSON_INT, MIN_JSON_INT
@@ -18,6 +20,7 @@ from .scene import (
     ApplyStateParams,
     CreateObjectParams,
     ExecuteCodeParams,
+    ListSceneItemsParams,
     ObjectNameParams,
     OpenBlendParams,
     RenameObjectParams,
@@ -26,6 +29,7 @@ from .scene import (
     SelectObjectsParams,
     SetMaterialParams,
     TransformObjectParams,
+    ViewportScreenshotParams,
 )
 
 
@@ -54,6 +58,9 @@ COMMANDS: dict[str, CommandSpec] = {
     "open_blend": CommandSpec(OpenBlendParams, changes_scene=True, opaque=True),
     "render_thumbnail": CommandSpec(RenderThumbnailParams, changes_scene=False),
     "execute_code": CommandSpec(ExecuteCodeParams, changes_scene=True, opaque=True),
+    # blender-mcp's own (its `look` image, its name search), for its clients.
+    "get_viewport_screenshot": CommandSpec(ViewportScreenshotParams, changes_scene=False),
+    "list_scene_items": CommandSpec(ListSceneItemsParams, changes_scene=False),
 }
 COMMAND_NAMES = frozenset(COMMANDS)
 OPAQUE_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if spec.opaque)
@@ -62,6 +69,20 @@ READ_ONLY_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if not sp
 LINK_ONLY_TYPES = frozenset({"hello", "ping", "attach_session", "subscribe", "daemon_endpoint"})
 
 _param_decoders = {name: msgspec.json.Decoder(spec.params) for name, spec in COMMANDS.items()}
+_code_decoder = msgspec.json.Decoder(ExecuteCodeParams)
+
+
+def is_observation(type: str, params: msgspec.Raw) -> bool:
+    """Whether this is one of blender-mcp's read-only observation scripts (by the
+    wrapper its server puts around them; the daemon still checks the scene is
+    unchanged after it before recording it as an observation)."""
+    if type != "execute_code":
+        return False
+    try:
+        code = _code_decoder.decode(params).code
+    except DECODE_ERRORS:
+        return False
+    return is_observation_script(code)
 
 
 def _bounds_everything(info: mi.Type) -> bool:

@@ -11,6 +11,9 @@ import struct
 
 BLENDER_MCP_BARE = "the blender-mcp addon (bare JSON framing)"
 BLENDER_MCP_LENGTH = "the blender-mcp addon (length-prefixed framing)"
+BLENDER_LAB_MCP = (
+    "the Blender Lab MCP addon (NUL-terminated replies, one request per connection)"
+)
 CLOSES_EACH_REQUEST = "a server that closes the connection after each request"
 SILENT = "a server that accepts connections but never answers"
 OTHER_PROTOCOL = "a server that speaks another protocol"
@@ -42,6 +45,25 @@ def identify_text_reply(received: bytes) -> str | None:
     return BLENDER_MCP_BARE if _blender_mcp_shaped(value) else None
 
 
+def identify_nul_reply(received: bytes) -> str | None:
+    """A JSON object ended by a NUL byte (how the official Blender Lab MCP addon
+    frames its replies; to our hello it answers an error such as "Client timed out",
+    having waited for a NUL-terminated request): that addon."""
+    body = received.strip(b" \t\r\n")
+    if not body.endswith(b"\0"):
+        return None
+    try:
+        value = json.loads(body[:-1])
+    except ValueError:
+        return None
+    return BLENDER_LAB_MCP if isinstance(value, dict) else None
+
+
+def identify_unterminated(received: bytes) -> str | None:
+    """What sent a reply to our hello that is no NDJSON line, if it can be named."""
+    return identify_text_reply(received) or identify_nul_reply(received)
+
+
 def identify_length_reply(received: bytes) -> str | None:
     """A reply to LENGTH_PREFIXED_PROBE in the same framing: the newer blender-mcp."""
     if len(received) < 4:
@@ -60,7 +82,8 @@ def identify_length_reply(received: bytes) -> str | None:
 def advice(found: str, endpoint: str) -> str:
     return (
         f"found {found} on {endpoint}, not the blender-scene-sessions addon; "
-        "stop that server (in blender-mcp: the sidebar's 'Disconnect') and start this "
+        "stop that server (in blender-mcp: the sidebar's 'Disconnect'; for the Blender Lab "
+        "addon: its own stop button or disable it) and start this "
         "project's addon there (run: blender-session blender), or run this project's addon "
         "on another port and point the daemon at it (--addon-port)"
     )

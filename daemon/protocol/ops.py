@@ -326,6 +326,8 @@ class TimelineItem(OpResult, frozen=True):
     error: str | None = None
     to_seq: int | None = None  # a rewind: the step it went back to
     label: str | None = None  # a checkpoint's
+    housekeeping: bool = False  # a command: a blender-mcp probe the proxy answered
+    observation: bool = False  # a command: a blender-mcp script that only looked
 
 
 class TimelineResult(OpResult, frozen=True):

@@ -157,7 +157,8 @@ class ApplyStateParams(Params, frozen=True):
     prune: bool = False
 
 
-BlendPath = Annotated[str, Meta(min_length=1, max_length=4096)]
+FilePath = Annotated[str, Meta(min_length=1, max_length=4096)]
+BlendPath = FilePath
 
 
 class OpenBlendParams(Params, frozen=True):
@@ -180,6 +181,21 @@ class RenderThumbnailParams(Params, frozen=True):
 
 class ExecuteCodeParams(Params, frozen=True):
     code: Annotated[str, Meta(max_length=1_000_000)]
+
+
+class ViewportScreenshotParams(Params, frozen=True):
+    """blender-mcp's: the image is written to `filepath` (absolute) on Blender's side."""
+
+    filepath: FilePath
+    max_size: Annotated[int, Meta(ge=16, le=4096)] = 800
+    format: Literal["png"] = "png"
+
+
+class ListSceneItemsParams(Params, frozen=True):
+    """blender-mcp's: objects, materials and collections whose names hold `query`."""
+
+    query: Annotated[str, Meta(max_length=63)] = ""
+    limit: Annotated[int, Meta(ge=1, le=100)] = 30
 
 
 class SceneEdited(Message, frozen=True):

@@ -17,15 +17,17 @@ from __future__ import annotations
 import msgspec
 import structlog
 import trio
-from ulid import ULID
 
+from blender_addon import blender_mcp
 from blender_addon.framing import FrameDecoder, FrameError
 
 from ..protocol import DECODE_ERRORS, ErrorCode, ProtocolError, RemoteProtocolError
 from ..protocol.commands import COMMANDS
 from ..protocol.limits import MAX_FRAME_BYTES
 from ..protocol.messages import EMPTY_OBJECT, LinkFailure, LinkSuccess, RequestId
-from ..sessions import SessionService
+from ..protocol.ops import CommandResult
+from ..sessions import Session, SessionService
+from .peers import Address, PeerNames
 
 log = structlog.get_logger("proxy")
 RECEIVE_CHUNK_BYTES = 256 * 1024
@@ -42,58 +44,52 @@ class _IdOnly(msgspec.Struct):
     id: RequestId | None = None
 
 
-class IntegrationStatus(msgspec.Struct, frozen=True):
-    enabled: bool
-    message: str
-
-
-class TelemetryConsent(msgspec.Struct, frozen=True):
-    consent: bool
-
-
 _request_decoder = msgspec.json.Decoder(ProxyRequest)
 _id_decoder = msgspec.json.Decoder(_IdOnly)
-
-
-def _disabled(integration: str) -> IntegrationStatus:
-    return IntegrationStatus(
-        enabled=False, message=f"{integration} is not available through blender-scene-sessions"
-    )
-
-
-# Probes blender-mcp's server sends to learn which integrations are on. The proxy
-# answers them itself (they are about Blender's addon, not the scene), and records
-# them tagged as housekeeping when a session is open.
-HOUSEKEEPING_ANSWERS: dict[str, msgspec.Struct] = {
-    "get_polyhaven_status": _disabled("PolyHaven"),
-    "get_hyper3d_status": _disabled("Hyper3D Rodin"),
-    "get_sketchfab_status": _disabled("Sketchfab"),
-    "get_hunyuan3d_status": _disabled("Hunyuan3D"),
-    "get_telemetry_consent": TelemetryConsent(consent=False),
-}
+# Answered by the proxy itself, never sent to Blender (blender_mcp.py says how): they
+# are about the addon, not the scene. Recorded tagged as housekeeping when a session
+# is open; alone they never open one.
+HOUSEKEEPING = frozenset({*blender_mcp.PROBES, "ping"})
+_PONG = b'{"pong":true}'
+EXECUTE_CODE_OFF = (
+    "execute_code is off through the proxy: it lets any local process run Python in "
+    "Blender; to turn it on, start the daemon with --allow-execute-code and Blender with "
+    "blender-session blender --allow-execute-code"
+)
 
 
 class ProxyServer:
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: SessionService, allow_execute_code: bool = False) -> None:
         self.service = service
+        self.allow_execute_code = allow_execute_code
+        self.peers = PeerNames()
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        """One request at a time per connection, answered in order, as addon clients
-        expect; the session records each before it is answered."""
+        """Requests are answered in the order they came. The ones already read when
+        the proxy gets to them (a pipelining client) go down the command path together
+        and are answered together; the session records each before it is answered."""
         decoder = FrameDecoder(MAX_FRAME_BYTES)
-        client_id = f"proxy-{ULID()}"
         try:
+            client_id = await self.peers.client_id(*_addresses(stream))
             while data := await stream.receive_some(RECEIVE_CHUNK_BYTES):
                 decoder.feed(data)
+                bodies: list[bytes | FrameError] = []
+                lost: FrameError | None = None
                 while True:
                     try:
                         body = decoder.next_body()
-                    except FrameError as lost:
-                        await stream.send_all(decoder.frame(_error(lost.code, lost.message)))
-                        return
+                    except FrameError as error:
+                        lost = error
+                        break
                     if body is None:
                         break
-                    await stream.send_all(decoder.frame(await self._answer(body, client_id)))
+                    bodies.append(body)
+                if bodies:
+                    replies = await self._answer_all(bodies, client_id)
+                    await stream.send_all(b"".join(decoder.frame(reply) for reply in replies))
+                if lost is not None:
+                    await stream.send_all(decoder.frame(_error(lost.code, lost.message)))
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:  # a bug: log it, drop this connection, serve the rest
@@ -101,46 +97,77 @@ class ProxyServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _answer(self, body: bytes | FrameError, client_id: str) -> bytes:
-        if isinstance(body, FrameError):
-            return _error(body.code, body.message, body.request_id)
-        try:
-            request = _request_decoder.decode(body)
-        except DECODE_ERRORS as error:
-            return _error(
-                "bad_request",
-                f'a request needs a "type" string and a "params" object ({error})',
-                _readable_id(body),
-            )
-        try:
-            result = await self._dispatch(request, client_id)
-        except ProtocolError as error:
-            return _error(error.code.value, error.message, request.id)
-        except Exception as error:  # a bug: answer `internal`, keep serving
-            log.exception("proxy_request_failed", type=request.type)
-            return _error("internal", f"internal error in {request.type!r}: {error!r}", request.id)
-        return _encoder.encode(LinkSuccess(result=msgspec.Raw(result), id=request.id))
+    async def _answer_all(self, bodies: list[bytes | FrameError], client_id: str) -> list[bytes]:
+        """One reply per body, in order; the scene commands among them are pipelined."""
+        replies: list[bytes] = [b""] * len(bodies)
+        waiting = 0
+        all_in = trio.Event()
+        session: Session | None = None
+        for index, body in enumerate(bodies):
+            request = _parse(body)
+            if isinstance(request, bytes):
+                replies[index] = request
+                continue
+            try:
+                kind, params = self._scene_command(request, client_id)
+                if kind is None:
+                    replies[index] = _encoder.encode(
+                        LinkSuccess(result=msgspec.Raw(params), id=request.id)
+                    )
+                    continue
+                if session is None:
+                    session = await self.service.bound_session()
+            except ProtocolError as error:
+                replies[index] = _error(error.code.value, error.message, request.id)
+                continue
+            except Exception as error:  # a bug: answer `internal`, keep serving
+                log.exception("proxy_request_failed", type=request.type)
+                replies[index] = _internal(request, error)
+                continue
 
-    async def _dispatch(self, request: ProxyRequest, client_id: str) -> bytes:
+            def reply(answer: CommandResult | ProtocolError, index: int = index,
+                      request_id: RequestId | None = request.id) -> None:  # fmt: skip
+                nonlocal waiting
+                if isinstance(answer, ProtocolError):
+                    replies[index] = _error(answer.code.value, answer.message, request_id)
+                else:
+                    result = msgspec.Raw(answer.result)
+                    replies[index] = _encoder.encode(LinkSuccess(result=result, id=request_id))
+                waiting -= 1
+                if not waiting:
+                    all_in.set()
+
+            waiting += 1
+            self.service.commands.submit(session, kind, msgspec.Raw(params), client_id, reply)
+        if waiting:
+            assert session is not None
+            session.journal.flush()
+            await all_in.wait()
+        return replies
+
+    def _scene_command(self, request: ProxyRequest, client_id: str) -> tuple[str | None, bytes]:
+        """(type, params) of a scene command for Blender, or (None, result) of a request
+        the proxy answers itself. Raises ProtocolError."""
         kind = request.type
         params = EMPTY_OBJECT if bytes(request.params) == b"null" else request.params
-        answer = HOUSEKEEPING_ANSWERS.get(kind)
-        if answer is not None:
-            result = _encoder.encode(answer)
+        link = self.service.blenders.default
+        if not link.connected:  # so a client never takes a proxy without Blender for one
+            raise link.unavailable_error()
+        if kind in HOUSEKEEPING:
+            if kind == "ping":
+                result = _PONG
+            else:
+                answer = blender_mcp.answer_probe(kind, link.info().blender_version)
+                result = _encoder.encode(answer)
             session = self.service.registry.newest()
             if session is not None:  # probes alone never open a session
                 self.service.record_housekeeping(session, kind, params, result, client_id)
-            return result
-        link = self.service.blenders.default
+            return None, result
         if kind not in COMMANDS and kind not in link.addon_commands:
-            raise RemoteProtocolError(
-                ErrorCode.UNKNOWN_COMMAND,
-                f"Unknown command type: {kind} (not available through blender-scene-sessions; "
-                "it records the scene commands of its own addon)",
-            )
-        session = await self.service.bound_session()
-        done = await self.service.commands.run(session, kind, params, client_id)
-        return bytes(done.result)
+            raise RemoteProtocolError(ErrorCode.UNKNOWN_COMMAND, blender_mcp.unknown_command(kind))
+        if kind == "execute_code" and not self.allow_execute_code:
+            raise RemoteProtocolError(ErrorCode.FORBIDDEN, EXECUTE_CODE_OFF)
+        return kind, bytes(params)
 
 
 def refusal_line(max_connections: int) -> bytes:
@@ -155,6 +182,34 @@ def refusal_line(max_connections: int) -> bytes:
 def _error(code: str, message: str, request_id: object = None) -> bytes:
     reply_id = request_id if isinstance(request_id, int | str) else None
     return _encoder.encode(LinkFailure(code=code, message=message, id=reply_id))
+
+
+def _parse(body: bytes | FrameError) -> ProxyRequest | bytes:
+    """The request in a frame, or the error reply to it."""
+    if isinstance(body, FrameError):
+        return _error(body.code, body.message, body.request_id)
+    try:
+        return _request_decoder.decode(body)
+    except DECODE_ERRORS as error:
+        return _error(
+            "bad_request",
+            f'a request needs a "type" string and a "params" object ({error})',
+            _readable_id(body),
+        )
+
+
+def _internal(request: ProxyRequest, error: Exception) -> bytes:
+    return _error("internal", f"internal error in {request.type!r}: {error!r}", request.id)
+
+
+def _addresses(stream: trio.abc.Stream) -> tuple[Address | None, Address | None]:
+    """(peer, local) of a TCP connection; (None, None) for any other stream."""
+    sock = getattr(stream, "socket", None)
+    try:
+        peer, local = sock.getpeername(), sock.getsockname()  # type: ignore[union-attr]
+    except (AttributeError, OSError):
+        return None, None
+    return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
 
 
 def _readable_id(body: bytes) -> RequestId | None:

@@ -108,7 +108,7 @@ class Checkpointer:
         """Right after a command went down the link: a checkpoint behind it when it is
         opaque, or when the periodic one is due. Never raises."""
         try:  # once per command: the common case is two comparisons
-            if start.type in OPAQUE_COMMANDS:
+            if start.type in OPAQUE_COMMANDS and not start.observing:
                 reason = OPAQUE
             elif start.type not in READ_ONLY_COMMANDS and self._periodic_due(session, start.seq):
                 reason = PERIODIC  # behind a command that may change the scene

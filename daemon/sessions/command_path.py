@@ -9,7 +9,9 @@ Theory of operation:
    the command is not sent and the client gets `storage`.
 3. Sent without waiting (`link.submit`); the link delivers exactly one outcome, from
    its reader task. An opaque command (its effect not in its result) is followed, in
-   the same pipeline, by a scene read, and finishes when both are in.
+   the same pipeline, by a scene read, and finishes when both are in. A blender-mcp
+   observation script is also preceded by one: unchanged, it is recorded as an
+   observation (not a change, and no checkpoint behind it).
 4. Outcome before reply: `Session.finish_command` journals it (`unknown` when no
    answer came), then the reply goes out, after an fsync when the journal fsyncs.
 5. Exactly one reply per request, whatever raises on the way: `_Command.answer` and the
@@ -41,7 +43,7 @@ from ..protocol import (
     check_command,
     check_json,
 )
-from ..protocol.commands import OPAQUE_COMMANDS
+from ..protocol.commands import OPAQUE_COMMANDS, is_observation
 from ..protocol.messages import LinkFailure, LinkSuccess
 from ..protocol.ops import CommandResult
 from .blender import Answer
@@ -127,12 +129,17 @@ class CommandPath:
     # --- finishing ------------------------------------------------------------------
 
     def finish(
-        self, session: Session, start: CommandStart, outcome: Outcome, scene: Outcome | None
+        self,
+        session: Session,
+        start: CommandStart,
+        outcome: Outcome,
+        scene: Outcome | None,
+        before: Outcome | None = None,
     ) -> tuple[CommandResult | ProtocolError, Finished | None]:
         """Record an outcome; return the client's answer. Never raises. The command is
         released (no longer in flight) in every case."""
         try:
-            recorded = self._outcome(session, start, outcome, scene)
+            recorded = self._outcome(session, start, outcome, scene, before)
             finished = session.finish_command(start, recorded)  # releases it
             if finished.journal_error is not None:
                 self.outcome_not_written(session, finished, finished.journal_error)
@@ -179,7 +186,12 @@ class CommandPath:
             log.exception("late_outcome_failed", session_id=session.session_id, seq=start.seq)
 
     def _outcome(
-        self, session: Session, start: CommandStart, outcome: Outcome, scene: Outcome | None
+        self,
+        session: Session,
+        start: CommandStart,
+        outcome: Outcome,
+        scene: Outcome | None,
+        before: Outcome | None = None,
     ) -> CommandOutcome:
         """What the link delivered, as the record and the client will see it."""
         link = session.link
@@ -192,14 +204,12 @@ class CommandPath:
                         status="unknown",
                         error=RemoteProtocolError(ErrorCode.INTERNAL, unstorable.message),
                     )
-                scene_info = None
-                if isinstance(scene, LinkSuccess):
-                    try:
-                        check_json(scene.result, "Blender's scene")
-                        scene_info = bytes(scene.result)
-                    except RemoteProtocolError:
-                        scene_info = None
-                return CommandOutcome(status="success", result=bytes(result), scene_info=scene_info)
+                return CommandOutcome(
+                    status="success",
+                    result=bytes(result),
+                    scene_info=_scene_read(scene),
+                    scene_before=_scene_read(before),
+                )
             case LinkFailure():
                 return CommandOutcome(status="error", error=link.error_for(start.type, outcome))
             case UnreadableReply() | NoAnswer():
@@ -235,14 +245,15 @@ class _Command:
     caller, and the join of what the link delivers for it (its outcome and, after an
     opaque command, the scene read, in either order), finished once."""
 
-    __slots__ = ("_answer", "_command", "_finished", "_path", "_reply", "_scene", "_scene_in",
-                 "_session", "replied", "start")  # fmt: skip
+    __slots__ = ("_answer", "_before", "_command", "_finished", "_path", "_reply", "_scene",
+                 "_scene_in", "_session", "replied", "start")  # fmt: skip
 
     def __init__(self, path: CommandPath, session: Session, reply: Reply) -> None:
         self._path, self._session, self._reply = path, session, reply
         self.start: CommandStart | None = None
         self._command: Outcome | None = None
         self._scene: Outcome | None = None
+        self._before: Outcome | None = None  # the scene read before an observation script
         self._scene_in = True
         self._finished = False
         self._answer: CommandResult | ProtocolError | None = None
@@ -270,7 +281,10 @@ class _Command:
         link = self._session.link
         opaque = start.type in OPAQUE_COMMANDS
         self._scene_in = not opaque  # else a scene read to wait for
+        start.observing = opaque and is_observation(start.type, start.params)
         try:
+            if start.observing:
+                link.submit("get_scene_info", SCENE_READ, self.scene_before)
             link.submit(start.type, bytes(start.params), self.command, self.late)
             if opaque:
                 link.submit("get_scene_info", SCENE_READ, self.scene)
@@ -284,6 +298,9 @@ class _Command:
     def command(self, outcome: Outcome) -> None:
         self._command = outcome
         self._maybe_finish()
+
+    def scene_before(self, outcome: Outcome) -> None:
+        self._before = outcome  # always in before the command's own outcome
 
     def scene(self, outcome: Outcome) -> None:
         self._scene, self._scene_in = outcome, True
@@ -306,7 +323,9 @@ class _Command:
             return
         assert self.start is not None  # outcomes only come for a sent command
         self._finished = True
-        answer, finished = self._path.finish(self._session, self.start, self._command, self._scene)
+        answer, finished = self._path.finish(
+            self._session, self.start, self._command, self._scene, self._before
+        )
         self._answer = answer
         if finished is None or finished.journal_error is not None:
             self.answer(answer)  # nothing more will be written for it
@@ -346,6 +365,16 @@ _NOT_DURABLE = "the command ran and is journaled, but the fsync failed: a power 
 _KEPT_IN_MEMORY = (
     "the command ran in Blender; its outcome is kept in memory and goes into the record at close"
 )
+
+
+def _scene_read(read: Outcome | None) -> bytes | None:
+    if not isinstance(read, LinkSuccess):
+        return None
+    try:
+        check_json(read.result, "Blender's scene")
+    except RemoteProtocolError:
+        return None
+    return bytes(read.result)
 
 
 def _result(session: Session, finished: Finished) -> CommandResult:

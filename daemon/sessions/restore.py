@@ -94,7 +94,7 @@ def replay_plan(commands: list[CommandRecord]) -> tuple[list[CommandRecord], lis
     skipped: list[SkippedObject] = []
     for command in commands:
         label = f"#{command.seq} {command.type}"
-        if command.housekeeping or command.type in READ_ONLY_COMMANDS:
+        if command.housekeeping or command.observation or command.type in READ_ONLY_COMMANDS:
             continue
         if command.status == "unknown":
             skipped.append(

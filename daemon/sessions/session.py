@@ -69,6 +69,8 @@ class CommandStart:
     started_at: float  # wall clock, for the record
     began: float  # trio clock, for the duration
     housekeeping: bool = False
+    # A blender-mcp observation script: the scene is read before and after it.
+    observing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class CommandOutcome:
     result: bytes = b"null"
     error: ProtocolError | None = None  # what the client is told, unless a success
     scene_info: bytes | None = None  # the scene read back after an opaque command
+    scene_before: bytes | None = None  # and before it, for an observation script
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,10 @@ class Session:
                 result=result,
                 error=error,
                 state=self.tracker.journal_state() if opaque else None,
+                observation=opaque
+                and start.observing
+                and outcome.scene_before is not None
+                and outcome.scene_before == outcome.scene_info,
             )
             try:
                 at = self.journal.write(line)
@@ -489,6 +496,7 @@ def _record(start: CommandStart, done: JournalDone | JournalLate) -> CommandReco
         result=done.result,
         error=done.error,
         housekeeping=start.housekeeping,
+        observation=isinstance(done, JournalDone) and done.observation,
     )
 
 

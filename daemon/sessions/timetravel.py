@@ -157,7 +157,12 @@ def _with_steps(result: Plan, pieces: list[list[Step]]) -> Plan:
 
 def _not_redone(command: CommandRecord) -> str | None:
     """Why a command is not sent again ("" when it changed nothing), or None."""
-    if command.housekeeping or command.type in READ_ONLY_COMMANDS or command.status == "error":
+    if (
+        command.housekeeping
+        or command.observation
+        or command.type in READ_ONLY_COMMANDS
+        or command.status == "error"
+    ):
         return ""
     if command.status == "unknown":
         return "its outcome is unknown (Blender never answered): it may or may not have run"

@@ -26,6 +26,7 @@ from ..store import (
     EditEntry,
     RewindEntry,
     SessionStore,
+    tags,
 )
 from .catalog import Catalog
 from .checkpoints import MANUAL, RESTART, REWIND, Checkpointer
@@ -323,7 +324,10 @@ def _changed_scene(step: CommandRecord | EditEntry) -> bool:
     if isinstance(step, EditEntry):
         return True
     return (
-        step.status == "success" and not step.housekeeping and step.type not in READ_ONLY_COMMANDS
+        step.status == "success"
+        and not step.housekeeping
+        and not step.observation
+        and step.type not in READ_ONLY_COMMANDS
     )
 
 
@@ -345,10 +349,11 @@ def _item(step: Step) -> TimelineItem:
         case CommandRecord():
             return TimelineItem(
                 seq=step.seq, kind="command", at=step.started_at, status=step.status,
-                summary=f"{step.type}" + (" (late)" if step.late else ""),
+                summary=step.type + tags(step),
                 objects=touched(step), type=step.type, client_id=step.client_id,
                 duration_ms=step.duration_ms,
                 error=f"{step.error.code}: {step.error.message}" if step.error else None,
+                housekeeping=step.housekeeping, observation=step.observation,
             )  # fmt: skip
         case EditEntry():
             return TimelineItem(

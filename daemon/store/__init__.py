@@ -34,6 +34,7 @@ from .records import (
     SessionState,
     SnapshotInfo,
     TimelineEntry,
+    tags,
 )
 from .recovery import DamagedLine, ReplayedJournal, replay_journal
 from .store import DamagedRecord, ListedRecord, SessionStore
@@ -78,4 +79,5 @@ __all__ = [
     "new_session_id",
     "parse_session_id",
     "replay_journal",
+    "tags",
 ]

@@ -199,6 +199,7 @@ def merge_command(
         result=done.result if done else NULL,
         error=done.error if done else None,
         housekeeping=start.housekeeping,
+        observation=done.observation if done else False,
     )
     if late is None:
         return record
@@ -213,6 +214,7 @@ def merge_command(
         result=late.result,
         error=late.error,
         housekeeping=record.housekeeping,
+        observation=record.observation,
         late=True,
     )
 

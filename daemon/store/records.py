@@ -70,6 +70,24 @@ class CommandRecord(Record, kw_only=True, frozen=True):
     # The outcome arrived after the client had been told there was none (a timeout,
     # Blender frozen then thawed): status, result and error are the real outcome.
     late: bool = False
+    # A blender-mcp observation script (execute_code wrapped the way its server wraps
+    # its read-only scripts) that left the scene as it found it: not a change.
+    observation: bool = False
+
+
+def tags(command: CommandRecord) -> str:
+    """What a person reads after a command's type: " (probe)" for housekeeping,
+    " (observation)", " (late)"."""
+    marks = [
+        mark
+        for mark, on in (
+            ("probe", command.housekeeping),
+            ("observation", command.observation),
+            ("late", command.late),
+        )
+        if on
+    ]
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 class BlenderRestart(Record, kw_only=True, frozen=True):
@@ -217,6 +235,7 @@ class JournalDone(Record, tag_field="kind", tag="done", kw_only=True, frozen=Tru
     result: Raw = NULL
     error: ErrorBody | None = None
     state: SessionState | None = None  # the session's state after the command
+    observation: bool = False  # additive: CommandRecord.observation
 
 
 class JournalLate(Record, tag_field="kind", tag="late", kw_only=True, frozen=True):

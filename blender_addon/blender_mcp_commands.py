@@ -103,8 +103,7 @@ def _viewport() -> tuple[bpy.types.SpaceView3D, bpy.types.Region] | None:
 def _draw_viewport(
     scene: bpy.types.Scene, space: bpy.types.SpaceView3D, region: bpy.types.Region, max_size: int
 ) -> tuple[bytes, int, int]:
-    import gpu  # Blender's own modules: only in a Blender that can draw
-    import numpy
+    import gpu  # Blender's own module: only in a Blender that can draw
 
     scale = min(1.0, max_size / max(region.width, region.height, 1))
     width, height = max(1, int(region.width * scale)), max(1, int(region.height * scale))
@@ -125,12 +124,13 @@ def _draw_viewport(
         buffer = offscreen.texture_color.read()
     finally:
         offscreen.free()
-    buffer.dimensions = width * height * 4  # type: ignore[assignment]  # flat, as numpy reads it
-    pixels = numpy.asarray(buffer, dtype=numpy.float32)
-    if pixels.size and pixels.max() <= 1.0:  # a float texture: 0..1
-        pixels = pixels * 255.0
-    rows = pixels.clip(0, 255).astype(numpy.uint8).reshape(height, width, 4)[::-1]
-    return png_bytes(width, height, rows.tobytes()), width, height
+    buffer.dimensions = width * height * 4  # type: ignore[assignment]  # flat
+    values = buffer.to_list()
+    factor = 255.0 if values and max(values) <= 1.0 else 1.0  # a float texture: 0..1
+    pixels = bytes(min(255, max(0, int(v * factor))) for v in values)
+    stride = width * 4
+    rows = b"".join(pixels[row * stride : (row + 1) * stride] for row in reversed(range(height)))
+    return png_bytes(width, height, rows), width, height
 
 
 def _render_size(scene: bpy.types.Scene, max_size: int) -> tuple[int, int]:

@@ -44,13 +44,13 @@ class Programs:
         self.daemon: subprocess.Popen[str] | None = None
         self.daemon_log: collections.deque[str] = collections.deque(maxlen=2000)
 
-    def start_blender(self, *extra: str) -> None:
+    def start_blender(self, *extra: str, empty_scene: bool = True) -> None:
         command = [
             str(BIN / "blender-session"),
             "blender",
             "--port",
             str(self.addon_port),
-            "--factory-scene",
+            *(["--factory-scene"] if empty_scene else []),  # else: cube, light, camera
             *extra,
         ]
         self.blender = blender_procs.start(command, self.env)

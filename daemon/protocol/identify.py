@@ -11,9 +11,7 @@ import struct
 
 BLENDER_MCP_BARE = "the blender-mcp addon (bare JSON framing)"
 BLENDER_MCP_LENGTH = "the blender-mcp addon (length-prefixed framing)"
-BLENDER_LAB_MCP = (
-    "the Blender Lab MCP addon (NUL-terminated replies, one request per connection)"
-)
+BLENDER_LAB_MCP = "the Blender Lab MCP addon (NUL-terminated replies, one request per connection)"
 CLOSES_EACH_REQUEST = "a server that closes the connection after each request"
 SILENT = "a server that accepts connections but never answers"
 OTHER_PROTOCOL = "a server that speaks another protocol"

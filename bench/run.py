@@ -23,6 +23,8 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
    of issue 13; batch: 1,000 creates through `session.batch` against the same straight
    to the addon.
 8. time travel (bench/timetravel.py): rewind, checkpoint_cost, diff_and_close.
+9. proxy (bench/proxy.py): a blender-mcp-style client to a GUI Blender, straight to
+   the addon and through the daemon's recording proxy.
 
 `summary` at the end puts the figures the targets name side by side.
 """
@@ -47,7 +49,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import scale, timetravel  # noqa: E402
+from bench import proxy, scale, timetravel  # noqa: E402
 from bench.common import (  # noqa: E402
     TRIVIAL,
     Daemon,
@@ -77,8 +79,8 @@ SMOKE = {
     "memory": [100, 300], "memory_sessions": 5,
 }
 # fmt: on
-FULL |= scale.FULL | timetravel.FULL
-SMOKE |= scale.SMOKE | timetravel.SMOKE
+FULL |= scale.FULL | timetravel.FULL | proxy.FULL
+SMOKE |= scale.SMOKE | timetravel.SMOKE | proxy.SMOKE
 TARGETS = {
     "one_at_a_time_time_ratio_max": 1.5,
     "pipelined_time_ratio_max": 1.25,
@@ -88,6 +90,7 @@ TARGETS = {
     "restore_1000_objects_s_max": 0.5,
     **scale.TARGETS,
     **timetravel.TARGETS,
+    **proxy.TARGETS,
 }
 
 
@@ -586,6 +589,7 @@ CASES = {
     "rewind": timetravel.bench_rewind,
     "checkpoint_cost": timetravel.bench_checkpoint_cost,
     "diff_and_close": timetravel.bench_diff_and_close,
+    "proxy": proxy.bench_proxy,
 }
 
 

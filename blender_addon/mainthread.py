@@ -27,7 +27,7 @@ GUI_DRAIN_BUDGET_S = 0.05
 # send the replies and take in the client's next requests meanwhile; a client that
 # answers within it is served in the same tick instead of one Blender sleep (~5 ms)
 # later. A drain with no jobs does not wait.
-GUI_LINGER_S = 0.001
+GUI_LINGER_S = 0.003
 
 Job = Callable[[], None]
 

@@ -26,11 +26,16 @@ from ..protocol.commands import COMMANDS
 from ..protocol.limits import MAX_FRAME_BYTES
 from ..protocol.messages import EMPTY_OBJECT, LinkFailure, LinkSuccess, RequestId
 from ..protocol.ops import CommandResult
-from ..sessions import Session, SessionService
+from ..sessions import SessionService
 from .peers import Address, PeerNames
 
 log = structlog.get_logger("proxy")
 RECEIVE_CHUNK_BYTES = 256 * 1024
+# Requests of one connection waiting for their answer before the proxy stops reading
+# from it (as the addon does), so a client that floods without reading costs bounded
+# memory.
+MAX_IN_FLIGHT_PER_CONNECTION = 1024
+MAX_REPLIES_PER_WRITE = 256
 _encoder = msgspec.json.Encoder()
 
 
@@ -65,31 +70,18 @@ class ProxyServer:
         self.peers = PeerNames()
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
-        """Requests are answered in the order they came. The ones already read when
-        the proxy gets to them (a pipelining client) go down the command path together
-        and are answered together; the session records each before it is answered."""
+        """Requests go down the command path as they are read (a pipelining client's
+        are pipelined to Blender) and are answered in the order they came, each once
+        the session has recorded it. At most MAX_IN_FLIGHT_PER_CONNECTION wait for
+        their answer; past that the proxy stops reading from the client."""
         decoder = FrameDecoder(MAX_FRAME_BYTES)
+        sending, answering = trio.open_memory_channel[_Reply](MAX_IN_FLIGHT_PER_CONNECTION)
         try:
             client_id = await self.peers.client_id(*_addresses(stream))
-            while data := await stream.receive_some(RECEIVE_CHUNK_BYTES):
-                decoder.feed(data)
-                bodies: list[bytes | FrameError] = []
-                lost: FrameError | None = None
-                while True:
-                    try:
-                        body = decoder.next_body()
-                    except FrameError as error:
-                        lost = error
-                        break
-                    if body is None:
-                        break
-                    bodies.append(body)
-                if bodies:
-                    replies = await self._answer_all(bodies, client_id)
-                    await stream.send_all(b"".join(decoder.frame(reply) for reply in replies))
-                if lost is not None:
-                    await stream.send_all(decoder.frame(_error(lost.code, lost.message)))
-                    return
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write_replies, stream, decoder, answering)
+                async with sending:
+                    await self._read_requests(stream, decoder, client_id, sending)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:  # a bug: log it, drop this connection, serve the rest
@@ -97,53 +89,71 @@ class ProxyServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _answer_all(self, bodies: list[bytes | FrameError], client_id: str) -> list[bytes]:
-        """One reply per body, in order; the scene commands among them are pipelined."""
-        replies: list[bytes] = [b""] * len(bodies)
-        waiting = 0
-        all_in = trio.Event()
-        session: Session | None = None
-        for index, body in enumerate(bodies):
-            request = _parse(body)
-            if isinstance(request, bytes):
-                replies[index] = request
-                continue
-            try:
-                kind, params = self._scene_command(request, client_id)
-                if kind is None:
-                    replies[index] = _encoder.encode(
-                        LinkSuccess(result=msgspec.Raw(params), id=request.id)
-                    )
-                    continue
-                if session is None:
+    async def _read_requests(
+        self,
+        stream: trio.abc.Stream,
+        decoder: FrameDecoder,
+        client_id: str,
+        replies: trio.MemorySendChannel[_Reply],
+    ) -> None:
+        """The journals' batch is held while what one read brought in is handled, and
+        released around every await (see store/journal.py): the start lines of a burst
+        of pipelined commands go into the journal in one write."""
+        journals = self.service.journals
+        with journals.held():
+            while True:
+                with journals.released():
+                    data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+                if not data:
+                    return
+                decoder.feed(data)
+                while True:
+                    try:
+                        body = decoder.next_body()
+                    except FrameError as lost:  # answered after the others, then closed
+                        with journals.released():
+                            await replies.send(_Reply.ready(_error(lost.code, lost.message)))
+                        return
+                    if body is None:
+                        break
+                    reply = await self._start(body, client_id)
+                    try:
+                        replies.send_nowait(reply)
+                    except trio.WouldBlock:
+                        with journals.released():
+                            await replies.send(reply)
+
+    async def _start(self, body: bytes | FrameError, client_id: str) -> _Reply:
+        """Answer a request now, or send it down the command path; the reply to come."""
+        request = _parse(body)
+        if isinstance(request, bytes):
+            return _Reply.ready(request)
+        try:
+            kind, params = self._scene_command(request, client_id)
+            if kind is None:
+                return _Reply.ready(
+                    _encoder.encode(LinkSuccess(result=msgspec.Raw(params), id=request.id))
+                )
+            session = self.service.registry.newest()
+            if session is None:
+                with self.service.journals.released():
                     session = await self.service.bound_session()
-            except ProtocolError as error:
-                replies[index] = _error(error.code.value, error.message, request.id)
-                continue
-            except Exception as error:  # a bug: answer `internal`, keep serving
-                log.exception("proxy_request_failed", type=request.type)
-                replies[index] = _internal(request, error)
-                continue
+        except ProtocolError as error:
+            return _Reply.ready(_error(error.code.value, error.message, request.id))
+        except Exception as error:  # a bug: answer `internal`, keep serving
+            log.exception("proxy_request_failed", type=request.type)
+            return _Reply.ready(_internal(request, error))
+        pending = _Reply()
 
-            def reply(answer: CommandResult | ProtocolError, index: int = index,
-                      request_id: RequestId | None = request.id) -> None:  # fmt: skip
-                nonlocal waiting
-                if isinstance(answer, ProtocolError):
-                    replies[index] = _error(answer.code.value, answer.message, request_id)
-                else:
-                    result = msgspec.Raw(answer.result)
-                    replies[index] = _encoder.encode(LinkSuccess(result=result, id=request_id))
-                waiting -= 1
-                if not waiting:
-                    all_in.set()
+        def answer(outcome: CommandResult | ProtocolError) -> None:
+            if isinstance(outcome, ProtocolError):
+                pending.set(_error(outcome.code.value, outcome.message, request.id))
+            else:
+                result = msgspec.Raw(outcome.result)
+                pending.set(_encoder.encode(LinkSuccess(result=result, id=request.id)))
 
-            waiting += 1
-            self.service.commands.submit(session, kind, msgspec.Raw(params), client_id, reply)
-        if waiting:
-            assert session is not None
-            session.journal.flush()
-            await all_in.wait()
-        return replies
+        self.service.commands.submit(session, kind, msgspec.Raw(params), client_id, answer)
+        return pending
 
     def _scene_command(self, request: ProxyRequest, client_id: str) -> tuple[str | None, bytes]:
         """(type, params) of a scene command for Blender, or (None, result) of a request
@@ -168,6 +178,53 @@ class ProxyServer:
         if kind == "execute_code" and not self.allow_execute_code:
             raise RemoteProtocolError(ErrorCode.FORBIDDEN, EXECUTE_CODE_OFF)
         return kind, bytes(params)
+
+
+class _Reply:
+    """One request's reply, in the connection's order: ready now or set later."""
+
+    __slots__ = ("body", "done")
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.done = trio.Event()
+
+    @classmethod
+    def ready(cls, body: bytes) -> _Reply:
+        reply = cls()
+        reply.set(body)
+        return reply
+
+    def set(self, body: bytes) -> None:
+        self.body = body
+        self.done.set()
+
+
+async def _write_replies(
+    stream: trio.abc.Stream, decoder: FrameDecoder, replies: trio.MemoryReceiveChannel[_Reply]
+) -> None:
+    """Send the replies in order, each as soon as it and those before it are in: what is
+    ready together goes in one write, never held back for a later one."""
+    async with replies:
+        waiting: _Reply | None = None
+        while True:
+            if waiting is None:
+                try:
+                    waiting = await replies.receive()
+                except trio.EndOfChannel:
+                    return
+            await waiting.done.wait()
+            out, waiting = [decoder.frame(waiting.body)], None
+            while len(out) < MAX_REPLIES_PER_WRITE:
+                try:
+                    following = replies.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if not following.done.is_set():
+                    waiting = following
+                    break
+                out.append(decoder.frame(following.body))
+            await stream.send_all(b"".join(out))
 
 
 def refusal_line(max_connections: int) -> bytes:

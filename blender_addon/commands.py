@@ -136,6 +136,8 @@ def create_object(params: JSONObject) -> JSONObject:
     obj = snapshot.new_object(kind, name)
     scene_index.added(obj)
     snapshot.set_transform(obj, params["location"], params["rotation"], params["scale"])
+    if params["parent"] is not None:
+        _set_parent(obj, params["parent"], params["keep_transform"])
     return snapshot.object_record(obj, just_linked=True)
 
 
@@ -150,7 +152,33 @@ def delete_object(params: JSONObject) -> JSONObject:
 def transform_object(params: JSONObject) -> JSONObject:
     obj = _object(params["name"])
     snapshot.set_transform(obj, params["location"], params["rotation"], params["scale"])
+    if params["set_parent"]:
+        _set_parent(obj, params["parent"], params["keep_transform"])
     return snapshot.object_record(obj)
+
+
+def _set_parent(obj: bpy.types.Object, parent_name: str | None, keep_transform: bool) -> None:
+    """Parent `obj` (None: unparent). `keep_transform`: it stays where it is in the
+    world (its own location, rotation and scale become relative to the new parent);
+    else it keeps those values and moves with the parent. The parent inverse is left
+    the identity, so a record's local values and its parent say where it is."""
+    parent = None if parent_name is None else _object(parent_name)
+    walk = parent
+    while walk is not None:
+        if walk == obj:
+            raise CommandError(
+                "invalid_params",
+                f"{parent_name!r} cannot be the parent of {obj.name!r}: it is that object "
+                "or one of its children",
+            )
+        walk = walk.parent
+    if keep_transform:
+        snapshot.active_view_layer().update()  # world matrices are stale headless
+        world = obj.matrix_world.copy()
+    obj.parent = parent
+    obj.matrix_parent_inverse.identity()
+    if keep_transform:
+        obj.matrix_world = world
 
 
 def rename_object(params: JSONObject) -> JSONObject:

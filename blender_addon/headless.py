@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.gui:
+        # The whole addon, as when installed: the Sessions tab in the 3D view's sidebar
+        # and its buttons (the server is already running: register() starts none).
+        from . import ui
+
+        ui.register()
         return 0  # Blender's event loop takes over; the timer drains the queue
     stop = threading.Event()
 

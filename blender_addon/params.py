@@ -154,15 +154,30 @@ def _transform(params: JSONObject) -> JSONObject:
     }
 
 
+def _parenting(params: JSONObject) -> JSONObject:
+    """`parent`: a name, or null for none; absent: left as it is. `set_parent` says
+    whether it was given."""
+    return {
+        "set_parent": "parent" in params,
+        "parent": optional_name(params.get("parent"), "parent"),
+        "keep_transform": flag(params.get("keep_transform"), "keep_transform", default=True),
+    }
+
+
 def _create_object(params: JSONObject) -> JSONObject:
     kind = params["kind"]
     if kind not in OBJECT_KINDS:
         raise ParamsError(f"'kind' must be one of {', '.join(OBJECT_KINDS)}, got {_shown(kind)}")
-    return {"kind": kind, "name": optional_name(params.get("name"), "name"), **_transform(params)}
+    return {
+        "kind": kind,
+        "name": optional_name(params.get("name"), "name"),
+        **_transform(params),
+        **_parenting(params),
+    }
 
 
 def _transform_object(params: JSONObject) -> JSONObject:
-    return {**_object_name(params), **_transform(params)}
+    return {**_object_name(params), **_transform(params), **_parenting(params)}
 
 
 def _rename_object(params: JSONObject) -> JSONObject:

@@ -39,6 +39,7 @@ class Runtime:
         self.edits = EditWatcher(self.server.publish, self._edits_watched)
         self.mode: str | None = None
         self._scene_dirty = False
+        self._drawn_ping: float | None = None  # the heartbeat the panel last showed
         self._last_event_at = 0.0
 
     # Runs on: main thread.
@@ -74,7 +75,21 @@ class Runtime:
         self.queue.drain(budget_s=GUI_DRAIN_BUDGET_S, linger_s=GUI_LINGER_S)
         self.edits.tick()
         self.maybe_send_scene_event()
+        self._redraw_panel_on_heartbeat()
         return 0.0
+
+    def _redraw_panel_on_heartbeat(self) -> None:
+        """The sidebar shows the last heartbeat's age: redraw the 3D views when one
+        comes (about once a second), not only when the mouse moves over them."""
+        pinged = self.server.last_ping_at
+        if pinged == self._drawn_ping:
+            return
+        self._drawn_ping = pinged
+        manager = bpy.context.window_manager
+        for window in manager.windows if manager is not None else ():
+            for area in window.screen.areas:
+                if area.type == "VIEW_3D":
+                    area.tag_redraw()
 
     def _dispatch(self, kind: str, params: JSONObject, by_watcher: bool) -> object:
         mutating = kind not in READ_ONLY_COMMANDS

@@ -7,6 +7,7 @@ leave their outcome in `panel_state` for the panel to show.
 from __future__ import annotations
 
 import contextlib
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -15,18 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import daemon_client, runtime
-from .server import ServerSettings
+from .preferences import BSS_Preferences, prefs, settings_from_prefs
 from .vocabulary import JSONObject
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
     Finished = set[OperatorReturnItems]
-
-PACKAGE = __package__ or "blender_addon"
 
 
 @dataclass
@@ -42,65 +41,6 @@ class PanelState:
 panel_state = PanelState()
 
 
-def _prefs() -> BSS_Preferences | None:
-    preferences = bpy.context.preferences
-    addon = preferences.addons.get(PACKAGE) if preferences is not None else None
-    prefs = addon.preferences if addon is not None else None
-    return prefs if isinstance(prefs, BSS_Preferences) else None
-
-
-def _settings_from_prefs() -> ServerSettings:
-    prefs = _prefs()
-    if prefs is None:
-        return ServerSettings()
-    return ServerSettings(
-        host=prefs.host,
-        port=prefs.port,
-        allow_remote=prefs.allow_remote,
-        allow_execute_code=prefs.allow_execute_code,
-    )
-
-
-class BSS_Preferences(bpy.types.AddonPreferences):
-    bl_idname = PACKAGE
-
-    # Blender reads these class annotations as property definitions at run time.
-    if TYPE_CHECKING:
-        host: str
-        port: int
-        allow_remote: bool
-        allow_execute_code: bool
-        start_on_load: bool
-    else:
-        host: StringProperty(
-            name="Host",
-            default="127.0.0.1",
-            description="Address to listen on; loopback unless remote peers are allowed",
-        )
-        port: IntProperty(name="Port", default=9876, min=1, max=65535)
-        allow_remote: BoolProperty(
-            name="Allow remote peers",
-            default=False,
-            description="Accept connections from other machines (unsafe)",
-        )
-        allow_execute_code: BoolProperty(
-            name="Allow execute_code",
-            default=False,
-            description="Let clients run arbitrary Python in this Blender. Any local process "
-            "could then do anything you can",
-        )
-        start_on_load: BoolProperty(name="Start server when Blender starts", default=True)
-
-    def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        row = layout.row()
-        row.prop(self, "host")
-        row.prop(self, "port")
-        layout.prop(self, "start_on_load")
-        layout.prop(self, "allow_remote")
-        layout.prop(self, "allow_execute_code")
-
-
 class BSS_OT_start_server(bpy.types.Operator):
     bl_idname = "bss.start_server"
     bl_label = "Start server"
@@ -108,7 +48,7 @@ class BSS_OT_start_server(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> Finished:
         try:
-            runtime.start(_settings_from_prefs(), "timer")
+            runtime.start(settings_from_prefs(), "timer")
         except OSError as error:
             self.report({"ERROR"}, f"Cannot start the server: {error}")
             return {"CANCELLED"}
@@ -198,27 +138,76 @@ class BSS_OT_close_session(_SessionButton):
         return f"saved to {result.get('path')}"
 
 
+class BSS_OT_open_session(bpy.types.Operator):
+    bl_idname = "bss.open_session"
+    bl_label = "Open session"
+    bl_description = "Start recording this Blender's scene in a new session"
+
+    if TYPE_CHECKING:
+        name: str
+    else:
+        name: StringProperty(name="Name", description="Optional; a session can be found by it")
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return runtime.current() is not None and _attached_session() is None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Finished:
+        window_manager = context.window_manager
+        if window_manager is None:
+            return {"CANCELLED"}
+        return window_manager.invoke_props_dialog(self)
+
+    def execute(self, context: bpy.types.Context) -> Finished:
+        current = runtime.current()
+        if current is None:
+            return {"CANCELLED"}
+        params = {"name": self.name.strip() or None, "blender": str(current.server.port)}
+        _in_background(
+            lambda: _daemon("session.open", params),
+            lambda result: f"opened {result.get('session_id')}",
+        )
+        return {"FINISHED"}
+
+
+# The restore list: the newest saved sessions, each with the path a restore would take.
+RESTORE_LIST = 10
+
+
 class BSS_OT_refresh_sessions(bpy.types.Operator):
     bl_idname = "bss.refresh_sessions"
     bl_label = "Refresh list"
+    bl_description = "List the newest saved sessions and how each would be restored"
 
     def execute(self, context: bpy.types.Context) -> Finished:
         def fetch() -> JSONObject:
-            result = _daemon("session.list")
-            panel_state.sessions = [
-                s for s in result.get("sessions", []) if s.get("status") == "closed"
-            ]
+            result = _daemon("session.list", {"status": "closed", "limit": RESTORE_LIST})
+            sessions = list(result.get("sessions", []))  # newest first
+            for session in sessions:
+                try:
+                    plan = _daemon(
+                        "session.restore", {"session_id": session["session_id"], "dry_run": True}
+                    )
+                    session["restore_path"] = plan.get("path", "?")
+                except daemon_client.DaemonError as error:
+                    session["restore_path"] = f"cannot: {error}"
+            panel_state.sessions = sessions
             return result
 
         _in_background(fetch, lambda result: f"{len(panel_state.sessions)} saved sessions")
         return {"FINISHED"}
 
 
+def session_label(session: JSONObject) -> str:
+    """A saved session as the restore list shows it: name first, date, size, path."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.get("closed_at") or 0))
+    name = session.get("name") or session["session_id"]
+    count = session.get("command_count", 0)
+    return f"{name}  {when}  {count} cmds  via {session.get('restore_path', '?')}"
+
+
 def _session_items(self: Any, context: bpy.types.Context | None) -> list[tuple[str, str, str]]:  # noqa: ANN401  # Blender's items callback signature
-    items = [
-        (s["session_id"], s.get("name") or s["session_id"], s["session_id"])
-        for s in panel_state.sessions
-    ]
+    items = [(s["session_id"], session_label(s), s["session_id"]) for s in panel_state.sessions]
     return items or [("", "(none)", "Refresh the list first")]
 
 
@@ -242,11 +231,14 @@ class BSS_OT_restore_session(bpy.types.Operator):
         if not self.session:
             return {"CANCELLED"}
         session_id = self.session
-        _in_background(
-            lambda: _daemon("session.restore", {"session_id": session_id}),
-            lambda result: f"restored into {result.get('session_id')}",
-        )
+        _in_background(lambda: _daemon("session.restore", {"session_id": session_id}), restored)
         return {"FINISHED"}
+
+
+def restored(result: JSONObject) -> str:
+    """Which path a restore took and why, for the panel."""
+    notes = "; ".join(result.get("notes", []))
+    return f"restored into {result.get('session_id')} via {result.get('path')}: {notes}"
 
 
 # The panel lists this many of the attached session's last steps.
@@ -325,9 +317,14 @@ class BSS_PT_sessions(bpy.types.Panel):
         server = current.server
         layout.label(text=f"Server: {server.settings.host}:{server.port}", icon="LINKED")
         layout.label(text=f"Clients: {server.connection_count()}")
-        layout.label(text=f"Session: {server.session_id or '(none attached)'}")
-        if server.session_name:
-            layout.label(text=f"Name: {server.session_name}")
+        if server.session_id is None:
+            layout.label(text="Session: (none attached)")
+            layout.operator(BSS_OT_open_session.bl_idname, icon="ADD")
+        elif server.session_name:
+            layout.label(text=f"Session: {server.session_name}")
+            layout.label(text=f"  {server.session_id}")
+        else:
+            layout.label(text=f"Session: {server.session_id}")
         if server.last_ping_at:
             layout.label(text=f"Last heartbeat: {time.time() - server.last_ping_at:.1f} s ago")
         layout.label(text=f"Commands run: {server.command_count}")
@@ -346,14 +343,17 @@ class BSS_PT_sessions(bpy.types.Panel):
             button = row.operator(BSS_OT_rewind.bl_idname, text="", icon="LOOP_BACK")
             if button is not None:
                 button.seq = int(step.get("seq", 0))
-        if panel_state.message:
-            box.label(text=panel_state.message)
+        region = context.region
+        columns = max(20, int((region.width if region is not None else 300) / 7))
+        for line in textwrap.wrap(panel_state.message, columns)[:8]:
+            box.label(text=line)
 
 
 CLASSES = (
     BSS_Preferences,
     BSS_OT_start_server,
     BSS_OT_stop_server,
+    BSS_OT_open_session,
     BSS_OT_close_session,
     BSS_OT_refresh_sessions,
     BSS_OT_restore_session,
@@ -364,10 +364,10 @@ CLASSES = (
 
 
 def _start_if_wanted() -> None:
-    prefs = _prefs()
-    if prefs is not None and prefs.start_on_load and runtime.current() is None:
+    chosen = prefs()
+    if chosen is not None and chosen.start_on_load and runtime.current() is None:
         try:
-            runtime.start(_settings_from_prefs(), "timer")
+            runtime.start(settings_from_prefs(), "timer")
         except OSError as error:
             print(f"blender-scene-sessions: server not started: {error}")
 

@@ -40,9 +40,15 @@ COMMAND_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "get_scene_info": ((), ()),
     "get_object_info": (("name",), ()),
     "get_state": ((), ()),
-    "create_object": (("kind",), ("name", "location", "rotation", "scale")),
+    "create_object": (
+        ("kind",),
+        ("name", "location", "rotation", "scale", "parent", "keep_transform"),
+    ),
     "delete_object": (("name",), ()),
-    "transform_object": (("name",), ("location", "rotation", "scale")),
+    "transform_object": (
+        ("name",),
+        ("location", "rotation", "scale", "parent", "keep_transform"),
+    ),
     "rename_object": (("name", "new_name"), ()),
     "select_objects": (("names",), ("active", "extend")),
     "set_material": (("object", "material"), ("color",)),

@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable
 
 import pytest
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 
@@ -140,6 +142,29 @@ async def test_reconnect_backoff_grows_and_is_capped(autojump_clock: trio.abc.Cl
     assert max(gaps) <= 2.0
     assert link.snapshot.status is LinkStatus.DISCONNECTED
     assert "Connection refused" in link.snapshot.last_error
+
+
+async def test_an_unreachable_blender_is_logged_now_and_then(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    attempts = 0
+
+    async def refuse(host: str, port: int) -> trio.abc.Stream:
+        nonlocal attempts
+        attempts += 1
+        raise OSError(111, "Connection refused")
+
+    link = AddonLink(LinkConfig(unreachable_log_interval_s=60.0), connect=refuse)
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await trio.sleep(150)  # virtual time: dozens of attempts
+            nursery.cancel_scope.cancel()
+    said = [entry for entry in logs if entry["event"] == "link_unreachable"]
+    assert attempts > 20
+    assert len(said) == 3  # at 0, 60 and 120 s: not at every attempt
+    assert [round(entry["for_s"] / 60) for entry in said] == [0, 1, 2]
+    assert "Connection refused" in said[0]["reason"]
 
 
 async def test_request_without_blender_is_blender_unavailable(

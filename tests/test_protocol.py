@@ -515,6 +515,7 @@ _VALID_PARAMS: dict[str, dict[str, object]] = {
     "open_blend": {"path": "/tmp/a.blend"},
     "save_blend": {"path": "/tmp/a.blend"},
     "execute_code": {"code": ""},
+    "get_viewport_screenshot": {"filepath": "/tmp/a.png"},
 }
 
 

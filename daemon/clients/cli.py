@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--at", dest="at_seq", type=int, metavar="N",
         help="the scene right after step N (from the nearest checkpoint before it)",
     )  # fmt: skip
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="only say which path it would take and why; nothing is opened",
+    )  # fmt: skip
     travel.add_commands(command)
     p = command("thumbnail", help="a PNG of a session's scene (rendered now if open)")
     p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
@@ -304,7 +308,7 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
         case "restore":
             params = {
                 "session_id": session,
-                **{k: given.get(k) for k in ("name", "path", "blender", "at_seq")},
+                **{k: given.get(k) for k in ("name", "path", "blender", "at_seq", "dry_run")},
             }
         case "export":
             params = {

@@ -130,6 +130,8 @@ def closed(result: CloseResult) -> str:
 def restored(result: RestoreResult) -> str:
     details = "".join(f"\n  skipped {s.name}: {s.reason}" for s in result.skipped)
     details += "".join(f"\n  note: {note}" for note in result.notes)
+    if not result.session_id:  # a dry run
+        return f"{result.restored_from} would be restored via {result.path}{details}"
     return (
         f"restored {result.restored_from} into new session {result.session_id} via "
         f"{result.path}: {len(result.created)} created, {len(result.updated)} updated, "

@@ -124,7 +124,7 @@ async def _stats(ctx: OpContext, params: msgspec.Raw) -> bytes:
 async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, RestoreParams, "session.restore")
     restored = await ctx.service.restore(
-        p.session_id, p.name, ctx.client_id, p.path, p.blender, p.at_seq
+        p.session_id, p.name, ctx.client_id, p.path, p.blender, p.at_seq, p.dry_run
     )
     return _encoder.encode(restored)
 

@@ -75,6 +75,8 @@ class RestoreParams(Params, frozen=True):
     path: RestorePath = "auto"  # auto: the best source available
     blender: str | None = None  # which Blender to restore into; default: the first
     at_seq: Annotated[int, Meta(ge=0)] | None = None  # the scene right after this step
+    # Only say which path it would take and why (session_id "", nothing opened).
+    dry_run: bool = False
 
 
 class OpResult(Message, omit_defaults=False, frozen=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from msgspec import Meta, Raw
+from msgspec import UNSET, Meta, Raw, UnsetType
 
 from .limits import MAX_COORDINATE, MAX_FRAME, MAX_OBJECT_NAME_CHARS, MIN_FRAME
 from .messages import Message, Params
@@ -120,13 +120,22 @@ class CreateObjectParams(Params, frozen=True):
     location: Vec3 | None = None
     rotation: Vec3 | None = None
     scale: Vec3 | None = None
+    parent: ObjectName | None = None
+    # With a parent: stay where it is in the world (the default), its own location,
+    # rotation and scale becoming relative to the parent; false: keep those values.
+    keep_transform: bool = True
 
 
 class TransformObjectParams(Params, frozen=True):
+    """`parent`: a name, or null to clear it; absent: left as it is. The transform is
+    applied first, then the parent (see CreateObjectParams.keep_transform)."""
+
     name: ObjectName
     location: Vec3 | None = None
     rotation: Vec3 | None = None
     scale: Vec3 | None = None
+    parent: ObjectName | UnsetType | None = UNSET
+    keep_transform: bool = True
 
 
 class RenameObjectParams(Params, frozen=True):

@@ -11,6 +11,7 @@ import trio
 
 from ..protocol import ErrorCode, ProtocolError, RemoteProtocolError
 from ..protocol.commands import READ_ONLY_COMMANDS
+from ..protocol.limits import MAX_SESSION_NAME_CHARS
 from ..protocol.ops import CommandResult, RestorePath, RestoreResult
 from ..protocol.scene import ApplyStateParams, ApplyStateResult, SceneState, SkippedObject
 from ..store import CommandRecord, SessionRecord, SessionStore
@@ -76,7 +77,9 @@ def choose_path(
         return requested, notes
     for path in ("blend", "state", "replay"):
         if available[path]:
-            if path != "blend":
+            if path == "blend":
+                notes.append("restored from the .blend snapshot saved at close: the exact scene")
+            else:
                 source = "state snapshot" if path == "state" else "recorded commands"
                 missing = "" if blend_on_disk else " (no .blend snapshot)"
                 notes.append(f"restored from the {source}{missing}")
@@ -136,6 +139,7 @@ class Restorer:
         client_id: str | None,
         blender: str | None = None,
         at_seq: int | None = None,
+        dry_run: bool = False,
     ) -> RestoreResult:
         source_id = await self.catalog.resolve(ref)
         if source_id in self.catalog.registry:
@@ -143,16 +147,28 @@ class Restorer:
                 ErrorCode.CONFLICT, f"session {source_id} is still open; close it before restoring"
             )
         record = await self.store.load_head(source_id)  # the history is read in pages
+        if name is None:
+            name = await self._restored_name(record.data.name)
         link = self.blenders.pick(blender)
         if not link.connected:
             raise link.unavailable_error()
         if requested == "checkpoint" and at_seq is None:  # its last step
             at_seq = record.data.last_seq or record.data.command_count
-        if at_seq is not None:
+        if at_seq is not None and not dry_run:
             return await self._restore_at(record, at_seq, name, link, requested)
-        path, notes = choose_path(
-            record, requested, self.store.has_blend(source_id), link.info().blender_version
-        )
+        if at_seq is not None:
+            path: RestorePath = "checkpoint"
+            notes = [f"the scene after step {at_seq}, from the nearest checkpoint before it"]
+        else:
+            path, notes = choose_path(
+                record, requested, self.store.has_blend(source_id), link.info().blender_version
+            )
+        notes += self._replaced_under(link)
+        if dry_run:
+            return RestoreResult(
+                session_id="", restored_from=source_id, path=path, created=[], updated=[],
+                removed=[], skipped=[], notes=notes, at_seq=at_seq,
+            )  # fmt: skip
         opened = await self.lifecycle.open(
             name=name, restored_from=source_id, data=record.data.data, blender=link.endpoint
         )
@@ -198,6 +214,34 @@ class Restorer:
             notes=notes,
         )
 
+    def _replaced_under(self, link: BlenderLink) -> list[str]:
+        """What happens to the sessions open on the Blender a restore replaces the
+        scene of: they stay open, their records end with the scene as it was."""
+        return [
+            f"session {other.session_id}"
+            + (f" ({other.name})" if other.name else "")
+            + " was open on this Blender and stays open: its record ends with the scene "
+            "as it was before this restore; close it to keep it that way (blender-session "
+            f"close {other.session_id})"
+            for other in self.catalog.registry
+            if other.link is link
+        ]
+
+    async def _restored_name(self, source_name: str | None) -> str | None:
+        """`<name> (restored)`, or `(restored 2)`... when that is taken; None for a
+        session without a name."""
+        if not source_name:
+            return None
+        base = f"{source_name[: MAX_SESSION_NAME_CHARS - 20]} (restored"
+        for attempt in range(1, 1000):
+            candidate = f"{base})" if attempt == 1 else f"{base} {attempt})"
+            try:
+                await self.catalog.check_name_free(candidate)
+            except RemoteProtocolError:
+                continue
+            return candidate
+        return None
+
     async def _restore_at(
         self,
         record: SessionRecord,
@@ -218,6 +262,7 @@ class Restorer:
             )
         steps = ClosedSteps(self.store, source)
         found = await plan(steps, at_seq)  # checks the step and that a checkpoint exists
+        replaced = self._replaced_under(link)
         opened = await self.lifecycle.open(
             name=name, restored_from=source.session_id, data=source.data,
             blender=link.endpoint, first_checkpoint=False,
@@ -235,7 +280,8 @@ class Restorer:
         skipped += [SkippedObject(name=note.split(":")[0], reason=note) for note in replayed.failed]
         notes = [
             f"the scene after step {at_seq}: checkpoint {found.base.seq} "
-            f"({found.base.reason}) and {replayed.replayed} step(s) after it"
+            f"({found.base.reason}) and {replayed.replayed} step(s) after it",
+            *replaced,
         ]
         if self.lifecycle.checkpointer.possible(session):
             await self.store.prepare_checkpoint_dir(session.session_id)

@@ -296,8 +296,9 @@ class SessionService:
         path: RestorePath = "auto",
         blender: str | None = None,
         at_seq: int | None = None,
+        dry_run: bool = False,
     ) -> RestoreResult:
-        return await self.restorer.restore(ref, name, path, client_id, blender, at_seq)
+        return await self.restorer.restore(ref, name, path, client_id, blender, at_seq, dry_run)
 
     # --- time travel ----------------------------------------------------------------
 

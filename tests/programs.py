@@ -97,10 +97,13 @@ class Programs:
                 started.set()
         started.set()
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(BIN / "blender-session"), "--data-dir", str(self.data_dir), *args],
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=120,

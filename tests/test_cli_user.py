@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from .programs import Programs
+from .programs import BIN, Programs
 
 pytestmark = pytest.mark.blender
 
@@ -92,3 +96,69 @@ def test_usage_errors_exit_2_and_json_errors_are_one_object(
     bad = programs.cli("--json", "cmd", "-s", "x", "create_object", "kind", check=False)
     assert bad.returncode == 2
     assert json.loads(bad.stdout)["error"]["code"] == "usage"
+
+
+def test_show_is_a_readable_table_with_filters(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session = programs.json("open", "--name", "readable")["session_id"]
+    lines = "\n".join(
+        json.dumps({"type": "create_object", "params": {"kind": "cube", "name": f"C{n}"}})
+        for n in range(30)
+    )
+    programs.cli("cmd", "-s", session, "--file", "-", stdin=lines)
+    programs.cli("cmd", "-s", session, "delete_object", "name=Ghost", check=False)
+    programs.cli("set-data", "-s", session, "brief", '{"goal": "thirty cubes"}')
+    shown = programs.cli("show", session).stdout
+    assert "objects    30: C0, C1" in shown and "(+20 more)" in shown
+    assert 'data       brief = {"goal":"thirty cubes"}' in shown
+    assert max(len(line) for line in shown.splitlines()) < 200
+    header = next(line for line in shown.splitlines() if line.startswith("SEQ"))
+    assert header.split() == ["SEQ", "TIME", "TYPE", "STATUS", "MS", "PARAMS", "OR", "ERROR"]
+    failed = next(line for line in shown.splitlines() if "delete_object" in line)
+    assert "error" in failed and "not_found: no object 'Ghost'" in failed
+    errors = programs.cli("show", session, "--errors").stdout
+    assert "delete_object" in errors and "create_object" not in errors
+    typed = programs.cli("show", session, "--type", "delete_object").stdout
+    assert typed.count("delete_object") == 1 and "C12" not in typed
+    last = programs.cli("show", session, "--last", "2").stdout
+    rows = [line for line in last.splitlines() if line[:1].isdigit()]
+    assert [row.split()[0] for row in rows] == ["30", "31"]
+
+
+def test_watch_prints_one_readable_line_per_event(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    watcher = subprocess.Popen(
+        [str(BIN / "blender-session"), "--data-dir", str(programs.data_dir), "watch"],
+        env=programs.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    assert watcher.stdout is not None
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in watcher.stdout], daemon=True
+    ).start()  # type: ignore[union-attr]
+    seen: list[str] = []
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while not any(text in line for line in seen):
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+
+    try:
+        wait_for("watching; open sessions: none")
+        session = programs.json("open", "--name", "watched")["session_id"]
+        programs.json("cmd", "-s", session, "create_object", "kind=cube", "name=W")
+        programs.json("cmd", "-s", session, "get_object_info", "name=W")
+        wait_for("get_object_info")
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+    assert any(line.endswith(f"opened  {session} (watched)\n") for line in seen)
+    created = next(line for line in seen if "create_object" in line)
+    assert "#1 " in created and "success" in created and session in created
+    # Heartbeats (five a second here) fold into a status line, printed when it changes.
+    status_lines = [line for line in seen if " Blender " in line]
+    assert 1 <= len(status_lines) <= 2, status_lines

@@ -15,7 +15,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import batch, pages, render, travel
+from . import batch, pages, render, travel, watching
 from .client import ClientError, ControlClient, UsageError, find_endpoint
 
 EXIT_REFUSED = 1
@@ -149,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", help="start after this point (printed under a page)")
     p = command("show", help="one session's record (its history read page by page)")
     p.add_argument("session", help="session id or name")
+    p.add_argument(
+        "--type", action="append", metavar="TYPE",
+        help="only steps of this type (a command's, or edit, rewind); repeatable",
+    )  # fmt: skip
+    p.add_argument("--errors", action="store_true", help="only steps that did not succeed")
+    p.add_argument("--last", type=int, metavar="N", help="only the last N steps")
     p = command("delete", help="delete a closed session's files")
     p.add_argument("session", help="session id or name")
     p = command("restore", help="bring a closed session's scene back into Blender")
@@ -338,17 +343,10 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
 def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
     command = args.command
     if command == "watch":
-        for item in client.stream("watch"):
-            data = msgspec.json.decode(item.data) if item.event else None
-            if args.json:
-                print(json.dumps({"event": item.event, "data": data}), flush=True)
-            else:
-                print(
-                    f"{datetime.now():%H:%M:%S} {item.event:<15} {render.short(data)}", flush=True
-                )
-        return 0
+        return watching.watch(client.stream("watch"), args.json)
     if command == "show":
-        return pages.show(client, args.session, args.json)
+        keep = render.StepFilter(frozenset(args.type or ()), args.errors)
+        return pages.show(client, args.session, args.json, keep, args.last)
     if command == "list":
         params = {"limit": args.limit, "name": args.name, "status": args.status}
         if args.cursor:

@@ -20,30 +20,51 @@ _HISTORY_SUFFIX = b'"timeline":[],"commands":[]}'
 _encoder = msgspec.json.Encoder()
 
 
-def show(client: ControlClient, session: str, as_json: bool, out: IO[str] = sys.stdout) -> int:
-    """Print a session's record: its head, then its history page by page. With
-    --json, the record as one JSON document (commands streamed, then the timeline)."""
+def show(
+    client: ControlClient,
+    session: str,
+    as_json: bool,
+    keep: render.StepFilter = render.EVERY_STEP,
+    last: int | None = None,
+    out: IO[str] = sys.stdout,
+) -> int:
+    """Print a session's record: its head, then its history page by page (the steps
+    `keep` keeps; with `last`, only the last that many steps are read). With --json,
+    the record as one JSON document (commands streamed, then the timeline)."""
     after = 0
     timeline: list[bytes] = []
     first_command = True
+    head_written = False
     while True:
         raw = client.call(
-            "session.show", {"session_id": session, "after_seq": after, "limit": SHOW_PAGE_STEPS}
+            "session.show",
+            {
+                "session_id": session,
+                "after_seq": after,
+                "limit": 1 if last and not head_written else SHOW_PAGE_STEPS,
+            },
         )
         shown = msgspec.json.decode(raw, type=render.ShownRecord)
         data = shown.data
-        if after == 0:
+        if not head_written:
+            head_written = True
             if as_json:
                 out.write(_json_head(shown))
             else:
                 out.write(render.shown_head(data) + "\n")
+            start = max(0, shown.page.last_seq - last) if last and shown.page else 0
+            if start > after:  # --last N: skip to the last N steps
+                after = start
+                continue
         if as_json:
             for command in data.commands:
+                if not keep.keeps(command.type, command.status):
+                    continue
                 out.write(("\n" if first_command else ",\n") + _encoder.encode(command).decode())
                 first_command = False
             timeline += [_encoder.encode(entry) for entry in data.timeline]
         else:
-            rows = render.shown_rows(data)
+            rows = render.shown_rows(data, keep)
             if rows:
                 out.write(render.table(render.SHOWN_HEADERS, rows) + "\n")
         page = shown.page

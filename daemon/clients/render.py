@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
@@ -144,10 +145,11 @@ def shown_head(data: SessionData) -> str:
         f"session    {data.session_id}  {data.name or ''}",
         f"created    {when(data.created_at)}   closed {when(data.closed_at)}",
         f"blender    {data.blender.version or '?'} at {data.blender.host}:{data.blender.port}",
-        f"objects    {', '.join(data.state.objects[:50]) or '-'}"
-        + (f" (+{len(data.state.objects) - 50} more)" if len(data.state.objects) > 50 else ""),
+        f"objects    {len(data.state.objects)}: {names(data.state.objects)}",
         f"commands   {data.command_count}",
     ]
+    for key, value in sorted(data.data.items()):
+        head.append(f"data       {key} = {short(msgspec.json.decode(value), 100)}")
     if data.restored_from:
         head.append(f"restored   from {data.restored_from}")
     for restart in data.restarts:
@@ -177,32 +179,68 @@ def shown_head(data: SessionData) -> str:
     return "\n".join(head)
 
 
-def shown_rows(data: SessionData) -> list[list[str]]:
-    """A page of history as table rows, in step order."""
+def names(items: list[str], shown: int = 10) -> str:
+    """A long list of names summarised: the first few, then how many more."""
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return (", ".join(items[:shown]) or "-") + more
+
+
+@dataclass(frozen=True)
+class StepFilter:
+    """`show --type T --errors`: which steps a person asked to see."""
+
+    types: frozenset[str] = frozenset()
+    errors: bool = False
+
+    def keeps(self, kind: str, status: str) -> bool:
+        if self.types and kind not in self.types:
+            return False
+        return not self.errors or status not in ("success", "kept")
+
+
+EVERY_STEP = StepFilter()
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
+
+
+def shown_rows(data: SessionData, keep: StepFilter = EVERY_STEP) -> list[list[str]]:
+    """A page of history as table rows, in step order: the error of a failed command
+    in place of its params."""
     rows: list[tuple[int, list[str]]] = [
         (
             c.seq,
             [
                 str(c.seq),
+                _clock(c.started_at),
                 c.type + tags(c),
                 c.status,
                 f"{c.duration_ms or 0:.1f}",
-                short(msgspec.json.decode(c.params), 60),
+                f"{c.error.code}: {c.error.message}"[:100]
+                if c.error
+                else short(msgspec.json.decode(c.params), 60),
             ],
         )
         for c in data.commands
+        if keep.keeps(c.type, c.status)
     ]
     for entry in data.timeline:
         if isinstance(entry, EditEntry):
+            if not keep.keeps("edit", "success"):
+                continue
             what = f"{len(entry.objects)} changed, {len(entry.removed)} removed ({entry.source})"
-            rows.append((entry.seq, [str(entry.seq), "edit", "-", "-", what]))
-        else:
+            rows.append((entry.seq, [str(entry.seq), _clock(entry.at), "edit", "-", "-", what]))
+        elif keep.keeps("rewind", entry.status):
             what = f"to step {entry.to_seq}: {entry.replayed} replayed"
-            rows.append((entry.seq, [str(entry.seq), "rewind", entry.status, "-", what]))
+            if entry.error:
+                what += f"; {entry.error}"
+            row = [str(entry.seq), _clock(entry.at), "rewind", entry.status, "-", what]
+            rows.append((entry.seq, row))
     return [row for _, row in sorted(rows, key=lambda item: item[0])]
 
 
-SHOWN_HEADERS = ["SEQ", "TYPE", "STATUS", "MS", "PARAMS"]
+SHOWN_HEADERS = ["SEQ", "TIME", "TYPE", "STATUS", "MS", "PARAMS OR ERROR"]
 
 
 def shown(result: ShownRecord) -> str:

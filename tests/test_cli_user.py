@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pty
 import queue
 import subprocess
 import threading
@@ -162,3 +164,72 @@ def test_watch_prints_one_readable_line_per_event(programs: Programs) -> None:
     # Heartbeats (five a second here) fold into a status line, printed when it changes.
     status_lines = [line for line in seen if " Blender " in line]
     assert 1 <= len(status_lines) <= 2, status_lines
+
+
+def on_a_terminal(programs: Programs, *args: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal for its output, as a person's shell would."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "blender-session"), "--data-dir", str(programs.data_dir), *args],
+        env={**programs.env, "TERM": "xterm", "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the follower side closed: the process is done
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return process.wait(60), output.decode(errors="replace")
+
+
+def test_long_work_shows_progress_on_a_terminal_only(programs: Programs) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    first = programs.json("open", "--name", "slow")["session_id"]
+    code, shown = on_a_terminal(programs, "close", first)
+    assert code == 0 and f"closing {first}" in shown and "saved to" in shown
+    second = programs.json("open", "--name", "quiet")["session_id"]
+    piped = programs.cli("close", second)
+    assert "closing" not in piped.stdout + piped.stderr and piped.stderr == ""
+    code, as_json = on_a_terminal(programs, "--json", "restore", "slow")
+    assert code == 0 and "restoring" not in as_json and '"path": "blend"' in as_json
+
+
+def test_saved_sessions_are_read_without_a_daemon(programs: Programs, tmp_path: Path) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session = programs.json("open", "--name", "kept")["session_id"]
+    programs.json("cmd", "-s", session, "create_object", "kind=cube", "name=Kept")
+    programs.json("close", session)
+    thumbnail = programs.data_dir / "sessions" / f"{session}.png"
+    deadline = time.monotonic() + 60  # the thumbnail is rendered after close answers
+    while not thumbnail.exists():  # each look paced by a round trip to the daemon
+        assert time.monotonic() < deadline, "no thumbnail after close"
+        programs.json("status")
+    programs.stop()  # no daemon from here on
+    before = {p: p.stat().st_mtime_ns for p in programs.data_dir.rglob("*")}
+
+    listed = programs.cli("list")
+    assert "kept" in listed.stdout and "no daemon answers" in listed.stderr
+    shown = programs.cli("show", "kept").stdout
+    assert "create_object" in shown and "objects    1: Kept" in shown
+    assert "create_object" in programs.cli("log", "kept").stdout
+    picture = tmp_path / "kept.png"
+    programs.cli("thumbnail", "kept", "-o", str(picture))
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    archive = tmp_path / "kept.tar.gz"
+    exported = programs.json("export", "kept", "-o", str(archive))
+    assert exported["session_ids"] == [session] and archive.stat().st_size > 0
+    missing = programs.cli("show", "nothing-like-it", check=False)
+    assert missing.returncode == 1 and "no saved session named" in missing.stderr
+    assert programs.cli("status", check=False).returncode == 3
+    # Read-only: nothing in the data dir was written.
+    assert {p: p.stat().st_mtime_ns for p in programs.data_dir.rglob("*")} == before

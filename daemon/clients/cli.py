@@ -37,8 +37,9 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import batch, pages, render, travel, watching
-from .client import ClientError, ControlClient, UsageError, find_endpoint
+from . import batch, pages, progress, render, travel, watching
+from .client import Caller, ClientError, ControlClient, UsageError, find_endpoint
+from .offline import OFFLINE_COMMANDS, OfflineClient
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -267,12 +268,20 @@ def _run(args: argparse.Namespace) -> int:
         run_mcp(data_dir, args.control_port)
         return 0
     batch_commands = batch.checked_cmd(args, command_params) if args.command == "cmd" else None
-    host, port, token = find_endpoint(data_dir, args.control_port)
-    if batch_commands is not None:
-        with ControlClient(host, port, token) as client:
+    try:
+        host, port, token = find_endpoint(data_dir, args.control_port)
+        client = ControlClient(host, port, token)
+    except ClientError as error:
+        if error.code or args.command not in OFFLINE_COMMANDS:
+            raise
+        # No daemon answers: read the saved sessions from the data dir itself.
+        print(f"blender-session: no daemon answers; read from {data_dir}", file=sys.stderr)
+        with OfflineClient(data_dir) as offline:
+            return _client_command(offline, args)
+    with client:
+        if batch_commands is not None:
             session = args.session or _only_open_session(client)
             return batch.run(client, session, batch_commands, args.stop_on_error, args.json)
-    with ControlClient(host, port, token) as client:
         return _client_command(client, args)
 
 
@@ -340,9 +349,11 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
     return {key: value for key, value in params.items() if value is not None}
 
 
-def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
+def _client_command(client: Caller, args: argparse.Namespace) -> int:
     command = args.command
     if command == "watch":
+        if not isinstance(client, ControlClient):
+            raise ClientError("watch needs the daemon (start it: blender-sessiond)")
         return watching.watch(client.stream("watch"), args.json)
     if command == "show":
         keep = render.StepFilter(frozenset(args.type or ()), args.errors)
@@ -360,7 +371,8 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
     session = getattr(args, "session", None)
     if spec.needs_session and not session:
         session = _only_open_session(client)
-    raw = client.call(spec.op, _params(command, args, session))
+    with progress.working(command, session or getattr(args, "session", None), args.json):
+        raw = client.call(spec.op, _params(command, args, session))
     result = msgspec.json.decode(raw, type=spec.result)
     if isinstance(result, ThumbnailResult):
         args.output.write_bytes(base64.b64decode(result.png_base64))
@@ -379,7 +391,7 @@ def _client_command(client: ControlClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _only_open_session(client: ControlClient) -> str:
+def _only_open_session(client: Caller) -> str:
     open_sessions = msgspec.json.decode(client.call("status"), type=StatusResult).open_sessions
     if len(open_sessions) == 1:
         return open_sessions[0].session_id

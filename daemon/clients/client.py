@@ -7,6 +7,7 @@ import shlex
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 from ulid import ULID
@@ -57,6 +58,13 @@ def find_endpoint(data_dir: Path, port: int | None = None) -> tuple[str, int, st
             f"blender-sessiond --data-dir {shlex.quote(str(data_dir))}"
         ) from None
     return endpoint.host, endpoint.port, token
+
+
+class Caller(Protocol):
+    """What sends an op and gives its result's bytes: the daemon (ControlClient), or
+    the data dir read directly when no daemon answers (offline.OfflineClient)."""
+
+    def call(self, op: str, params: object | None = None) -> bytes: ...
 
 
 class ControlClient:

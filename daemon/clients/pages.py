@@ -12,7 +12,7 @@ import msgspec
 
 from ..protocol.ops import ListResult
 from . import render
-from .client import ControlClient
+from .client import Caller
 
 SHOW_PAGE_STEPS = 2000
 LIST_PAGE = 500
@@ -21,7 +21,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def show(
-    client: ControlClient,
+    client: Caller,
     session: str,
     as_json: bool,
     keep: render.StepFilter = render.EVERY_STEP,
@@ -91,9 +91,7 @@ def _json_head(shown: render.ShownRecord) -> str:
     )
 
 
-def session_list(
-    client: ControlClient, params: dict[str, Any], every_page: bool, as_json: bool
-) -> int:
+def session_list(client: Caller, params: dict[str, Any], every_page: bool, as_json: bool) -> int:
     """Print sessions, newest first: one page (`--limit`), or every page (`--all`)."""
     sessions: list[Any] = []
     damaged: list[Any] = []

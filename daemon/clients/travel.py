@@ -21,7 +21,7 @@ from ..protocol.ops import (
     TimelineResult,
 )
 from . import render
-from .client import ControlClient
+from .client import Caller
 
 COMMANDS = ("checkpoint", "log", "diff", "rewind", "undo")
 LOG_PAGE = 500
@@ -52,7 +52,7 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
 
 
 def run(
-    client: ControlClient,
+    client: Caller,
     args: argparse.Namespace,
     session: str,
     out: IO[str] = sys.stdout,
@@ -70,7 +70,7 @@ def run(
 
 
 def _log(
-    client: ControlClient, session: str, after: int, limit: int | None, as_json: bool, out: IO[str]
+    client: Caller, session: str, after: int, limit: int | None, as_json: bool, out: IO[str]
 ) -> int:
     """The timeline, a page at a time; a table, or one JSON object per line."""
     left = limit

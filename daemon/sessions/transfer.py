@@ -37,7 +37,7 @@ async def export(
         if not store.exists(session_id):
             raise RemoteProtocolError(ErrorCode.NOT_FOUND, f"no saved session {session_id}")
     try:
-        size = await trio.to_thread.run_sync(export_sessions, store, ids, Path(path))
+        size = await trio.to_thread.run_sync(export_sessions, store.path_for, ids, Path(path))
     except OSError as error:
         raise RemoteProtocolError(
             ErrorCode.STORAGE,

@@ -85,9 +85,9 @@ class TimeTravel:
         steps = await self._steps(ref)
         page, next_after = await steps.page(after_seq, limit)
         upper = _seq(page[-1]) if page and next_after is not None else steps.last_seq
-        items = [_item(step) for step in page]
+        items = [timeline_item(step) for step in page]
         items += [
-            _checkpoint_item(c)
+            checkpoint_item(c)
             for seq, c in sorted(_all_checkpoints(steps).items())
             if after_seq <= seq <= upper and not (seq == 0 and after_seq > 0)
         ]
@@ -344,7 +344,7 @@ def _all_checkpoints(steps: Steps) -> dict[int, CheckpointInfo]:
     return {c.seq: c for c in steps.head.checkpoints}
 
 
-def _item(step: Step) -> TimelineItem:
+def timeline_item(step: Step) -> TimelineItem:
     match step:
         case CommandRecord():
             return TimelineItem(
@@ -380,7 +380,7 @@ def _item(step: Step) -> TimelineItem:
             )  # fmt: skip
 
 
-def _checkpoint_item(checkpoint: CheckpointInfo) -> TimelineItem:
+def checkpoint_item(checkpoint: CheckpointInfo) -> TimelineItem:
     return TimelineItem(
         seq=checkpoint.seq, kind="checkpoint", at=checkpoint.taken_at,
         status="removed" if checkpoint.removed else "kept",

@@ -89,7 +89,9 @@ def _refuse(message: str) -> RemoteProtocolError:
 # --- export ---------------------------------------------------------------------------
 
 
-def export_sessions(store: SessionStore, session_ids: list[str], output: Path) -> int:
+def export_sessions(
+    path_for: Callable[[str, str], Path], session_ids: list[str], output: Path
+) -> int:
     """Write the archive to `output` (temp file, fsync, rename); return its size."""
     if not output.parent.is_dir():
         raise RemoteProtocolError(
@@ -102,7 +104,7 @@ def export_sessions(store: SessionStore, session_ids: list[str], output: Path) -
             for session_id in session_ids:
                 files: dict[str, str] = {}
                 for suffix in (".json", ".blend", ".png"):
-                    path = store.path_for(session_id, suffix)
+                    path = path_for(session_id, suffix)
                     try:
                         data = read_file(path)
                     except FileNotFoundError:

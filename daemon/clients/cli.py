@@ -39,7 +39,7 @@ from ..protocol.ops import (
 )
 from . import batch, pages, progress, render, travel, watching
 from .client import Caller, ClientError, ControlClient, UsageError, find_endpoint
-from .offline import OFFLINE_COMMANDS, OfflineClient
+from .offline import OFFLINE_COMMANDS, OfflineClient, has_sessions
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -272,10 +272,11 @@ def _run(args: argparse.Namespace) -> int:
         host, port, token = find_endpoint(data_dir, args.control_port)
         client = ControlClient(host, port, token)
     except ClientError as error:
-        if error.code or args.command not in OFFLINE_COMMANDS:
+        if error.code or args.command not in OFFLINE_COMMANDS or not has_sessions(data_dir):
             raise
         # No daemon answers: read the saved sessions from the data dir itself.
-        print(f"blender-session: no daemon answers; read from {data_dir}", file=sys.stderr)
+        if not args.json:
+            print(f"blender-session: no daemon answers; read from {data_dir}", file=sys.stderr)
         with OfflineClient(data_dir) as offline:
             return _client_command(offline, args)
     with client:

@@ -48,6 +48,11 @@ _encoder = msgspec.json.Encoder()
 _open_line = msgspec.json.Decoder(JournalOpen)
 
 
+def has_sessions(data_dir: Path) -> bool:
+    """Whether `data_dir` is a data dir a daemon has used (else there is nothing to read)."""
+    return (data_dir / "sessions").is_dir()
+
+
 class OfflineClient:
     """Stands in for ControlClient: `call(op, params)` gives the daemon's bytes."""
 

@@ -61,6 +61,11 @@ async def test_export_import_round_trip_keep_both_and_overwrite(
         assert copy["from_id"] == SESSION and copy["to_id"] != SESSION
         shown = await client.ok("session.show", {"session_id": copy["to_id"]})
         assert shown["data"]["session_id"] == copy["to_id"]
+        # Names stay resolvable: the copy took another one, and both names find theirs.
+        assert shown["data"]["name"] == "exported (imported)"
+        assert any("'exported' is taken here" in note for note in kept["notes"])
+        by_name = await client.ok("session.show", {"session_id": "exported (imported)"})
+        assert by_name["data"]["session_id"] == copy["to_id"]
         assert store.path_for(copy["to_id"], ".blend").read_bytes() == b"BLENDER-snapshot"
         replaced = await client.ok("session.import", {"path": str(archive), "overwrite": True})
         assert replaced["overwritten"] == [SESSION]

@@ -233,3 +233,16 @@ def test_saved_sessions_are_read_without_a_daemon(programs: Programs, tmp_path: 
     assert programs.cli("status", check=False).returncode == 3
     # Read-only: nothing in the data dir was written.
     assert {p: p.stat().st_mtime_ns for p in programs.data_dir.rglob("*")} == before
+
+
+def test_a_replay_starts_from_the_scene_the_session_opened_on(programs: Programs) -> None:
+    programs.start_blender(empty_scene=False)  # Blender's default cube, light and camera
+    programs.start_daemon()
+    programs.wait_connected()
+    session = programs.json("open", "--name", "on-defaults")["session_id"]
+    programs.json("cmd", "-s", session, "create_object", "kind=uv_sphere", "name=Ball")
+    programs.json("close", session)
+    restored = programs.json("restore", "on-defaults", "--path", "replay")
+    state = programs.json("state", restored["session_id"])
+    names = sorted(o["name"] for o in state["scene"]["objects"])
+    assert names == ["Ball", "Camera", "Cube", "Light"]

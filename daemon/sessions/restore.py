@@ -9,7 +9,7 @@ import msgspec
 import structlog
 import trio
 
-from ..protocol import ErrorCode, ProtocolError, RemoteProtocolError
+from ..protocol import DECODE_ERRORS, ErrorCode, ProtocolError, RemoteProtocolError
 from ..protocol.commands import READ_ONLY_COMMANDS
 from ..protocol.limits import MAX_SESSION_NAME_CHARS
 from ..protocol.ops import CommandResult, RestorePath, RestoreResult
@@ -302,10 +302,19 @@ class Restorer:
     async def _replay(
         self, session: Session, record: SessionRecord, client_id: str | None
     ) -> list[SkippedObject]:
-        """Start from an empty scene and send the recorded scene commands again, read a
-        page at a time and pipelined (REPLAY_WINDOW in flight), in their order."""
-        empty = msgspec.Raw(_encoder.encode({"objects": [], "prune": True}))
-        await self.commands.run(session, "apply_state", empty, client_id)
+        """Start from the scene as it was when the session opened (its open checkpoint's
+        state; an empty scene when it has none) and send the recorded scene commands
+        again, read a page at a time and pipelined (REPLAY_WINDOW in flight), in order."""
+        start = msgspec.Raw(_encoder.encode({"objects": [], "prune": True}))
+        opened = next((c for c in record.data.checkpoints if c.seq == 0 and not c.removed), None)
+        if opened is not None:
+            try:
+                state = await self.store.read_checkpoint_state(record.data.session_id, 0)
+                snapshot = _apply_state_decoder.decode(state)
+                start = msgspec.Raw(_encoder.encode(msgspec.structs.replace(snapshot, prune=True)))
+            except (OSError, RemoteProtocolError, *DECODE_ERRORS):
+                pass  # its files are gone or unreadable: from an empty scene, as before
+        await self.commands.run(session, "apply_state", start, client_id)
         skipped: list[SkippedObject] = []
         window = trio.Semaphore(REPLAY_WINDOW)
         failures: dict[int, SkippedObject] = {}

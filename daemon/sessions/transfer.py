@@ -51,6 +51,10 @@ async def import_archive(
     store: SessionStore, catalog: Catalog, path: str, overwrite: bool, limits: ImportLimits
 ) -> ImportResult:
     open_ids = {session.session_id for session in catalog.registry}  # read here, not in the thread
+    # Every name in use, so an imported session that brings one gets another and names
+    # stay resolvable (read here: the thread cannot ask the catalog).
+    names = {row.name: row.session_id for row in await store.page(1 << 62, None, None) if row.name}
+    names |= {session.name: session.session_id for session in catalog.registry if session.name}
 
     def is_taken(session_id: str) -> bool:
         return session_id in open_ids or store.journal_exists(session_id)
@@ -58,7 +62,12 @@ async def import_archive(
     try:
         report = await trio.to_thread.run_sync(
             lambda: import_sessions(
-                store, Path(path), overwrite=overwrite, is_taken=is_taken, limits=limits
+                store,
+                Path(path),
+                overwrite=overwrite,
+                is_taken=is_taken,
+                names=names,
+                limits=limits,
             )
         )
     except OSError as error:

@@ -38,6 +38,7 @@ from ..protocol.limits import (
     IMPORT_MAX_RECORD_BYTES,
     IMPORT_MAX_TOTAL_BYTES,
     IMPORT_RATIO_GRACE_BYTES,
+    MAX_SESSION_NAME_CHARS,
 )
 from .files import atomic_write, ensure_private_dir, fsync_dir, read_file
 from .ids import SESSION_ID_PATTERN, is_session_id, new_session_id
@@ -168,20 +169,25 @@ def import_sessions(
     *,
     overwrite: bool,
     is_taken: Callable[[str], bool],
+    names: dict[str, str] | None = None,
     limits: ImportLimits = DEFAULT_IMPORT_LIMITS,
 ) -> ImportReport:
     """Check the whole archive first, then write; a refused archive writes nothing.
 
     `is_taken(id)` says whether an id belongs to a session that is open (or has a
     journal): such an id is never written, whatever `overwrite` says; its session is
-    imported under a new id.
+    imported under a new id. `names`: the session names in use (name -> id); an
+    imported session whose name another session has is renamed `<name> (imported)`
+    (or `(imported 2)`...), so every name still names one session.
     """
     staging = store.staging_dir / f"import-{secrets.token_hex(6)}"
     ensure_private_dir(staging)
     try:
         staged = _stage(archive_path, staging, limits)
         checked = _check(staged)
-        return _write(store, checked, staged, overwrite=overwrite, is_taken=is_taken)
+        return _write(
+            store, checked, staged, overwrite=overwrite, is_taken=is_taken, names=names or {}
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -319,6 +325,7 @@ def _write(
     *,
     overwrite: bool,
     is_taken: Callable[[str], bool],
+    names: dict[str, str],
 ) -> ImportReport:
     report = ImportReport()
     now = time.time()
@@ -340,9 +347,32 @@ def _write(
             if member is not None:
                 os.replace(member.path, store.path_for(target, f".{kind}"))
         fsync_dir(store.sessions_dir)
-        atomic_write(store.path_for(target), encode_record(_retargeted(record, target, now)))
+        retargeted = _retargeted(record, target, now)
+        name = _free_name(retargeted.data.name, target, names)
+        if name != retargeted.data.name:
+            report.notes.append(
+                f"{session_id}: the name {retargeted.data.name!r} is taken here: imported as "
+                f"{name!r}"
+            )
+            data = msgspec.structs.replace(retargeted.data, name=name)
+            retargeted = msgspec.structs.replace(retargeted, data=data)
+        if name:
+            names[name] = target
+        atomic_write(store.path_for(target), encode_record(retargeted))
         report.imported.append((session_id, target))
     return report
+
+
+def _free_name(name: str | None, target: str, names: dict[str, str]) -> str | None:
+    """`name`, or `<name> (imported)`, `(imported 2)`... when another session has it."""
+    if not name or names.get(name, target) == target:
+        return name
+    base = f"{name[: MAX_SESSION_NAME_CHARS - 20]} (imported"
+    for attempt in range(1, 10_000):
+        candidate = f"{base})" if attempt == 1 else f"{base} {attempt})"
+        if names.get(candidate, target) == target:
+            return candidate
+    return None
 
 
 def _retargeted(record: SessionRecord, target: str, imported_at: float) -> SessionRecord:

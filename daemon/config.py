@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import argcomplete
 import platformdirs
 
-from . import __version__
+from . import __version__, config_file
 from .protocol.limits import (
     AUTH_DEADLINE_S,
     IMPORT_MAX_MEMBERS,
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FIXED_LIMITS,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="the daemon's settings in TOML, keys named as these flags (proxy-port = 9878); "
+        "flags and environment variables win over it (default: "
+        "$XDG_CONFIG_HOME/blender-scene-sessions/config.toml, when it exists)",
+    )  # fmt: skip
 
     def option(
         flag: str,
@@ -338,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> DaemonConfig:
     parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers the shell's TAB, then exits; else nothing
+    named = parser.parse_known_args(argv)[0].config
+    config_file.apply(
+        parser, named or config_file.default_config_path(), ENV_PREFIX, explicit=bool(named)
+    )
     args = parser.parse_args(argv)
     if args.heartbeat_interval <= 0 or args.heartbeat_timeout <= args.heartbeat_interval:
         parser.error("--heartbeat-timeout must be longer than --heartbeat-interval, both > 0")

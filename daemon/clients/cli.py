@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import argcomplete
 import msgspec
+from argcomplete.shell_integration import shellcode
 
 from .. import __version__
 from ..config import ENV_PREFIX, default_data_dir
+from ..protocol.commands import COMMANDS
 from ..protocol.ops import (
     CleanupResult,
     CloseResult,
@@ -37,7 +40,7 @@ from ..protocol.ops import (
     StatusResult,
     ThumbnailResult,
 )
-from . import batch, pages, progress, render, travel, watching
+from . import batch, pages, progress, render, schema_help, travel, watching
 from .client import Caller, ClientError, ControlClient, UsageError, find_endpoint
 from .offline import OFFLINE_COMMANDS, OfflineClient, has_sessions
 
@@ -116,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--blender",
         help="which Blender (port or host:port) when the daemon tracks several; default: the first",
     )
-    p = command("cmd", help="send a scene command, e.g. cmd create_object kind=cube")
-    p.add_argument("type", nargs="?", help="command type (get_scene_info, create_object, ...)")
+    p = sub.add_parser(
+        "cmd", parents=[json_flag], help="send a scene command, e.g. cmd create_object kind=cube",
+        epilog=schema_help.commands_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    kind = p.add_argument(
+        "type", nargs="?", help="command type (get_scene_info, create_object, ...)"
+    )
+    kind.completer = lambda **_: sorted(COMMANDS)  # type: ignore[attr-defined]  # argcomplete's
     p.add_argument(
         "pairs",
         nargs="*",
@@ -221,13 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start with an empty scene instead of the default cube, light, camera",
     )
+    p = command(
+        "completion",
+        help='print shell completion for both programs: eval "$(blender-session completion bash)"',
+    )
+    p.add_argument("shell", choices=["bash", "zsh"])
     p = command("addon-zip", help="build the installable addon zip")
     p.add_argument("-o", "--output", type=Path, default=Path("blender_scene_sessions.zip"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers the shell's TAB, then exits; else nothing
+    args = parser.parse_args(argv)
     try:
         sys.exit(_run(args))
     except ClientError as error:
@@ -252,6 +268,9 @@ def _run(args: argparse.Namespace) -> int:
         from .launcher import main as run_blender
 
         return run_blender(args)
+    if args.command == "completion":
+        print(shellcode(["blender-session", "blender-sessiond"], shell=args.shell))
+        return 0
     if args.command == "addon-zip":
         from .addon_zip import build_addon_zip
 

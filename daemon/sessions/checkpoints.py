@@ -94,6 +94,8 @@ class Checkpointer:
         self._quiet: dict[str, trio.CancelScope] = {}  # sessions waiting for edits to stop
         # Each session's newest checkpoint step, kept or on its way (never thinned).
         self._newest: dict[str, int] = {}
+        # Each session's last checkpoint: its cost (ms of Blender's time) and its objects.
+        self._last_cost: dict[str, tuple[float, int]] = {}
 
     def bind(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -279,6 +281,7 @@ class Checkpointer:
             manual=taking.manual,
         )
         session.checkpoint_ms += info.duration_ms
+        self._last_cost[session.session_id] = (info.duration_ms, len(session.tracker.objects))
         self._note(session, info)
         taking.info = info
         self._taking.pop((session.session_id, seq), None)
@@ -316,7 +319,19 @@ class Checkpointer:
         if every <= 0 or seq - self._newest_of(session) < every or not self.possible(session):
             return False
         elapsed_ms = (trio.current_time() - session.opened_at) * 1000
-        return session.checkpoint_ms <= self.policy.budget * max(elapsed_ms, 1.0)
+        return session.checkpoint_ms + self._estimate_ms(session) <= self.policy.budget * max(
+            elapsed_ms, 1.0
+        )
+
+    def _estimate_ms(self, session: Session) -> float:
+        """What the next checkpoint will cost Blender: the last one's cost, scaled by
+        how the scene grew since (saving is about linear in objects), so the budget
+        holds before a checkpoint, not only after it."""
+        last = self._last_cost.get(session.session_id)
+        if last is None:
+            return 0.0
+        cost_ms, objects = last
+        return cost_ms * max(1.0, len(session.tracker.objects) / max(objects, 1))
 
     def _newest_of(self, session: Session) -> int:
         newest = self._newest.get(session.session_id)
@@ -328,6 +343,7 @@ class Checkpointer:
     def forget(self, session: Session) -> None:
         """The session closed."""
         self._newest.pop(session.session_id, None)
+        self._last_cost.pop(session.session_id, None)
 
     async def _thin(self, session: Session) -> None:
         """Retention: thin out old automatic checkpoints past the session's caps."""

@@ -299,6 +299,11 @@ class BSS_OT_rewind(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def message_lines(message: str, width_px: int) -> list[str]:
+    """The panel's message wrapped to its width (about 7 px a character), 8 lines at most."""
+    return textwrap.wrap(message, max(20, width_px // 7))[:8]
+
+
 class BSS_PT_sessions(bpy.types.Panel):
     bl_label = "Scene Sessions"
     bl_space_type = "VIEW_3D"
@@ -344,8 +349,7 @@ class BSS_PT_sessions(bpy.types.Panel):
             if button is not None:
                 button.seq = int(step.get("seq", 0))
         region = context.region
-        columns = max(20, int((region.width if region is not None else 300) / 7))
-        for line in textwrap.wrap(panel_state.message, columns)[:8]:
+        for line in message_lines(panel_state.message, region.width if region else 300):
             box.label(text=line)
 
 

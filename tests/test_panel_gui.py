@@ -103,6 +103,12 @@ def test_the_launcher_gui_has_the_sessions_tab(
     assert difference["changed"] > 100, difference
 
 
+REDRAWN = """
+from blender_addon import runtime, ui
+current = runtime.current()
+print(json.dumps({"drawn": current._drawn_ping, "pinged": current.server.last_ping_at,
+                  "wrapped": ui.message_lines("word " * 60, 300)}))
+"""
 # The panel's content, drawn in the sidebar's first tab (the Sessions tab is not the
 # active one in a fresh window, and Blender 3.4 has no API to switch tabs).
 SHOW_PANEL = """
@@ -166,6 +172,11 @@ def test_the_panel_opens_lists_and_restores_sessions(tmp_path: Path) -> None:
                 client, lambda s: s["message"].startswith("restored into"), "the restore"
             )
             assert "via blend: restored from the .blend snapshot" in restored["message"]
+            # Long messages wrap to the panel; heartbeats redraw it (the last one drawn).
+            seen = run(client, REDRAWN)
+            # (a ping may land between the last tick and this look: within a heartbeat)
+            assert seen["drawn"] is not None and 0 <= seen["pinged"] - seen["drawn"] < 1.0
+            assert len(seen["wrapped"]) > 1 and max(map(len, seen["wrapped"])) <= 42
             (again,) = programs.json("status")["open_sessions"]
             assert again["name"] == "from the panel (restored)"
             # The panel draws (names first) without an error; the screenshot is kept.

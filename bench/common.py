@@ -158,6 +158,8 @@ class Daemon:
                 "json",
                 "--log-level",
                 log_level,
+                "--web-port",
+                "0",
                 *extra,
             ],
             env=env,

@@ -35,6 +35,7 @@ ENV_PREFIX = "BLENDER_SESSIOND_"
 DEFAULT_ADDON_HOST = "127.0.0.1"
 DEFAULT_ADDON_PORT = 9876
 DEFAULT_CONTROL_PORT = 9877
+DEFAULT_WEB_PORT = 9879
 DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -62,6 +63,7 @@ class DaemonConfig:
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     journal_fsync: bool = False
     allow_execute_code: bool = False  # through the proxy (which has no token)
+    web_port: int | None = None  # the web timeline: None off (the command line's default: on)
     max_in_flight_per_client: int = 128
     max_connections: int = MAX_CONNECTIONS
     max_proxy_connections: int = MAX_PROXY_CONNECTIONS
@@ -195,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds to wait for Blender to answer a command (then its outcome is 'unknown' "
         "until an answer comes)",
     )
+    option(
+        "--web-port",
+        "WEB_PORT",
+        int,
+        DEFAULT_WEB_PORT,
+        "loopback port of the web timeline (a browser page of every session); 0 picks a "
+        "free one; the one-time link to open it is printed and written to control.json",
+    )
+    parser.add_argument(
+        "--no-web", action="store_true", default=_flag_on("NO_WEB"),
+        help=f"do not serve the web timeline [{ENV_PREFIX}NO_WEB] (default: served)",
+    )  # fmt: skip
     parser.add_argument(
         "--allow-execute-code", action="store_true", default=_flag_on("ALLOW_EXECUTE_CODE"),
         help="let the proxy's clients (which send no token) pass execute_code on to Blender; "
@@ -360,6 +374,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         *(("--addon-port", port) for port in addon_ports),
         ("--control-port", args.control_port),
         ("--proxy-port", args.proxy_port or 0),
+        ("--web-port", args.web_port),
     )
     for flag, port in ports:
         if not 0 <= port <= 65535:
@@ -389,6 +404,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         request_timeout_s=args.request_timeout,
         journal_fsync=args.journal_fsync,
         allow_execute_code=args.allow_execute_code,
+        web_port=None if args.no_web else args.web_port,
         max_in_flight_per_client=args.max_in_flight_per_client,
         max_connections=args.max_connections,
         max_proxy_connections=args.max_proxy_connections,

@@ -33,6 +33,8 @@ from .proxy.server import refusal_line as proxy_refusal_line
 from .sessions import CheckpointPolicy, SessionService
 from .store import DataDir, DataDirError, SessionStore
 from .store.archive import ImportLimits
+from .web.access import Access
+from .web.server import WebServer
 
 log = structlog.get_logger("daemon")
 
@@ -46,6 +48,9 @@ class Endpoint(msgspec.Struct, frozen=True):
     started_at: float
     daemon_version: str = __version__
     proxy_port: int | None = None
+    # The web timeline: its port, and a one-time login link (opening it sets the cookie).
+    web_port: int | None = None
+    web_url: str | None = None
 
 
 class Daemon:
@@ -99,6 +104,8 @@ class Daemon:
         self.control: ControlServer | None = None  # made once the token is known
         self.control_port: int | None = None
         self.proxy_port: int | None = None
+        self.web_port: int | None = None
+        self.web_url: str | None = None  # the first one-time login link
         self._started_at = 0.0  # trio time, set when it runs
 
     def status(self) -> StatusResult:
@@ -162,6 +169,8 @@ class Daemon:
                         refusal=proxy_refusal_line,
                     )
                     self.proxy_port = await nursery.start(proxy.run)
+                if config.web_port is not None:
+                    await self._start_web(nursery, token)
                 self._write_endpoint(port)
                 for link in self.links:
                     nursery.start_soon(link.run)
@@ -181,6 +190,33 @@ class Daemon:
                 log.warning("endpoint_not_removed", reason=str(error))
             self.data_dir.unlock()
 
+    async def _start_web(self, nursery: trio.Nursery, token: str) -> None:
+        """The web timeline; a port that is taken leaves the daemon running without it."""
+        config = self.config
+        access = Access(control_token=token)
+        server = WebServer(
+            self.service, self.status, access, config.control_host, config.web_port or 0
+        )
+        try:
+            self.web_port = await nursery.start(server.run)
+        except OSError as error:
+            log.error("web_not_started", port=config.web_port, reason=str(error))
+            print(
+                f"blender-sessiond: the web timeline is off: cannot listen on port "
+                f"{config.web_port} ({error.strerror or error}); choose another with --web-port",
+                file=sys.stderr,
+            )
+            return
+
+        def link() -> str:
+            return f"http://{config.control_host}:{self.web_port}/?token={access.new_login()}"
+
+        assert self.control is not None
+        self.control.web_link = link
+        self.web_url = link()
+        log.info("web_timeline", url=f"http://{config.control_host}:{self.web_port}/")
+        print(f"blender-sessiond: web timeline: {self.web_url}", flush=True)
+
     def _write_endpoint(self, port: int) -> None:
         endpoint = Endpoint(
             host=self.config.control_host,
@@ -188,6 +224,8 @@ class Daemon:
             pid=os.getpid(),
             started_at=time.time(),
             proxy_port=self.proxy_port,
+            web_port=self.web_port,
+            web_url=self.web_url,
         )
         try:
             self.data_dir.write_endpoint(msgspec.json.encode(endpoint))

@@ -73,6 +73,8 @@ class Programs:
                 str(self.heartbeat_timeout_s),
                 "--log-format",
                 "json",
+                "--web-port",
+                "0",
                 *extra,
             ],
             env=self.env,

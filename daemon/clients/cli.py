@@ -13,6 +13,7 @@ import argparse
 import base64
 import json
 import sys
+import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..protocol.ops import (
     StatsResult,
     StatusResult,
     ThumbnailResult,
+    WebLinkResult,
 )
 from . import batch, pages, progress, render, schema_help, travel, watching
 from .client import Caller, ClientError, ControlClient, UsageError, find_endpoint
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("stats", help="storage statistics")
     command("watch", help="stream session, command and heartbeat events (Ctrl-C stops)")
+    p = command("web", help="open the web timeline in a browser (a new one-time login link)")
+    p.add_argument("--no-open", action="store_true", help="only print the link")
 
     command("mcp", help="serve MCP on stdio (for AI agents); see the README's snippet")
     p = command("blender", help="start a Blender with the addon serving")
@@ -375,6 +379,12 @@ def _client_command(client: Caller, args: argparse.Namespace) -> int:
         if not isinstance(client, ControlClient):
             raise ClientError("watch needs the daemon (start it: blender-sessiond)")
         return watching.watch(client.stream("watch"), args.json)
+    if command == "web":
+        url = msgspec.json.decode(client.call("web.link"), type=WebLinkResult).url
+        print(json.dumps({"url": url}) if args.json else url)
+        if not args.no_open and not args.json:
+            webbrowser.open(url)
+        return 0
     if command == "show":
         keep = render.StepFilter(frozenset(args.type or ()), args.errors)
         return pages.show(client, args.session, args.json, keep, args.last)

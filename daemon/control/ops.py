@@ -31,6 +31,7 @@ from ..protocol.ops import (
     StatusResult,
     TimelineParams,
     UndoParams,
+    WebLinkResult,
 )
 from ..sessions import SessionService
 
@@ -38,11 +39,16 @@ _encoder = msgspec.json.Encoder()
 P = TypeVar("P", bound=Params)
 
 
+def _no_web() -> str | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class OpContext:
     service: SessionService
     status: Callable[[], StatusResult]  # the daemon's: pid, uptime, endpoints, Blenders
     client_id: str | None
+    web_link: Callable[[], str | None] = _no_web  # a new one-time link to the web timeline
 
 
 Handler = Callable[[OpContext, msgspec.Raw], Awaitable[bytes]]
@@ -186,6 +192,18 @@ async def _undo(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(await ctx.service.undo(p.session_id, p.steps, ctx.client_id))
 
 
+async def _web_link(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    decode_params(params, NoParams, "web.link")
+    url = ctx.web_link()
+    if url is None:
+        raise RemoteProtocolError(
+            ErrorCode.NOT_FOUND,
+            "the web timeline is off: the daemon runs with --no-web, or its port was taken "
+            "(its log says which)",
+        )
+    return _encoder.encode(WebLinkResult(url=url))
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status,
     "session.open": _open,
@@ -208,6 +226,7 @@ HANDLERS: dict[str, Handler] = {
     "session.diff": _diff,
     "session.rewind": _rewind,
     "session.undo": _undo,
+    "web.link": _web_link,
 }
 # `watch` is a stream, not a request/reply, so the server handles it itself.
 STREAMING_OPS = frozenset({"watch"})

@@ -66,6 +66,7 @@ class ControlServer:
     ) -> None:
         self.service = service
         self.status = status or _no_status
+        self.web_link: Callable[[], str | None] = lambda: None  # set once the web runs
         self.max_in_flight_per_client = max_in_flight_per_client
         self.auth_deadline_s = auth_deadline_s
         # client_id -> requests in flight, across all of that client's connections.
@@ -252,7 +253,7 @@ class ControlServer:
                 return
             try:
                 handler = lookup(request.op)
-                context = OpContext(self.service, self.status, request.client_id)
+                context = OpContext(self.service, self.status, request.client_id, self.web_link)
                 result = await handler(context, request.params)
                 reply = ControlServerConnection.send_result(request.id, result)
             except ProtocolError as error:

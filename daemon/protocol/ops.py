@@ -306,6 +306,12 @@ class CheckpointResult(OpResult, frozen=True):
     reason: str
 
 
+class WebLinkResult(OpResult, frozen=True):
+    """`web.link`: a one-time link that logs a browser into the web timeline."""
+
+    url: str
+
+
 class TimelineParams(Params, frozen=True):
     session_id: str
     after_seq: Seq = 0

@@ -25,6 +25,8 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
 8. time travel (bench/timetravel.py): rewind, checkpoint_cost, diff_and_close.
 9. proxy (bench/proxy.py): a blender-mcp-style client to a GUI Blender, straight to
    the addon and through the daemon's recording proxy.
+10. web (bench/web.py): the web timeline in chromium: the gallery of 1,000 sessions, a
+   100,000-step session's page, and command throughput with a page watching.
 
 `summary` at the end puts the figures the targets name side by side.
 """
@@ -49,7 +51,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import proxy, scale, timetravel  # noqa: E402
+from bench import proxy, scale, timetravel, web  # noqa: E402
 from bench.common import (  # noqa: E402
     TRIVIAL,
     Daemon,
@@ -79,8 +81,8 @@ SMOKE = {
     "memory": [100, 300], "memory_sessions": 5,
 }
 # fmt: on
-FULL |= scale.FULL | timetravel.FULL | proxy.FULL
-SMOKE |= scale.SMOKE | timetravel.SMOKE | proxy.SMOKE
+FULL |= scale.FULL | timetravel.FULL | proxy.FULL | web.FULL
+SMOKE |= scale.SMOKE | timetravel.SMOKE | proxy.SMOKE | web.SMOKE
 TARGETS = {
     "one_at_a_time_time_ratio_max": 1.5,
     "pipelined_time_ratio_max": 1.25,
@@ -590,6 +592,7 @@ CASES = {
     "checkpoint_cost": timetravel.bench_checkpoint_cost,
     "diff_and_close": timetravel.bench_diff_and_close,
     "proxy": proxy.bench_proxy,
+    "web": web.bench_web,
 }
 
 

@@ -259,5 +259,5 @@ def _summary(record: SessionRecord, status: str) -> SessionSummary:
     return SessionSummary(
         session_id=data.session_id, name=data.name, status=status, created_at=data.created_at,
         closed_at=data.closed_at, command_count=data.command_count, size_bytes=0,
-        restored_from=data.restored_from,
+        restored_from=data.restored_from, blender_version=data.blender.version or None,
     )  # fmt: skip

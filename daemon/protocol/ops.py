@@ -120,6 +120,7 @@ class SessionSummary(OpResult, frozen=True):
     # Why commands are refused, when they are: the Blender this session was recorded
     # in restarted (its scene is not the session's any more). None: nothing to say.
     detached: str | None = None
+    blender_version: str | None = None  # additive: the Blender it is (was) recorded in
 
 
 class DamagedEntry(OpResult, frozen=True):

@@ -194,6 +194,7 @@ def _closed_summary(row: IndexedSession) -> SessionSummary:
         command_count=row.command_count,
         size_bytes=row.size_bytes,
         restored_from=row.restored_from,
+        blender_version=row.blender_version or None,
     )
 
 

@@ -467,6 +467,7 @@ class Session:
             size_bytes=size_bytes,
             restored_from=self.restored_from,
             detached=self.detached,
+            blender_version=self.link.info().blender_version or None,
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -217,16 +218,41 @@ class Api:
         )
 
     async def _stream(self) -> AsyncIterator[bytes]:
+        """The status, then the daemon's events, coalesced: what arrives within
+        EVENT_WINDOW_S goes out together, only the newest of each kind per session or
+        Blender (a page needs to know that a session changed, not each of its 5,000
+        commands a second)."""
         name, data = encode_event(self.context.status())
-        yield b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+        yield _sse(name, data)
         with self.service.events.subscribe() as items:
             while True:
-                with trio.move_on_after(15) as idle:
-                    name, data = await items.receive()
+                with trio.move_on_after(KEEPALIVE_S) as idle:
+                    first = await items.receive()
                 if idle.cancelled_caught:
-                    yield b": still here\n\n"  # keeps proxies and the browser's timer happy
+                    yield b": still here\n\n"  # keeps the browser's connection alive
                     continue
-                yield b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+                newest: dict[tuple[str, bytes], bytes] = {_key(*first): first[1]}
+                with trio.move_on_after(EVENT_WINDOW_S):
+                    while True:
+                        item = await items.receive()
+                        newest.pop(_key(*item), None)  # keep the order of the newest
+                        newest[_key(*item)] = item[1]
+                yield b"".join(_sse(name, data) for (name, _), data in newest.items())
+
+
+KEEPALIVE_S = 15.0
+EVENT_WINDOW_S = 0.2
+_WHO = re.compile(rb'"(?:session_id|endpoint|blender)":"([^"]*)"')
+
+
+def _key(name: str, data: bytes) -> tuple[str, bytes]:
+    """Events of one kind about one session (or Blender) replace each other."""
+    found = _WHO.search(data)
+    return name, found.group(1) if found else b""
+
+
+def _sse(name: str, data: bytes) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def _params(query: dict[str, str], allowed: set[str]) -> dict[str, Any] | Response:

@@ -175,14 +175,27 @@ document.getElementById("diff-form").addEventListener("submit", async (e) => {
 
 const live = document.getElementById("live");
 const events = new EventSource("/api/events");
-let refreshing = null;
-function refreshSoon() {
+let refreshing = false;
+async function refreshSoon() {
+  // New steps only: the ones after the newest shown (events come coalesced, ~5 a second).
   if (refreshing) return;
-  refreshing = setTimeout(async () => { refreshing = null; await loadHead(); await loadNewest(); }, 100);
+  refreshing = true;
+  try {
+    const newest = rows.lastElementChild ? Number(rows.lastElementChild.dataset.seq) : 0;
+    const page = await loadPage(newest);
+    rows.append(...page.entries.filter((e) => e.seq > newest || (e.kind === "checkpoint" && e.seq >= newest)).map(row));
+    lastSeq = page.last_seq;
+    document.getElementById("steps").textContent = `${lastSeq} steps`;
+    while (rows.children.length > 2000) rows.firstElementChild.remove();  // a bounded page
+    if (!isOpen || page.next_after_seq !== null) await loadHead();
+  } finally {
+    refreshing = false;
+  }
 }
 events.addEventListener("watching", () => { live.textContent = "live"; });
-for (const name of ["command", "command_late", "session_closed", "blender_restarted"]) {
-  events.addEventListener(name, (e) => { if (JSON.parse(e.data).session_id === id || name === "blender_restarted") refreshSoon(); });
+events.addEventListener("command", (e) => { if (JSON.parse(e.data).session_id === id) refreshSoon(); });
+for (const name of ["command_late", "session_closed", "blender_restarted"]) {
+  events.addEventListener(name, async () => { await loadHead(); await loadNewest(); });
 }
 events.addEventListener("heartbeat", (e) => {
   const link = JSON.parse(e.data);

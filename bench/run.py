@@ -29,6 +29,9 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
    100,000-step session's page, and command throughput with a page watching.
 
 `summary` at the end puts the figures the targets name side by side.
+
+Long (about 650 lines) because it is the one entry point of every case that has no
+module of its own (round trips, GUI, scene, heartbeat, persistence, memory).
 """
 
 from __future__ import annotations

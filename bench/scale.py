@@ -14,6 +14,8 @@
 
 Records are written straight into the data dir (the store's own writer), so the
 axes measure reading them, not recording them (recording is the roundtrip case's).
+
+Long (about 460 lines) because each axis of issue 13 is one case with its setup here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The addon inside a real headless Blender (the bpy module, pump loop): scene
 commands, blender-mcp compatibility in both framings, bad input, a busy main thread.
+
+Long because each scene command and bad input is a short test in one Blender.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The daemon's addon link: heartbeat, busy vs dead, reconnect, requests.
 
 Timing runs on autojump_clock against the fake addon over in-memory streams, so the
-times asserted are exact virtual times."""
+times asserted are exact virtual times.
+
+Long because each way a link can fail is a short test beside the others.
+"""
 
 from __future__ import annotations
 

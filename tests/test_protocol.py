@@ -1,6 +1,9 @@
 """The sans-I/O protocol core: framing, the link and control connections, with
 bytes in and events out, no sockets. Every input is fed whole, a byte at a time,
-and followed by extra bytes; hypothesis generalises that to any split."""
+and followed by extra bytes; hypothesis generalises that to any split.
+
+Long because each protocol rule is a short test beside the others.
+"""
 
 from __future__ import annotations
 

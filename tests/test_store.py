@@ -1,5 +1,8 @@
 """The session store: records exactly as PROTOCOL.md §3 names them, atomic writes,
-journals, id validation, format versions."""
+journals, id validation, format versions.
+
+Long because each store rule is a short test beside the others.
+"""
 
 from __future__ import annotations
 

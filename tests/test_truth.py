@@ -1,6 +1,9 @@
 """The record is the truth: issue 12's faults, each tried the way a user meets it,
 against the real programs (blender-sessiond, blender-session, a real headless Blender).
-Each test names the item it proves."""
+Each test names the item it proves.
+
+Long because each fault it makes is a short test beside the others of its kind.
+"""
 
 from __future__ import annotations
 

@@ -138,7 +138,17 @@ class BSS_OT_close_session(_SessionButton):
         return f"saved to {result.get('path')}"
 
 
-class BSS_OT_open_session(bpy.types.Operator):
+class _Dialog(bpy.types.Operator):
+    """An operator that asks for its properties in a dialog first."""
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Finished:
+        window_manager = context.window_manager
+        if window_manager is None:
+            return {"CANCELLED"}
+        return window_manager.invoke_props_dialog(self)
+
+
+class BSS_OT_open_session(_Dialog):
     bl_idname = "bss.open_session"
     bl_label = "Open session"
     bl_description = "Start recording this Blender's scene in a new session"
@@ -151,12 +161,6 @@ class BSS_OT_open_session(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return runtime.current() is not None and _attached_session() is None
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Finished:
-        window_manager = context.window_manager
-        if window_manager is None:
-            return {"CANCELLED"}
-        return window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> Finished:
         current = runtime.current()
@@ -211,7 +215,7 @@ def _session_items(self: Any, context: bpy.types.Context | None) -> list[tuple[s
     return items or [("", "(none)", "Refresh the list first")]
 
 
-class BSS_OT_restore_session(bpy.types.Operator):
+class BSS_OT_restore_session(_Dialog):
     bl_idname = "bss.restore_session"
     bl_label = "Restore session"
     bl_description = "Restore a saved session's scene into this Blender as a new session"
@@ -220,12 +224,6 @@ class BSS_OT_restore_session(bpy.types.Operator):
         session: str
     else:
         session: EnumProperty(name="Session", items=_session_items)
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Finished:
-        window_manager = context.window_manager
-        if window_manager is None:
-            return {"CANCELLED"}
-        return window_manager.invoke_props_dialog(self)
 
     def execute(self, context: bpy.types.Context) -> Finished:
         if not self.session:

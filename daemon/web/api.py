@@ -116,24 +116,22 @@ class Api:
         return text in json.dumps(head.get("data", {})).lower()
 
     async def session(self, request: Request) -> Response:
-        session_id = request.path_params["id"]
-        if not is_session_id(session_id):
-            return _no_such(session_id)
         if request.method == "DELETE":
-            return await self.answer("session.delete", {"session_id": session_id})
-        params = _params(dict(request.query_params), {"after_seq", "limit"})
-        if isinstance(params, Response):
-            return params
-        return await self.answer("session.show", {"session_id": session_id, **params})
+            return await self._about_session(request, "session.delete", set())
+        return await self._about_session(request, "session.show", {"after_seq", "limit"})
 
     async def timeline(self, request: Request) -> Response:
+        return await self._about_session(request, "session.timeline", {"after_seq", "limit"})
+
+    async def _about_session(self, request: Request, op: str, allowed: set[str]) -> Response:
+        """An op about the session in the path, its query parameters as the op's."""
         session_id = request.path_params["id"]
         if not is_session_id(session_id):
             return _no_such(session_id)
-        params = _params(dict(request.query_params), {"after_seq", "limit"})
+        params = _params(dict(request.query_params), allowed)
         if isinstance(params, Response):
             return params
-        return await self.answer("session.timeline", {"session_id": session_id, **params})
+        return await self.answer(op, {"session_id": session_id, **params})
 
     async def thumbnail(self, request: Request) -> Response:
         session_id = request.path_params["id"]

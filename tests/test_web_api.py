@@ -149,6 +149,10 @@ def test_every_endpoint_answers_and_refuses_as_the_ops_do(
 
     status, made = http.json(f"/api/sessions/{session}/checkpoint", "POST", {"label": "before"})
     assert status == 200 and made["seq"] == 2
+    status, kept = http.json(f"/api/sessions/{session}/checkpoints/2/state")
+    assert status == 200 and [o["location"] for o in kept["objects"]] == [[3.0, 0.0, 0.0]]
+    assert http.json(f"/api/sessions/{session}/checkpoints/1/state")[0] == 404  # none at 1
+    assert http.json(f"/api/sessions/{ghost}/checkpoints/0/state")[0] == 404
     assert http.json(f"/api/sessions/{session}/rewind", "POST", {})[0] == 400  # no to_seq
     status, rewound = http.json(f"/api/sessions/{session}/rewind", "POST", {"to_seq": 1})
     assert status == 200 and rewound["to_seq"] == 1

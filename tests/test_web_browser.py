@@ -98,6 +98,8 @@ def test_gallery_live_page_rewind_diff_and_export(
     page.locator("#said").filter(has_text=f"rewound to step {created}").wait_for(timeout=30000)
     box = next(o for o in programs.json("state", live)["scene"]["objects"] if o["name"] == "Box")
     assert box["location"] == [1.0, 2.0, 3.0]
+    # Checkpoints are drawn from above (the rewind's holds the Box: one dot).
+    page.locator("#timeline svg.map circle").first.wait_for()
     page.fill("#diff-from", "0")
     page.click("#diff-form button")
     page.locator("#diff").filter(has_text="added   Box").wait_for()

@@ -71,6 +71,7 @@ class Api:
             Route("/api/sessions/{id}/thumbnail.png", self.thumbnail),
             Route("/api/sessions/{id}/diff", self.diff),
             Route("/api/sessions/{id}/export.tar.gz", self.export),
+            Route("/api/sessions/{id}/checkpoints/{seq:int}/state", self.checkpoint_state),
             Route("/api/sessions/{id}/{action}", self.action, methods=["POST"]),
         ]
 
@@ -132,6 +133,20 @@ class Api:
         if isinstance(params, Response):
             return params
         return await self.answer(op, {"session_id": session_id, **params})
+
+    async def checkpoint_state(self, request: Request) -> Response:
+        """The scene a checkpoint holds (its get_state), for the page's view of it."""
+        session_id, seq = request.path_params["id"], request.path_params["seq"]
+        if not is_session_id(session_id):
+            return _no_such(session_id)
+        try:
+            await self.op("session.show", {"session_id": session_id, "limit": 1})  # exists
+            state = await self.service.store.read_checkpoint_state(session_id, seq)
+        except ProtocolError as failure:
+            return error(failure.code, failure.message)
+        except OSError as failure:
+            return error(ErrorCode.STORAGE, f"cannot read the checkpoint: {failure}")
+        return Response(state, media_type="application/json")
 
     async def thumbnail(self, request: Request) -> Response:
         session_id = request.path_params["id"]

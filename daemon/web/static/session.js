@@ -77,7 +77,34 @@ function row(entry) {
   }
   tr.append(td);
   tr.onclick = () => pick(entry);
+  if (entry.kind === "checkpoint" && entry.status === "kept") drawCheckpoint(tr.children[3], entry.seq);
   return tr;
+}
+
+// A checkpoint's picture: its objects from above, drawn from the scene it recorded
+// (no render: rendering at each checkpoint would cost Blender seconds on big scenes).
+async function drawCheckpoint(cell, seq) {
+  let state;
+  try { state = await call(api + `/checkpoints/${seq}/state`); } catch { return; }
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 64 64");
+  svg.setAttribute("class", "map");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `checkpoint ${seq}: ${state.objects.length} objects from above`);
+  const xs = state.objects.map((o) => o.location[0]), ys = state.objects.map((o) => o.location[1]);
+  const low = Math.min(...xs, ...ys, -1), high = Math.max(...xs, ...ys, 1);
+  const scale = 56 / (high - low);
+  for (const o of state.objects.slice(0, 2000)) {
+    const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+    dot.setAttribute("cx", 4 + (o.location[0] - low) * scale);
+    dot.setAttribute("cy", 60 - (o.location[1] - low) * scale);
+    dot.setAttribute("r", 2);
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = o.name;
+    dot.append(title);
+    svg.append(dot);
+  }
+  cell.prepend(svg);
 }
 
 async function pick(entry) {

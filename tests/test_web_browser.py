@@ -107,13 +107,21 @@ def test_gallery_live_page_rewind_diff_and_export(
     page.locator("#step").filter(has_text='"kind": "cube"').wait_for()
     keep(page, tmp_path, "web-session.png")
 
-    page.goto(f"/sessions/{saved}" if False else link.split("/?")[0] + f"/sessions/{saved}")
+    page.goto(link.split("/?")[0] + f"/sessions/{saved}")
     page.locator("h1").filter(has_text="chair study").wait_for()
     assert "ACME" in page.locator("#data").inner_text()
     with page.expect_download() as downloading:
         page.click("#export")
     archive = downloading.value.path()
     assert gzip.decompress(Path(archive).read_bytes())  # a gzip archive came down
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("[data-action=delete]")  # after a confirmation, and back to the gallery
+    page.wait_for_url(link.split("/?")[0] + "/")
+    assert asked and saved in asked[0]
+    page.locator(f'.card[data-session="{live}"]').wait_for()
+    assert page.locator(f'.card[data-session="{saved}"]').count() == 0
+    assert programs.cli("show", saved, check=False).returncode == 1
 
 
 def _cli_seconds(programs: Programs) -> float:

@@ -12,9 +12,10 @@ from daemon.main import Daemon
 
 from .fake_addon import FakeAddon
 from .helpers import WAIT_S, AsyncClient, running_daemon, token_of
+from .postgres import postgres
 from .programs import programs
 
-__all__ = ["client", "daemon", "fake", "programs"]
+__all__ = ["client", "daemon", "fake", "postgres", "programs"]
 
 
 @pytest.fixture

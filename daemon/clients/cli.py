@@ -235,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="start with an empty scene instead of the default cube, light, camera",
     )
     p = command(
+        "migrate",
+        help="move saved sessions between this data dir and PostgreSQL, checked by SHA-256",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="URL", help="into the database: postgresql://user@host/db")
+    where.add_argument(
+        "--from", dest="source", metavar="URL", help="from the database into --data-dir"
+    )
+    p = command(
         "completion",
         help='print shell completion for both programs: eval "$(blender-session completion bash)"',
     )
@@ -285,6 +294,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     data_dir = (args.data_dir or default_data_dir()).expanduser()
+    if args.command == "migrate":
+        from .migration import run as run_migration
+
+        return run_migration(data_dir, args.to, args.source, args.json)
     if args.command == "mcp":
         from .mcp_server import run as run_mcp
 

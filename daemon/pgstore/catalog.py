@@ -1,0 +1,234 @@
+"""The session catalog in PostgreSQL, on one connection. Blocking (psycopg 3): the
+daemon runs each call in a worker thread, one at a time per connection
+(`trio.to_thread.run_sync` with a limiter of one), so the event loop never waits on
+the database.
+
+Binary files (.blend snapshots and checkpoints, thumbnails) are stored once per
+content: a blob is its SHA-256 and its bytes in chunks of CHUNK_BYTES, and a session's
+files name the blobs they are.
+
+A lease row with an expiry holds an open session for one daemon (not an advisory lock:
+those belong to a connection, so a daemon's reconnect after a network blip would lose
+its sessions silently, and a lease row shows who holds what to every daemon and to
+`list`). A daemon renews its leases well before they expire; one that dies stops
+renewing, and once the expiry passes another may take the lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from . import schema
+
+CHUNK_BYTES = 1024 * 1024
+RECORD_FILE = "record.json"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    session_id: str
+    name: str | None
+    status: str
+    created_at: float
+    closed_at: float | None
+    command_count: int
+    blender_version: str | None
+    holder: str | None  # the daemon holding an open session's lease, if unexpired
+
+
+class PgCatalog:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, autocommit=True)
+        self.version = schema.migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- records --------------------------------------------------------------------
+
+    def put_record(
+        self, record: bytes, summary: CatalogRow, files: dict[str, bytes] | None = None
+    ) -> None:
+        """A closed session's record (the file's bytes, kept as JSONB) and its files,
+        in one transaction."""
+        digest = hashlib.sha256(record).hexdigest()
+        with self.conn.transaction():
+            self.conn.execute(
+                """
+                INSERT INTO sessions (session_id, name, status, created_at, closed_at,
+                    command_count, blender_version, record, record_sha256, saved_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::jsonb, %s, now())
+                ON CONFLICT (session_id) DO UPDATE SET name = EXCLUDED.name,
+                    status = EXCLUDED.status, closed_at = EXCLUDED.closed_at,
+                    command_count = EXCLUDED.command_count,
+                    blender_version = EXCLUDED.blender_version, record = EXCLUDED.record,
+                    record_sha256 = EXCLUDED.record_sha256, saved_at = now()
+                """,
+                (summary.session_id, summary.name, summary.status, summary.created_at,
+                 summary.closed_at, summary.command_count, summary.blender_version,
+                 record.decode(), digest),
+            )  # fmt: skip
+            # The file's exact bytes too: JSONB keeps the content, not the text.
+            for name, data in {RECORD_FILE: record, **(files or {})}.items():
+                self._put_file(summary.session_id, name, data)
+
+    def record(self, session_id: str) -> bytes | None:
+        """The record as it was saved (the file's bytes), or None."""
+        return self.file(session_id, RECORD_FILE)
+
+    def record_sha256(self, session_id: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT record_sha256 FROM sessions WHERE session_id = %s", (session_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def sessions(self) -> list[CatalogRow]:
+        """Every session, newest first, with the holder of each unexpired lease."""
+        rows = self.conn.execute(
+            """
+            SELECT s.session_id, s.name, s.status, s.created_at, s.closed_at,
+                   s.command_count, s.blender_version,
+                   CASE WHEN l.expires_at > now() THEN l.holder END
+            FROM sessions s LEFT JOIN leases l USING (session_id)
+            ORDER BY s.created_at DESC, s.session_id DESC
+            """
+        ).fetchall()
+        return [CatalogRow(*row) for row in rows]
+
+    def search(self, text: str) -> list[str]:
+        """Ids of closed sessions whose name, objects or free-form data hold `text`
+        (the records are JSONB: searched by the database)."""
+        pattern = f"%{text}%"
+        rows = self.conn.execute(
+            """
+            SELECT session_id FROM sessions
+            WHERE name ILIKE %s
+               OR record -> 'data' -> 'state' -> 'objects' @? '$[*] ? (@ like_regex $p flag "i")'
+               OR (record -> 'data' -> 'data')::text ILIKE %s
+            """.replace("$p", '"' + _regex_literal(text) + '"'),
+            (pattern, pattern),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    # --- files (content-addressed blobs) ----------------------------------------------
+
+    def _put_file(self, session_id: str, name: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        inserted = self.conn.execute(
+            "INSERT INTO blobs (sha256, size) VALUES (%s, %s) ON CONFLICT DO NOTHING "
+            "RETURNING sha256",
+            (digest, len(data)),
+        ).fetchone()
+        if inserted is not None:  # a new content: its chunks
+            with self.conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO blob_chunks (sha256, n, data) VALUES (%s, %s, %s)",
+                    [(digest, n, chunk) for n, chunk in enumerate(_chunks(data))],
+                )
+        self.conn.execute(
+            "INSERT INTO session_files (session_id, name, sha256) VALUES (%s, %s, %s) "
+            "ON CONFLICT (session_id, name) DO UPDATE SET sha256 = EXCLUDED.sha256",
+            (session_id, name, digest),
+        )
+
+    def files(self, session_id: str) -> dict[str, str]:
+        """A session's files: name -> SHA-256."""
+        rows = self.conn.execute(
+            "SELECT name, sha256 FROM session_files WHERE session_id = %s ORDER BY name",
+            (session_id,),
+        ).fetchall()
+        return {str(name): str(digest) for name, digest in rows}
+
+    def file(self, session_id: str, name: str) -> bytes | None:
+        rows = self.conn.execute(
+            """
+            SELECT c.data FROM session_files f JOIN blob_chunks c USING (sha256)
+            WHERE f.session_id = %s AND f.name = %s ORDER BY c.n
+            """,
+            (session_id, name),
+        ).fetchall()
+        if not rows:
+            return None
+        return b"".join(bytes(row[0]) for row in rows)
+
+    # --- journal ----------------------------------------------------------------------
+
+    def append_journal(self, session_id: str, lines: Iterable[tuple[int, bytes]]) -> int:
+        """Journal lines (line number, JSON) in one transaction: committed when this
+        returns. A line already there is left as it is. Returns how many were new."""
+        rows = [(session_id, number, line.decode()) for number, line in lines]
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO journal (session_id, line_no, line) VALUES (%s, %s, %s::jsonb) "
+                "ON CONFLICT DO NOTHING",
+                rows,
+            )
+            return max(cursor.rowcount, 0)
+
+    def journal(self, session_id: str) -> Iterator[bytes]:
+        """A session's journal lines, in order."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
+                (session_id,),
+            )
+            for (line,) in cursor:
+                yield str(line).encode()
+
+    # --- leases -----------------------------------------------------------------------
+
+    def acquire(self, session_id: str, holder: str, ttl_s: float) -> str:
+        """Take or renew the lease of an open session; returns who holds it now (this
+        holder if it got it: free, expired, or its own)."""
+        row = self.conn.execute(
+            """
+            INSERT INTO leases (session_id, holder, expires_at)
+            VALUES (%s, %s, now() + make_interval(secs => %s))
+            ON CONFLICT (session_id) DO UPDATE
+                SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
+            RETURNING holder
+            """,
+            (session_id, holder, ttl_s),
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        held = self.conn.execute(
+            "SELECT holder FROM leases WHERE session_id = %s", (session_id,)
+        ).fetchone()
+        return str(held[0]) if held else holder
+
+    def release(self, session_id: str, holder: str) -> None:
+        self.conn.execute(
+            "DELETE FROM leases WHERE session_id = %s AND holder = %s", (session_id, holder)
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (sizing, and what migrate checks)."""
+        tables = ("sessions", "journal", "blobs", "blob_chunks", "session_files", "leases")
+        return {
+            table: int(_one(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()))
+            for table in tables
+        }
+
+
+def _one(row: tuple[Any, ...] | None) -> int:
+    assert row is not None
+    return int(row[0])
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    for start in range(0, max(len(data), 1), CHUNK_BYTES):
+        yield data[start : start + CHUNK_BYTES]
+
+
+def _regex_literal(text: str) -> str:
+    """`text` as a literal inside a jsonpath like_regex string."""
+    special = set('.^$*+?()[]{}|\\"')
+    return "".join("\\\\" + ch if ch in special else ch for ch in text)

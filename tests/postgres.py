@@ -1,0 +1,86 @@
+"""A throwaway PostgreSQL server for the tests: Debian's `postgresql` binaries, a new
+cluster (`initdb`) in a temp dir, run as an unprivileged user (the `postgres` account
+when the tests run as root: PostgreSQL refuses root), on a free loopback port, stopped
+and removed after. Tests that need it skip where the binaries are missing, except in
+CI (CI=true), where that is a failure (.ci/run installs them)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import blender_procs
+from .programs import free_port
+
+
+def bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        binaries = bin_dir()
+        assert binaries is not None
+        self.bin = binaries
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.as_user, str(self.bin / tool), *args],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            "-c fsync=off -c full_page_writes=off"  # a test cluster: speed over durability
+        )
+        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
+                 "-l", str(self.root / "server.log"), "start")  # fmt: skip
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "bss")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
+                 "-l", str(self.root / "server.log"), "restart")  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/bss"
+
+
+@pytest.fixture
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    blender_procs.require(bin_dir() is not None, "Debian's postgresql (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("postgres")
+    if os.geteuid() == 0:  # the postgres account must reach its directory
+        for parent in [root, *root.parents]:
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    cluster = Cluster(root / "cluster")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        except subprocess.CalledProcessError:
+            cluster.stop("immediate")

@@ -1,0 +1,104 @@
+"""Sessions in PostgreSQL (issue 18, its first part), against a real server the suite
+starts (tests/postgres.py): the schema and its version, records as searchable JSONB,
+content-addressed blobs, journal rows, leases; and `blender-session migrate` between a
+real daemon's data dir and the database, both ways, checked file by file."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from daemon.pgstore.catalog import CatalogRow, PgCatalog
+
+from .postgres import Cluster
+from .programs import Programs
+
+pytestmark = pytest.mark.blender
+
+
+def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> None:
+    catalogs = [PgCatalog(postgres.url) for _ in range(2)]  # two daemons, one schema
+    first, second = catalogs
+    assert first.version == second.version == 1
+    record = (
+        b'{"format":1,"data":{"name":"chair","state":{"objects":["Seat"]},"data":{"c":"ACME"}}}'
+    )
+    row = CatalogRow(
+        "scene-20260101-000000-00000001", "chair", "closed", 1.0, 2.0, 3, "5.0.1", None
+    )
+    big = bytes(range(256)) * 20_000  # 5 MB: several chunks
+    first.put_record(record, row, {"blend": big, "png": b"png"})
+    second.put_record(record, row, {"blend": big, "png": b"png"})  # the same content again
+    assert second.record(row.session_id) == record  # the file's exact bytes
+    assert second.file(row.session_id, "blend") == big
+    assert first.counts()["blobs"] == 3  # record, blend, png: stored once each
+    assert second.search("seat") == second.search("acme") == [row.session_id]
+    assert second.search("Sea.") == []  # a literal, not a pattern
+    assert first.append_journal(row.session_id, [(1, b'{"kind":"start"}'), (2, b'{"a":1}')]) == 2
+    assert second.append_journal(row.session_id, [(2, b'{"a":1}')]) == 0  # already there
+    assert list(first.journal(row.session_id)) == [b'{"kind": "start"}', b'{"a": 1}']
+    # A lease: one holder at a time; another takes it only once it has expired.
+    assert first.acquire("open-1", "daemon-A", ttl_s=0.3) == "daemon-A"
+    assert second.acquire("open-1", "daemon-B", ttl_s=30) == "daemon-A"
+    assert [r.holder for r in second.sessions() if r.session_id == "open-1"] == []
+    expired = threading.Event()
+    threading.Timer(0.4, expired.set).start()
+    assert expired.wait(5)
+    assert second.acquire("open-1", "daemon-B", ttl_s=30) == "daemon-B"
+    assert first.acquire("open-1", "daemon-A", ttl_s=30) == "daemon-B"
+    for catalog in catalogs:
+        catalog.close()
+
+
+def test_a_newer_schema_is_refused(postgres: Cluster) -> None:
+    PgCatalog(postgres.url).close()
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99)")
+    with pytest.raises(RuntimeError, match="newer than this daemon"):
+        PgCatalog(postgres.url)
+
+
+def test_migrate_a_data_dir_into_the_database_and_back(
+    programs: Programs,
+    postgres: Cluster,
+    tmp_path: Path,
+) -> None:
+    programs.start_blender()
+    programs.start_daemon()
+    programs.wait_connected()
+    session = programs.json("open", "--name", "moved")["session_id"]
+    programs.json("cmd", "-s", session, "create_object", "kind=cube", "name=Moved")
+    programs.cli("checkpoint", "-s", session)
+    programs.json("close", session)
+    sessions = programs.data_dir / "sessions"
+    deadline = time.monotonic() + 60
+    while not (sessions / f"{session}.png").exists():  # the thumbnail follows close
+        assert time.monotonic() < deadline, "no thumbnail"
+        programs.json("status")  # a round trip as the pace
+    programs.stop()
+    before = {p.relative_to(sessions): _sha(p) for p in sessions.rglob("*") if p.is_file()
+              and not p.name.endswith((".steps", ".journal"))}  # fmt: skip
+
+    moved = programs.json("migrate", "--to", postgres.url)
+    assert moved["sessions"] == [session] and moved["checked"] == moved["files"] >= 4
+    again = tmp_path / "elsewhere"
+    back = programs.cli("--data-dir", str(again), "migrate", "--from", postgres.url).stdout
+    assert back.startswith("migrated 1 sessions from postgresql://")
+    after = {p.relative_to(again / "sessions"): _sha(p)
+             for p in (again / "sessions").rglob("*") if p.is_file()}  # fmt: skip
+    assert after == before  # the record, .blend, thumbnail and checkpoints, byte for byte
+    shown = programs.cli("--data-dir", str(again), "show", session).stdout  # read offline
+    assert "Moved" in shown and "create_object" in shown
+    bad = programs.cli("migrate", "--to", "mysql://nope", check=False)
+    assert bad.returncode == 1 and "not a postgresql:// URL" in bad.stderr
+    down = programs.cli("migrate", "--to", "postgresql://postgres@127.0.0.1:1/x", check=False)
+    assert down.returncode == 1 and "cannot reach the database" in down.stderr
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

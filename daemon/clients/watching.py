@@ -1,5 +1,5 @@
 """`blender-session watch` for a person: one line per event, in order; heartbeats
-folded into one status line (rewritten in place on a terminal; printed only when it
+folded into one status line (rewritten in place on a terminal; printed only when the link's state
 changes when piped). `--json` prints the raw stream instead."""
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def event_line(event: object) -> str | None:
 def watch(items: Iterable[ControlResponse], as_json: bool, out: IO[str] = sys.stdout) -> int:
     on_terminal = out.isatty()
     status = ""
+    state: tuple[object, ...] | None = None  # what a change of is printed, when piped
     for item in items:
         if as_json:
             data = msgspec.json.decode(item.data) if item.event else None
@@ -81,11 +82,12 @@ def watch(items: Iterable[ControlResponse], as_json: bool, out: IO[str] = sys.st
         event: Any = msgspec.json.decode(item.data, type=kind) if kind else None
         if isinstance(event, BlenderLinkInfo):
             line = heartbeat_line(event)
+            now = (event.endpoint, event.status, event.blender_version, event.last_error)
             if on_terminal:
                 status = line
                 out.write("\r\x1b[2K" + render.short(status, 150))
-            elif line != status:
-                status = line
+            elif now != state:  # piped: when the link's state changes, not its figures
+                state = now
                 out.write(f"{datetime.now():%H:%M:%S} {line}\n")
             out.flush()
             continue

@@ -1,6 +1,6 @@
 """`blender-session watch` for a person: one line per event, in order; heartbeats
-folded into one status line (rewritten in place on a terminal; printed only when the link's state
-changes when piped). `--json` prints the raw stream instead."""
+folded into one status line (rewritten in place on a terminal; when piped, printed
+when the link's state changes). `--json` prints the raw stream instead."""
 
 from __future__ import annotations
 

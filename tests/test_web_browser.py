@@ -5,6 +5,7 @@ the test (and into docs/ with BSS_WEB_SCREENSHOTS=docs, for the README)."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import shutil
 import time
@@ -26,8 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def browser() -> Iterator[Any]:
     blender_procs.require(os.path.exists(CHROMIUM), "Debian's chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
+    blender_procs.require(
+        importlib.util.find_spec("playwright") is not None, "playwright (./scripts/setup)"
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )

@@ -161,9 +161,10 @@ def test_watch_prints_one_readable_line_per_event(programs: Programs) -> None:
     assert any(line.endswith(f"opened  {session} (watched)\n") for line in seen)
     created = next(line for line in seen if "create_object" in line)
     assert "#1 " in created and "success" in created and session in created
-    # Heartbeats (five a second here) fold into a status line, printed when it changes.
+    # Heartbeats (five a second here) fold into a status line, printed when the link's
+    # state changes (connected; perhaps busy and back on a loaded machine), not each one.
     status_lines = [line for line in seen if " Blender " in line]
-    assert 1 <= len(status_lines) <= 2, status_lines
+    assert 1 <= len(status_lines) <= 3, status_lines
 
 
 def on_a_terminal(programs: Programs, *args: str) -> tuple[int, str]:

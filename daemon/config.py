@@ -64,6 +64,7 @@ class DaemonConfig:
     journal_fsync: bool = False
     allow_execute_code: bool = False  # through the proxy (which has no token)
     web_port: int | None = None  # the web timeline: None off (the command line's default: on)
+    store: str | None = None  # postgresql://...: saved sessions shared with other daemons
     max_in_flight_per_client: int = 128
     max_connections: int = MAX_CONNECTIONS
     max_proxy_connections: int = MAX_PROXY_CONNECTIONS
@@ -196,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULTS["request_timeout_s"],
         "seconds to wait for Blender to answer a command (then its outcome is 'unknown' "
         "until an answer comes)",
+    )
+    option(
+        "--store",
+        "STORE",
+        str,
+        None,
+        "share saved sessions with other daemons through PostgreSQL (postgresql://user@host"
+        "/db): what this daemon saves is published there, and others' are read from it "
+        "(the data dir stays where this daemon works)",
+        "only the data dir",
     )
     option(
         "--web-port",
@@ -405,6 +416,7 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         journal_fsync=args.journal_fsync,
         allow_execute_code=args.allow_execute_code,
         web_port=None if args.no_web else args.web_port,
+        store=args.store,
         max_in_flight_per_client=args.max_in_flight_per_client,
         max_connections=args.max_connections,
         max_proxy_connections=args.max_proxy_connections,

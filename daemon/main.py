@@ -87,6 +87,7 @@ class Daemon:
                 max_bytes=config.checkpoint_max_mib * 2**20,
             ),
             on_blender_restart=config.on_blender_restart,
+            shared_store=config.store,
             import_limits=ImportLimits(
                 max_total_bytes=config.import_max_bytes,
                 max_members=config.import_max_members,

@@ -45,21 +45,19 @@ class Cluster:
         if self.as_user:
             shutil.chown(self.root, "postgres", "postgres")
         self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+        self.start_again()
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "bss")
+
+    def start_again(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
             "-c fsync=off -c full_page_writes=off"  # a test cluster: speed over durability
         )
         self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
                  "-l", str(self.root / "server.log"), "start")  # fmt: skip
-        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "bss")
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def restart(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-        self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
-                 "-l", str(self.root / "server.log"), "restart")  # fmt: skip
 
     @property
     def url(self) -> str:

@@ -101,3 +101,79 @@ def test_migrate_a_data_dir_into_the_database_and_back(
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_daemons_share_saved_sessions_through_the_database(
+    postgres: Cluster, tmp_path: Path
+) -> None:
+    """A session saved on A is listed, shown and restored on B from the database alone
+    (its .blend and thumbnail included; A's disk untouched); A's open session is listed
+    on B as held by A."""
+    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
+    try:
+        for daemon in (a, b):
+            daemon.start_blender()
+            daemon.start_daemon("--store", postgres.url)
+            daemon.wait_connected()
+        saved = a.json("open", "--name", "shared chair")["session_id"]
+        a.json("cmd", "-s", saved, "create_object", "kind=cube", "name=Chair")
+        a.json("close", saved)
+        _wait(lambda: _published_with_thumbnail(postgres, saved), "A's session in the database")
+        held = a.json("open", "--name", "still on A")["session_id"]
+        on_a = {p: p.stat().st_mtime_ns for p in a.data_dir.rglob("*") if p.is_file()
+                and not p.name.endswith((".journal", ".sqlite3", "-wal", "-shm"))}  # fmt: skip
+
+        listed = {s["session_id"]: s for s in _listed(b)}
+        assert listed[saved]["status"] == "closed" and listed[saved]["name"] == "shared chair"
+        _wait(lambda: held in {s["session_id"] for s in _listed(b)}, "A's open session on B")
+        other = next(s for s in _listed(b) if s["session_id"] == held)
+        assert other["status"] == "open" and str(a.data_dir) in (other["held_by"] or "")
+        shown = b.cli("show", "shared chair").stdout  # fetched from the database
+        assert "create_object" in shown and "Chair" in shown
+        restored = b.json("restore", "shared chair")
+        assert restored["path"] == "blend"
+        state = b.json("state", restored["session_id"])["scene"]["objects"]
+        assert [o["name"] for o in state] == ["Chair"]
+        assert (b.data_dir / "sessions" / f"{saved}.png").read_bytes().startswith(b"\x89PNG")
+        after = {p: p.stat().st_mtime_ns for p in on_a}
+        assert after == on_a  # A's files: read by nobody but A
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _listed(programs: Programs) -> list[dict]:
+    return programs.json("list")["sessions"]
+
+
+def _published_with_thumbnail(postgres: Cluster, session_id: str) -> bool:
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        names = {row[0] for row in conn.execute(
+            "SELECT name FROM session_files WHERE session_id = %s", (session_id,)
+        )}  # fmt: skip
+    return {"record.json", "blend", "png"} <= names
+
+
+def _wait(done: object, what: str, bound_s: float = 60.0) -> None:
+    """Until `done()`, bounded; each look is a database or CLI round trip."""
+    assert callable(done)
+    deadline = time.monotonic() + bound_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what} never happened within {bound_s} s"
+
+
+def test_a_session_saved_while_the_database_is_down_is_published_when_it_returns(
+    postgres: Cluster, programs: Programs
+) -> None:
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()
+    postgres.stop()  # the database goes away; the daemon works on
+    session = programs.json("open", "--name", "offline")["session_id"]
+    programs.json("cmd", "-s", session, "create_object", "kind=cube", "name=Kept")
+    closed = programs.json("close", session)
+    assert Path(closed["path"]).exists()  # saved here, as always
+    assert programs.json("list")["sessions"][0]["session_id"] == session
+    postgres.start_again()
+    _wait(lambda: _published_with_thumbnail(postgres, session), "the publication", 90)
+    assert any('"shared_store_unreachable"' in line for line in programs.daemon_log)

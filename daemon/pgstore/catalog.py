@@ -27,6 +27,7 @@ from . import schema
 
 CHUNK_BYTES = 1024 * 1024
 RECORD_FILE = "record.json"
+CONNECT_TIMEOUT_S = 5  # a database that does not answer: a list or a publish waits no longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,9 @@ class CatalogRow:
 class PgCatalog:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, autocommit=True)
+        self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
         self.version = schema.migrate(self.conn)
 
     def close(self) -> None:
@@ -74,9 +77,25 @@ class PgCatalog:
                  summary.closed_at, summary.command_count, summary.blender_version,
                  record.decode(), digest),
             )  # fmt: skip
+            # Saved: closed, so no daemon holds it any more.
+            self.conn.execute("DELETE FROM leases WHERE session_id = %s", (summary.session_id,))
             # The file's exact bytes too: JSONB keeps the content, not the text.
             for name, data in {RECORD_FILE: record, **(files or {})}.items():
                 self._put_file(summary.session_id, name, data)
+
+    def note_open(self, row: CatalogRow) -> None:
+        """An open session (no record yet), so every daemon's list shows it; a session
+        already closed here stays closed."""
+        self.conn.execute(
+            """
+            INSERT INTO sessions (session_id, name, status, created_at, command_count,
+                blender_version)
+            VALUES (%s, %s, 'open', %s, %s, %s)
+            ON CONFLICT (session_id) DO UPDATE SET command_count = EXCLUDED.command_count
+                WHERE sessions.status = 'open'
+            """,
+            (row.session_id, row.name, row.created_at, row.command_count, row.blender_version),
+        )
 
     def record(self, session_id: str) -> bytes | None:
         """The record as it was saved (the file's bytes), or None."""

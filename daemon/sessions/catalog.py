@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import os
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -14,6 +15,9 @@ from ..store import SessionData, SessionStore, is_session_id
 from ..store.index import Cursor, IndexedSession
 from .registry import OpenSessions, check_reference, not_found
 from .session import Session
+
+if TYPE_CHECKING:
+    from .shared import SharedSessions
 
 DEFAULT_PAGE = 100  # sessions per page of `list`
 
@@ -28,6 +32,8 @@ class Catalog:
         # Set once the index agrees with the records on disk (start-up): listings and
         # name lookups wait for it.
         self.index_ready = trio.Event()
+        # Sessions other daemons saved (`--store postgresql://...`), or None.
+        self.shared: SharedSessions | None = None
 
     def note_recovering(self, heads: builtins.list[SessionData]) -> None:
         for head in heads:
@@ -55,8 +61,11 @@ class Catalog:
                 )
 
     async def resolve(self, ref: str) -> str:
-        """A session id from an id or a unique name. Raises not_found / invalid_params."""
+        """A session id from an id or a unique name. Raises not_found / invalid_params.
+        A session only in the shared store is copied here first."""
         if is_session_id(ref):
+            if self.shared is not None and ref not in self.registry and not self.store.exists(ref):
+                await self.fetch_shared(ref)
             return ref
         check_reference(ref)
         await self.index_ready.wait()
@@ -65,11 +74,23 @@ class Catalog:
         if len(matches) == 1:
             return matches.pop()
         if not matches:
-            raise not_found(ref)
+            found = await self.fetch_shared(ref)
+            if found is None:
+                raise not_found(ref)
+            return found
         raise RemoteProtocolError(
             ErrorCode.INVALID_PARAMS,
             f"name {ref!r} is shared by sessions {sorted(matches)}; use one of the ids",
         )
+
+    async def fetch_shared(self, ref: str) -> str | None:
+        """The id of a session saved by another daemon, copied into this data dir."""
+        if self.shared is None:
+            return None
+        session_id = await self.shared.find(ref)
+        if session_id is None or not await self.shared.fetch(session_id):
+            return None
+        return session_id
 
     def open_now(self, ref: str) -> Session:
         """The open session `ref` names, without waiting (the command path's lookup).
@@ -156,6 +177,8 @@ class Catalog:
                 for row in rows
                 if row.session_id not in self.registry
             ]
+        if self.shared is not None:
+            found += await self._shared_rows(status, below, name_contains, found)
         found.sort(key=lambda item: item[0], reverse=True)
         page = [summary for _, summary in found[:limit]]
         next_cursor = None
@@ -168,6 +191,44 @@ class Catalog:
             damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged],
             next_cursor=next_cursor,
         )
+
+    async def _shared_rows(
+        self,
+        status: str,
+        below: Cursor | None,
+        name_contains: str | None,
+        found: builtins.list[tuple[tuple[float, str], SessionSummary]],
+    ) -> builtins.list[tuple[tuple[float, str], SessionSummary]]:
+        """The shared store's sessions not already listed: other daemons' (with who
+        holds an open one) and the ones saved elsewhere."""
+        assert self.shared is not None
+        here = {summary.session_id for _, summary in found}
+        here |= {session.session_id for session in self.registry}
+        rows = []
+        for row in await self.shared.rows():
+            key = (row.created_at, row.session_id)
+            shown = row.status
+            if row.session_id in here or self.store.exists(row.session_id):
+                continue  # listed already, from here
+            if shown == "open" and row.holder == self.shared.holder:
+                continue  # ours, closed meanwhile
+            if status != "all" and shown != status:
+                continue
+            if below is not None and key >= (below.created_at, below.session_id):
+                continue
+            if name_contains and name_contains.lower() not in (row.name or "").lower():
+                continue
+            rows.append((key, SessionSummary(
+                session_id=row.session_id, name=row.name, status=shown,
+                created_at=row.created_at, closed_at=row.closed_at,
+                command_count=row.command_count, size_bytes=0, restored_from=None,
+                blender_version=row.blender_version, held_by=row.holder,
+                detached=None if row.status == "closed" or row.holder else (
+                    "no daemon holds it (its lease expired: its daemon stopped); adopting "
+                    "a session into another daemon is not built yet"
+                ),
+            )))  # fmt: skip
+        return rows
 
     async def stats(self) -> StatsResult:
         await self.index_ready.wait()

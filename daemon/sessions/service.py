@@ -69,6 +69,7 @@ from .recovery import quarantine_damaged_records, recover_open_sessions
 from .registry import OpenSessions
 from .restore import Restorer
 from .session import Session
+from .shared import SharedSessions
 from .snapshots import render_thumbnail
 from .transfer import export, import_archive
 from .travel import TimeTravel
@@ -94,12 +95,16 @@ class SessionService:
         import_limits: ImportLimits = DEFAULT_IMPORT_LIMITS,
         checkpoints: CheckpointPolicy | None = None,
         on_blender_restart: str = "resume",
+        shared_store: str | None = None,
     ) -> None:
         self.store = store
         self.blenders = Blenders(links)
         self.events = events or Broadcaster()
         self.registry = OpenSessions()
         self.catalog = Catalog(store, self.registry)
+        if shared_store is not None:  # postgresql://...: sessions shared with other daemons
+            self.catalog.shared = SharedSessions(shared_store, store, self.open_summaries)
+            store.on_saved = self.catalog.shared.saved
         self.checkpointer = Checkpointer(store, checkpoints)
         self.lifecycle = Lifecycle(
             store,
@@ -133,6 +138,8 @@ class SessionService:
             self.checkpointer.bind(nursery)
             self._nursery = nursery
             self.catalog.note_recovering(await self.store.journal_heads())
+            if self.catalog.shared is not None:
+                await nursery.start(self.catalog.shared.run)
             task_status.started()
             await quarantine_damaged_records(self.store)
             self.catalog.index_ready.set()

@@ -100,6 +100,8 @@ class SessionStore:
         self.index = SessionIndex(self.root / INDEX_FILE)
         # One caller of the index at a time, in a thread: it is one SQLite connection.
         self._index_limiter = trio.CapacityLimiter(1)
+        # Told each session id whose record was saved (the shared store publishes it).
+        self.on_saved: Callable[[str], None] = lambda session_id: None
 
     def prepare(self) -> None:
         """Create the sessions and staging dirs; check that the data dir's own dirs are
@@ -142,8 +144,9 @@ class SessionStore:
         return RecordWriter(self.path_for(head.session_id), new_record(head))
 
     async def note_saved(self, session_id: str) -> None:
-        """Index a record just written (or imported). Raises OSError."""
+        """Index a record just written (or imported), and tell `on_saved`. Raises OSError."""
         await trio.to_thread.run_sync(self._index_records, [session_id])
+        self.on_saved(session_id)
 
     async def load(self, session_id: str) -> SessionRecord:
         """The whole record, history and all (for small uses: a million-step record is

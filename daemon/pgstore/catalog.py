@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from ..store import SessionData
 from . import schema
 
 CHUNK_BYTES = 1024 * 1024
@@ -40,6 +41,16 @@ class CatalogRow:
     command_count: int
     blender_version: str | None
     holder: str | None  # the daemon holding an open session's lease, if unexpired
+
+
+def saved_row(data: SessionData) -> CatalogRow:
+    """The catalog's row of a saved session, from its record."""
+    return CatalogRow(
+        session_id=data.session_id, name=data.name, status="closed",
+        created_at=data.created_at, closed_at=data.closed_at,
+        command_count=data.command_count, blender_version=data.blender.version or None,
+        holder=None,
+    )  # fmt: skip
 
 
 class PgCatalog:

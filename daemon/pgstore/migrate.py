@@ -20,7 +20,7 @@ from ..store import RecordError, is_session_id
 from ..store.datadir import DataDir
 from ..store.files import atomic_write, ensure_private_dir, read_file
 from ..store.layout import read_head
-from .catalog import RECORD_FILE, CatalogRow, PgCatalog
+from .catalog import RECORD_FILE, PgCatalog, saved_row
 
 CHECKPOINTS = ".checkpoints"
 
@@ -67,13 +67,7 @@ def to_database(data_dir: Path, url: str) -> MigrationReport:
                 name: read_file(file)
                 for name, file in local_files(sessions_dir, session_id).items()
             }
-            summary = CatalogRow(
-                session_id=session_id, name=data.name, status="closed",
-                created_at=data.created_at, closed_at=data.closed_at,
-                command_count=data.command_count, blender_version=data.blender.version or None,
-                holder=None,
-            )  # fmt: skip
-            catalog.put_record(record_bytes, summary, files)
+            catalog.put_record(record_bytes, saved_row(data), files)
             _check_copy(
                 report, session_id, {RECORD_FILE: record_bytes, **files},
                 functools.partial(catalog.file, session_id),

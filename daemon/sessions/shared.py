@@ -30,7 +30,7 @@ import psycopg
 import structlog
 import trio
 
-from ..pgstore.catalog import CatalogRow, PgCatalog
+from ..pgstore.catalog import CatalogRow, PgCatalog, saved_row
 from ..pgstore.migrate import local_files
 from ..protocol.ops import SessionSummary
 from ..store import RecordError, SessionStore, is_session_id
@@ -123,12 +123,7 @@ class SharedSessions:
                 log.warning("not_published", session_id=session_id, reason=str(error))
                 self._pending.discard(session_id)
                 continue
-            row = CatalogRow(
-                session_id=session_id, name=data.name, status="closed",
-                created_at=data.created_at, closed_at=data.closed_at,
-                command_count=data.command_count, blender_version=data.blender.version or None,
-                holder=None,
-            )  # fmt: skip
+            row = saved_row(data)
             await self._call(functools.partial(_put, record=record, row=row, files=files))
             self._pending.discard(session_id)
             log.info("session_published", session_id=session_id, files=len(files))

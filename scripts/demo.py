@@ -76,6 +76,8 @@ def main() -> int:
                 str(addon_port),
                 "--control-port",
                 "0",
+                "--web-port",
+                "0",
                 "--log-format",
                 "json",
             ],

@@ -6,6 +6,7 @@ real daemon's data dir and the database, both ways, checked file by file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -177,3 +178,30 @@ def test_a_session_saved_while_the_database_is_down_is_published_when_it_returns
     postgres.start_again()
     _wait(lambda: _published_with_thumbnail(postgres, session), "the publication", 90)
     assert any('"shared_store_unreachable"' in line for line in programs.daemon_log)
+
+
+def test_an_open_session_s_journal_is_copied_to_the_database(
+    postgres: Cluster, programs: Programs
+) -> None:
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()
+    session = programs.json("open", "--name", "journaled")["session_id"]
+    for n in range(3):
+        programs.json("cmd", "-s", session, "create_object", "kind=cube", f"name=J{n}")
+    local = (programs.data_dir / "sessions" / f"{session}.journal").read_bytes().splitlines()
+
+    def copied() -> list[bytes]:
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
+                (session,),
+            ).fetchall()
+        return [row[0].encode() for row in rows]
+
+    _wait(lambda: len(copied()) >= len(local), "the journal in the database")
+    kinds = [json.loads(line)["kind"] for line in copied()]
+    assert kinds[0] == "open" and kinds.count("start") == kinds.count("done") >= 3
+    assert [json.loads(line) for line in copied()[: len(local)]] == [
+        json.loads(line) for line in local
+    ]

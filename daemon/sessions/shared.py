@@ -13,9 +13,12 @@ first use (then it is a local record like any other).
   LEASE_S / 3 and when one opens), so every daemon's `list` says which daemon holds it;
   one that stops renewing loses them when they expire.
 
+- Journals: each open session's new journal lines are copied to the database every
+  SHIP_EVERY_S, behind the local journal (a client is answered as without --store).
+
 The database is reached through one connection used from one worker thread at a time
-(psycopg has no trio support). Not here yet: the journal in the database, adopting a
-dead daemon's sessions, events across daemons (see docs/fleet.md).
+(psycopg has no trio support). Not here yet: answering after the database's commit,
+adopting a dead daemon's sessions, events across daemons (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import functools
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -40,7 +44,21 @@ from ..store.layout import read_head
 log = structlog.get_logger("shared")
 T = TypeVar("T")
 LEASE_S = 30.0
+SHIP_EVERY_S = 0.5  # how often open sessions' new journal lines go to the database
 RETRY_MAX_S = 30.0
+# Journal read per session and pass, at most: twice the largest line there can be (a
+# message is at most 16 MiB), so a pass always ends on a whole line.
+MAX_SHIP_BYTES = 32 * 1024 * 1024
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read(MAX_SHIP_BYTES)
+
+
+def _append(catalog: PgCatalog, *, session_id: str, lines: list[tuple[int, bytes]]) -> int:
+    return catalog.append_journal(session_id, lines)
 
 
 def _put(catalog: PgCatalog, *, record: bytes, row: CatalogRow, files: dict[str, bytes]) -> None:
@@ -59,6 +77,9 @@ class SharedSessions:
         self._pending: set[str] = set()
         self._wake = trio.Event()
         self.open_sessions = open_sessions  # this daemon's, each held by a lease
+        self._renew_now = True
+        # Each open session's journal: bytes and lines copied to the database so far.
+        self._shipped: dict[str, tuple[int, int]] = {}
         self.connected = trio.Event()
 
     # --- the connection -------------------------------------------------------------
@@ -84,10 +105,16 @@ class SharedSessions:
                 await self._call(lambda catalog: catalog.version)
                 self.connected.set()
                 await self._queue_unpublished()
+                renew_at = 0.0
                 while True:
                     await self._publish_pending()
-                    await self._renew_leases()
-                    with trio.move_on_after(LEASE_S / 3):
+                    if self._renew_now or trio.current_time() >= renew_at:
+                        self._renew_now = False
+                        await self._renew_leases()
+                        renew_at = trio.current_time() + LEASE_S / 3
+                    await self._ship_journals()
+                    pause = SHIP_EVERY_S if self.open_sessions() else LEASE_S / 3
+                    with trio.move_on_after(pause):
                         await self._wake.wait()
                     self._wake = trio.Event()
                     failures = 0
@@ -132,7 +159,32 @@ class SharedSessions:
 
     def wake(self) -> None:
         """Something changed (a session opened): renew the leases now."""
+        self._renew_now = True
         self._wake.set()
+
+    # --- journals -------------------------------------------------------------------
+
+    async def _ship_journals(self) -> None:
+        """Copy the new complete lines of each open session's journal to the database
+        (one transaction per session and pass). A copy, behind the local journal: a
+        client is answered once its line is in the local file, as without --store."""
+        open_ids = {summary.session_id for summary in self.open_sessions()}
+        for gone in set(self._shipped) - open_ids:
+            del self._shipped[gone]
+        for session_id in sorted(open_ids):
+            offset, number = self._shipped.get(session_id, (0, 0))
+            path = self.store.path_for(session_id, ".journal")
+            try:
+                data = await trio.to_thread.run_sync(_read_from, path, offset)
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            if not end:
+                continue
+            lines = data[:end].split(b"\n")[:-1]
+            numbered = [(number + index + 1, line) for index, line in enumerate(lines) if line]
+            await self._call(functools.partial(_append, session_id=session_id, lines=numbered))
+            self._shipped[session_id] = (offset + end, number + len(lines))
 
     async def _renew_leases(self) -> None:
         held = self.open_sessions()

@@ -65,6 +65,8 @@ class DaemonConfig:
     allow_execute_code: bool = False  # through the proxy (which has no token)
     web_port: int | None = None  # the web timeline: None off (the command line's default: on)
     store: str | None = None  # postgresql://...: saved sessions shared with other daemons
+    store_backlog_kib: int = 64 * 1024  # the local journal ahead of an unreachable database
+    store_lease_s: float = 30.0  # an open session's lease in the shared store
     max_in_flight_per_client: int = 128
     max_connections: int = MAX_CONNECTIONS
     max_proxy_connections: int = MAX_PROXY_CONNECTIONS
@@ -203,10 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
         "STORE",
         str,
         None,
-        "share saved sessions with other daemons through PostgreSQL (postgresql://user@host"
-        "/db): what this daemon saves is published there, and others' are read from it "
-        "(the data dir stays where this daemon works)",
+        "share sessions with other daemons through PostgreSQL (postgresql://user@host/db): "
+        "every command is answered once the database committed it, saved sessions are "
+        "published there, others' are read from it, and a dead daemon's open sessions can "
+        "be adopted (the data dir stays where this daemon works)",
         "only the data dir",
+    )
+    option(
+        "--store-lease",
+        "STORE_LEASE",
+        float,
+        DEFAULTS["store_lease_s"],
+        "seconds a --store lease on an open session lasts; the daemon renews it every third "
+        "of that, and another daemon may adopt the session once it has expired",
+    )
+    option(
+        "--store-backlog-kib",
+        "STORE_BACKLOG_KIB",
+        int,
+        DEFAULTS["store_backlog_kib"],
+        "while the --store database is unreachable, commands are answered from the local "
+        "journal until a session's journal is this far ahead of the database; then new "
+        "commands of that session get 'storage' until it catches up",
     )
     option(
         "--web-port",
@@ -417,6 +437,8 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         allow_execute_code=args.allow_execute_code,
         web_port=None if args.no_web else args.web_port,
         store=args.store,
+        store_backlog_kib=args.store_backlog_kib,
+        store_lease_s=args.store_lease,
         max_in_flight_per_client=args.max_in_flight_per_client,
         max_connections=args.max_connections,
         max_proxy_connections=args.max_proxy_connections,

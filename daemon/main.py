@@ -88,6 +88,8 @@ class Daemon:
             ),
             on_blender_restart=config.on_blender_restart,
             shared_store=config.store,
+            shared_backlog_bytes=config.store_backlog_kib * 1024,
+            shared_lease_s=config.store_lease_s,
             import_limits=ImportLimits(
                 max_total_bytes=config.import_max_bytes,
                 max_members=config.import_max_members,

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from daemon.pgstore.catalog import CatalogRow, PgCatalog
+from daemon.pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
 
 from .postgres import Cluster
 from .programs import Programs
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.blender
 def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> None:
     catalogs = [PgCatalog(postgres.url) for _ in range(2)]  # two daemons, one schema
     first, second = catalogs
-    assert first.version == second.version == 1
+    assert first.version == second.version == 2
     record = (
         b'{"format":1,"data":{"name":"chair","state":{"objects":["Seat"]},"data":{"c":"ACME"}}}'
     )
@@ -39,9 +39,19 @@ def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> No
     assert first.counts()["blobs"] == 3  # record, blend, png: stored once each
     assert second.search("seat") == second.search("acme") == [row.session_id]
     assert second.search("Sea.") == []  # a literal, not a pattern
-    assert first.append_journal(row.session_id, [(1, b'{"kind":"start"}'), (2, b'{"a":1}')]) == 2
-    assert second.append_journal(row.session_id, [(2, b'{"a":1}')]) == 0  # already there
-    assert list(first.journal(row.session_id)) == [b'{"kind": "start"}', b'{"a": 1}']
+    lines = [(1, b'{"kind":"start"}'), (2, b'{"a":1}')]
+    assert first.append_journal("open-0", lines, "daemon-A", 30) == 2
+    assert first.append_journal("open-0", lines[1:], "daemon-A", 30) == 0  # already there
+    assert list(first.journal("open-0")) == [b'{"kind": "start"}', b'{"a": 1}']
+    # The lease keeps a second daemon from writing an open session it does not hold:
+    # nothing of its batch is written, and neither is a record of it.
+    with pytest.raises(LeaseHeld, match="daemon-A"):
+        second.append_journal("open-0", [(3, b'{"b":2}')], "daemon-B", 30)
+    assert len(list(first.journal("open-0"))) == 2
+    open_row = CatalogRow("open-0", None, "closed", 1.0, 2.0, 0, None, None)
+    with pytest.raises(LeaseHeld):
+        second.put_record(b'{"format":1}', open_row, {}, holder="daemon-B")
+    assert second.record("open-0") is None
     # A lease: one holder at a time; another takes it only once it has expired (the
     # database's clock decides: a lease of 0 s has expired by the next statement).
     assert first.acquire("open-1", "daemon-A", ttl_s=30) == "daemon-A"

@@ -27,6 +27,7 @@ from .. import __version__
 from ..config import ENV_PREFIX, default_data_dir
 from ..protocol.commands import COMMANDS
 from ..protocol.ops import (
+    AdoptResult,
     CleanupResult,
     CloseResult,
     CommandResult,
@@ -187,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true",
         help="only say which path it would take and why; nothing is opened",
     )  # fmt: skip
+    p = command(
+        "adopt",
+        help="take over an open session whose daemon died (--store postgresql://... only): "
+        "its scene brought back into this daemon's Blender, recorded on from there",
+    )
+    p.add_argument("session", help="session id")
+    p.add_argument("--blender", help="which Blender to bring it into (port or host:port)")
     travel.add_commands(command)
     p = command("thumbnail", help="a PNG of a session's scene (rendered now if open)")
     p.add_argument("session", nargs="?", help="session id or name (default: the only open one)")
@@ -341,6 +349,7 @@ _OPS: dict[str, _Op] = {
     "close": _Op("session.close", CloseResult, render.closed, needs_session=True),
     "delete": _Op("session.delete", DeleteResult, render.deleted),
     "restore": _Op("session.restore", RestoreResult, render.restored),
+    "adopt": _Op("session.adopt", AdoptResult, render.adopted),
     "thumbnail": _Op("session.thumbnail", ThumbnailResult, str, needs_session=True),
     "export": _Op("session.export", ExportResult, render.exported),
     "import": _Op("session.import", ImportResult, render.imported),
@@ -361,6 +370,8 @@ def _params(command: str, args: argparse.Namespace, session: str | None) -> dict
                 "session_id": session,
                 **{k: given.get(k) for k in ("name", "path", "blender", "at_seq", "dry_run")},
             }
+        case "adopt":
+            params = {"session_id": session, "blender": given.get("blender")}
         case "export":
             params = {
                 "session_ids": given.get("sessions"),

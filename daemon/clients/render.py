@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 
 from ..protocol.ops import (
+    AdoptResult,
     CleanupResult,
     CloseResult,
     CommandResult,
@@ -137,6 +138,19 @@ def restored(result: RestoreResult) -> str:
         f"restored {result.restored_from} into new session {result.session_id} via "
         f"{result.path}: {len(result.created)} created, {len(result.updated)} updated, "
         f"{len(result.removed)} removed{details}"
+    )
+
+
+def adopted(result: AdoptResult) -> str:
+    where = f"Blender at {result.blender.endpoint}"
+    if not result.resumed:
+        return (
+            f"adopted {result.session_id} ({result.commands} commands), but its scene is "
+            f"not back in {where}: {result.error}"
+        )
+    return (
+        f"adopted {result.session_id} {result.name or ''}: {result.commands} commands, "
+        f"its scene back in {where} (step {result.steps}) in {result.duration_ms / 1000:.2f} s"
     )
 
 

@@ -14,6 +14,7 @@ import msgspec
 from ..protocol import DECODE_ERRORS, ErrorCode, RemoteProtocolError
 from ..protocol.messages import NoParams, Params
 from ..protocol.ops import (
+    AdoptParams,
     BatchParams,
     CheckpointParams,
     CleanupParams,
@@ -135,6 +136,11 @@ async def _restore(ctx: OpContext, params: msgspec.Raw) -> bytes:
     return _encoder.encode(restored)
 
 
+async def _adopt(ctx: OpContext, params: msgspec.Raw) -> bytes:
+    p = decode_params(params, AdoptParams, "session.adopt")
+    return _encoder.encode(await ctx.service.adopt(p.session_id, p.blender))
+
+
 async def _export(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, ExportParams, "session.export")
     return _encoder.encode(await ctx.service.export(p.session_ids, p.all, p.path))
@@ -216,6 +222,7 @@ HANDLERS: dict[str, Handler] = {
     "session.delete": _delete,
     "session.stats": _stats,
     "session.restore": _restore,
+    "session.adopt": _adopt,
     "session.set_data": _set_data,
     "session.thumbnail": _thumbnail,
     "session.cleanup": _cleanup,

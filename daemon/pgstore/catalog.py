@@ -43,6 +43,15 @@ class CatalogRow:
     holder: str | None  # the daemon holding an open session's lease, if unexpired
 
 
+class LeaseHeld(Exception):
+    """Another daemon holds the session's unexpired lease: this one may not write it."""
+
+    def __init__(self, session_id: str, holder: str) -> None:
+        super().__init__(f"session {session_id} is held by the daemon {holder}")
+        self.session_id = session_id
+        self.holder = holder
+
+
 def saved_row(data: SessionData) -> CatalogRow:
     """The catalog's row of a saved session, from its record."""
     return CatalogRow(
@@ -67,18 +76,36 @@ class PgCatalog:
     # --- records --------------------------------------------------------------------
 
     def put_record(
-        self, record: bytes, summary: CatalogRow, files: dict[str, bytes] | None = None
+        self,
+        record: bytes,
+        summary: CatalogRow,
+        files: dict[str, bytes] | None = None,
+        holder: str | None = None,
     ) -> None:
         """A closed session's record (the file's bytes, kept as JSONB) and its files,
-        in one transaction."""
+        in one transaction. Raises LeaseHeld when a daemon other than `holder` holds
+        the session open (it was adopted: this copy of it is not the record)."""
         digest = hashlib.sha256(record).hexdigest()
         with self.conn.transaction():
+            held = self.conn.execute(
+                "SELECT holder FROM leases WHERE session_id = %s AND expires_at > now() FOR UPDATE",
+                (summary.session_id,),
+            ).fetchone()
+            if held is not None and held[0] != holder:
+                raise LeaseHeld(summary.session_id, str(held[0]))
+            saved = self.conn.execute(
+                "SELECT saved_by FROM sessions WHERE session_id = %s AND status = 'closed'",
+                (summary.session_id,),
+            ).fetchone()
+            if holder is not None and saved is not None and saved[0] not in (None, holder):
+                raise LeaseHeld(summary.session_id, str(saved[0]))  # it closed it there
             self.conn.execute(
                 """
                 INSERT INTO sessions (session_id, name, status, created_at, closed_at,
-                    command_count, blender_version, record, record_sha256, saved_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::jsonb, %s, now())
+                    command_count, blender_version, record, record_sha256, saved_at, saved_by)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::jsonb, %s, now(), %s)
                 ON CONFLICT (session_id) DO UPDATE SET name = EXCLUDED.name,
+                    saved_by = EXCLUDED.saved_by,
                     status = EXCLUDED.status, closed_at = EXCLUDED.closed_at,
                     command_count = EXCLUDED.command_count,
                     blender_version = EXCLUDED.blender_version, record = EXCLUDED.record,
@@ -86,7 +113,7 @@ class PgCatalog:
                 """,
                 (summary.session_id, summary.name, summary.status, summary.created_at,
                  summary.closed_at, summary.command_count, summary.blender_version,
-                 record.decode(), digest),
+                 record.decode(), digest, holder),
             )  # fmt: skip
             # Saved: closed, so no daemon holds it any more.
             self.conn.execute("DELETE FROM leases WHERE session_id = %s", (summary.session_id,))
@@ -189,11 +216,31 @@ class PgCatalog:
 
     # --- journal ----------------------------------------------------------------------
 
-    def append_journal(self, session_id: str, lines: Iterable[tuple[int, bytes]]) -> int:
-        """Journal lines (line number, JSON) in one transaction: committed when this
-        returns. A line already there is left as it is. Returns how many were new."""
+    def append_journal(
+        self,
+        session_id: str,
+        lines: Iterable[tuple[int, bytes]],
+        holder: str,
+        ttl_s: float,
+        files: dict[str, bytes] | None = None,
+        row: CatalogRow | None = None,
+    ) -> int:
+        """Journal lines (line number, JSON) and files (checkpoints) of an open session,
+        and its catalog `row` when given, in one transaction that also renews `holder`'s
+        lease: committed when this returns. Raises LeaseHeld (nothing written) when
+        another daemon holds it. A line already there is left as it is. Returns how
+        many were new."""
         rows = [(session_id, number, line.decode()) for number, line in lines]
         with self.conn.transaction(), self.conn.cursor() as cursor:
+            # The lease row stays locked until the commit: an adopter's take waits, then
+            # finds it renewed; or it took it first, and then nothing is written here.
+            taken = self._take_lease(session_id, holder, ttl_s)
+            if taken != holder:
+                raise LeaseHeld(session_id, taken)
+            if row is not None:
+                self.note_open(row)
+            for name, data in (files or {}).items():
+                self._put_file(session_id, name, data)
             cursor.executemany(
                 "INSERT INTO journal (session_id, line_no, line) VALUES (%s, %s, %s::jsonb) "
                 "ON CONFLICT DO NOTHING",
@@ -216,6 +263,10 @@ class PgCatalog:
     def acquire(self, session_id: str, holder: str, ttl_s: float) -> str:
         """Take or renew the lease of an open session; returns who holds it now (this
         holder if it got it: free, expired, or its own)."""
+        with self.conn.transaction():
+            return self._take_lease(session_id, holder, ttl_s)
+
+    def _take_lease(self, session_id: str, holder: str, ttl_s: float) -> str:
         row = self.conn.execute(
             """
             INSERT INTO leases (session_id, holder, expires_at)
@@ -233,6 +284,19 @@ class PgCatalog:
             "SELECT holder FROM leases WHERE session_id = %s", (session_id,)
         ).fetchone()
         return str(held[0]) if held else holder
+
+    def row(self, session_id: str) -> CatalogRow | None:
+        """One session's row, with the holder of its unexpired lease."""
+        found = self.conn.execute(
+            """
+            SELECT s.session_id, s.name, s.status, s.created_at, s.closed_at,
+                   s.command_count, s.blender_version,
+                   CASE WHEN l.expires_at > now() THEN l.holder END
+            FROM sessions s LEFT JOIN leases l USING (session_id) WHERE s.session_id = %s
+            """,
+            (session_id,),
+        ).fetchone()
+        return None if found is None else CatalogRow(*found)
 
     def release(self, session_id: str, holder: str) -> None:
         self.conn.execute(

@@ -52,6 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     );
     """,
+    # 2: which daemon saved a record, so another's stale copy never replaces it.
+    """
+    ALTER TABLE sessions ADD COLUMN saved_by text;
+    """,
 )
 
 

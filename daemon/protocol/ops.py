@@ -195,6 +195,22 @@ class DeleteResult(OpResult, frozen=True):
     removed: list[str]
 
 
+class AdoptParams(Params, frozen=True):
+    session_id: str
+    blender: str | None = None  # which Blender to bring it into; default: the first
+
+
+class AdoptResult(OpResult, frozen=True):
+    session_id: str
+    name: str | None
+    commands: int  # in its record, every acknowledged one
+    steps: int  # its last step, the adoption's `restart` step included
+    resumed: bool  # its scene is back in this daemon's Blender
+    error: str | None  # why not, when it is not
+    duration_ms: float
+    blender: BlenderLinkInfo
+
+
 class RestoreResult(OpResult, frozen=True):
     session_id: str
     restored_from: str

@@ -103,8 +103,14 @@ class Catalog:
         if is_session_id(ref):
             if self.store.exists(ref):
                 raise _closed(ref)
+            elsewhere = (
+                "" if self.shared is None else
+                "; in the shared store it may be open on another daemon, which takes its "
+                "commands (`list` says which holds it; `adopt` takes it once that one is gone)"
+            )  # fmt: skip
             raise RemoteProtocolError(
-                ErrorCode.NOT_FOUND, f"no session {ref!r} (run: blender-session list)"
+                ErrorCode.NOT_FOUND,
+                f"no open session {ref!r} in this daemon{elsewhere} (run: blender-session list)",
             )
         check_reference(ref)
         raise RemoteProtocolError(

@@ -13,7 +13,8 @@ Theory of operation:
    observation script is also preceded by one: unchanged, it is recorded as an
    observation (not a change, and no checkpoint behind it).
 4. Outcome before reply: `Session.finish_command` journals it (`unknown` when no
-   answer came), then the reply goes out, after an fsync when the journal fsyncs.
+   answer came), then the reply goes out, after an fsync when the journal fsyncs,
+   and after the shared store's commit when there is one (`--store postgresql://`).
 5. Exactly one reply per request, whatever raises on the way: `_Command.answer` and the
    guards below turn any exception into an `internal` reply, and the command is
    released (not in flight) in every case, so `close` never waits forever.
@@ -89,6 +90,8 @@ class CommandPath:
         try:
             checked = check_command(type, params, session.link.addon_commands)
             session.check_accepting()
+            if session.journal.replica is not None:
+                session.journal.replica.check_room()
             if not session.link.connected:
                 raise session.link.unavailable_error()
             try:
@@ -346,6 +349,14 @@ class _Command:
         if failure is not None and not isinstance(answer, ProtocolError):
             self.answer(self._path.storage_error(failure, _NOT_DURABLE))
         else:
+            self._session.journal.when_replicated(self._replicated)
+
+    def _replicated(self, failure: OSError | None) -> None:
+        answer = self._answer
+        assert answer is not None
+        if failure is not None and not isinstance(answer, ProtocolError):
+            self.answer(StorageError(ErrorCode.STORAGE, f"{_NOT_SHARED}: {failure}"))
+        else:
             self.answer(answer)
 
     def answer(self, answer: CommandResult | ProtocolError) -> None:
@@ -362,6 +373,7 @@ class _Command:
 
 NOT_SENT = "the command was not sent to Blender"
 _NOT_DURABLE = "the command ran and is journaled, but the fsync failed: a power loss may lose it"
+_NOT_SHARED = "the command ran and is in this daemon's journal, but not in the shared store"
 _KEPT_IN_MEMORY = (
     "the command ran in Blender; its outcome is kept in memory and goes into the record at close"
 )

@@ -72,9 +72,12 @@ class Lifecycle:
         self._nursery = nursery
 
     async def start_journal(self, journal: JournalWriter) -> None:
+        """Its fsync task, and its copy in the shared store when there is one."""
         if self._nursery is None:
             raise RuntimeError("the session service is not running")
         await self._nursery.start(journal.run)
+        if self.catalog.shared is not None:
+            self.catalog.shared.journals.attach(journal.path.stem, journal)
 
     # --- open -----------------------------------------------------------------------
 

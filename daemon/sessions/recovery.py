@@ -15,6 +15,7 @@ import trio
 from ..protocol import DECODE_ERRORS, ErrorCode
 from ..protocol.ops import SessionSummary
 from ..store import (
+    BlenderInfo,
     CommandRecord,
     EditEntry,
     LastResult,
@@ -26,7 +27,7 @@ from ..store import (
     is_session_id,
 )
 from ..store.recovery import JournalVisitor, ScannedJournal, scan_journal
-from .blender import Blenders
+from .blender import BlenderLink, Blenders
 from .lifecycle import Lifecycle
 from .session import Session
 from .tracking import SceneTracker
@@ -149,6 +150,17 @@ async def _recover(
         # The record was saved and the crash came before the journal went.
         await store.remove_journal(session_id)
         return
+    await reopen(session_id, store, lifecycle, lambda info: blenders.find(info.host, info.port))
+
+
+async def reopen(
+    session_id: str,
+    store: SessionStore,
+    lifecycle: Lifecycle,
+    link_for: Callable[[BlenderInfo], BlenderLink],
+) -> Session:
+    """Open a session again from its journal in this data dir, in the Blender
+    `link_for` picks (its own, after a crash; this daemon's, when adopted)."""
     path = store.path_for(session_id, ".journal")
     torn = await store.cut_torn_tail(session_id)  # before anything is appended after it
     scanned, rebuild = await trio.to_thread.run_sync(_scan, path)
@@ -179,7 +191,7 @@ async def _recover(
     blender = data.blender
     session = Session(
         data,
-        blenders.find(blender.host, blender.port),
+        link_for(blender),
         journal,
         next_seq=scanned.last_seq + 1,
         steps=scanned.steps,
@@ -198,3 +210,4 @@ async def _recover(
         damaged_lines=len(scanned.damaged),
         interrupted_rewind=rebuild.interrupted.seq if rebuild.interrupted else None,
     )
+    return session

@@ -31,6 +31,7 @@ from ..protocol import (
 )
 from ..protocol.limits import MAX_DATA_VALUE_BYTES
 from ..protocol.ops import (
+    AdoptResult,
     BatchCommand,
     BatchResult,
     CheckpointResult,
@@ -57,6 +58,7 @@ from ..protocol.ops import (
 from ..protocol.scene import ObjectRecord, SceneEdited
 from ..store import JournalBatch, SessionStore
 from ..store.archive import DEFAULT_IMPORT_LIMITS, ImportLimits
+from .adoption import Adopter
 from .batch import run_batch
 from .blender import BlenderLink, Blenders
 from .catalog import DEFAULT_PAGE, Catalog
@@ -67,9 +69,10 @@ from .housekeeping import Housekeeper, cleanup
 from .lifecycle import Lifecycle
 from .recovery import quarantine_damaged_records, recover_open_sessions
 from .registry import OpenSessions
+from .replication import DEFAULT_BACKLOG_BYTES
 from .restore import Restorer
 from .session import Session
-from .shared import SharedSessions
+from .shared import LEASE_S, SharedSessions
 from .snapshots import render_thumbnail
 from .transfer import export, import_archive
 from .travel import TimeTravel
@@ -96,6 +99,8 @@ class SessionService:
         checkpoints: CheckpointPolicy | None = None,
         on_blender_restart: str = "resume",
         shared_store: str | None = None,
+        shared_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+        shared_lease_s: float = LEASE_S,
     ) -> None:
         self.store = store
         self.blenders = Blenders(links)
@@ -103,8 +108,10 @@ class SessionService:
         self.registry = OpenSessions()
         self.catalog = Catalog(store, self.registry)
         if shared_store is not None:  # postgresql://...: sessions shared with other daemons
-            self.catalog.shared = SharedSessions(shared_store, store, self.open_summaries)
-            store.on_saved = self.catalog.shared.saved
+            shared = SharedSessions(shared_store, store, self.open_summaries, shared_backlog_bytes)
+            shared.journals.on_taken_over = self._taken_over
+            self.catalog.shared = shared
+            store.on_saved = shared.saved
         self.checkpointer = Checkpointer(store, checkpoints)
         self.lifecycle = Lifecycle(
             store,
@@ -121,6 +128,7 @@ class SessionService:
         self.travel = TimeTravel(store, self.catalog, self.checkpointer)
         self.on_blender_restart = on_blender_restart
         self.restorer = Restorer(store, self.catalog, self.blenders, self.lifecycle, self.commands)
+        self.adopter = Adopter(store, self.catalog, self.blenders, self.lifecycle, self.travel)
         self.import_limits = import_limits
         self.ready = trio.Event()  # set once start-up recovery is done
         self._nursery: trio.Nursery | None = None
@@ -307,6 +315,9 @@ class SessionService:
     ) -> RestoreResult:
         return await self.restorer.restore(ref, name, path, client_id, blender, at_seq, dry_run)
 
+    async def adopt(self, session_id: str, blender: str | None = None) -> AdoptResult:
+        return await self.adopter.adopt(session_id, blender)
+
     # --- time travel ----------------------------------------------------------------
 
     async def checkpoint(self, ref: str, label: str | None = None) -> CheckpointResult:
@@ -386,6 +397,11 @@ class SessionService:
 
     def open_summaries(self) -> builtins.list[SessionSummary]:
         return [self.catalog.summary(session) for session in self.registry]
+
+    def _taken_over(self, session_id: str, why: str) -> None:
+        session = self.registry.get(session_id)
+        if session is not None:
+            session.taken_over = why
 
     # --- the proxy's session --------------------------------------------------------
 

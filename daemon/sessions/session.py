@@ -137,6 +137,9 @@ class Session:
         # A rewind journaled as started whose end is not (the daemon died in it): the
         # scene is somewhere between; finished once its Blender is back (travel.py).
         self.interrupted_rewind: RewindEntry | None = None
+        # Set when another daemon adopted this session (the shared store's lease went to
+        # it): why this daemon takes no more commands for it.
+        self.taken_over: str | None = None
         self.opened_at = trio.current_time()
         self.checkpoint_ms = 0.0  # Blender's time spent on this session's checkpoints
         self.last_active_at = trio.current_time()  # for the idle TTL (trio clock)
@@ -153,6 +156,8 @@ class Session:
     @property
     def detached(self) -> str | None:
         """Why this session takes no more commands, or None."""
+        if self.taken_over is not None:
+            return self.taken_over
         if not self.restarts or self.restarts[-1].resumed:
             return None
         restart = self.restarts[-1]

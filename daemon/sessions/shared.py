@@ -1,24 +1,24 @@
-"""Saved sessions shared through PostgreSQL (`--store postgresql://...`, issue 18's
-first part): the local data dir stays where this daemon works; what it saves is
-published to the database, and a session another daemon saved is fetched from it on
-first use (then it is a local record like any other).
+"""Sessions shared through PostgreSQL (`--store postgresql://...`, issue 18): the local
+data dir stays where this daemon works (and its journals the write-ahead log); what it
+records is copied to the database, and a session another daemon saved is fetched from
+it on first use (then it is a local record like any other).
 
+- Journals: each open session's journal goes to the database as it is written, and a
+  command is answered once its line is committed there (replication.py).
 - Publishing: every record saved (close, the thumbnail after it, import) is queued and
   sent with its files in one transaction, in the background, retried with backoff while
-  the database is away; at start, the local records the database lacks are queued.
+  the database is away; at start, the local records the database lacks are queued. A
+  session another daemon adopted meanwhile is not published from here.
 - Fetching: `resolve`, `list` and everything built on them (show, log, diff, thumbnail,
   restore, export) see the database's sessions too; a session only there is copied into
   the local data dir before it is read.
 - Leases: each open session is held in the database (a lease row, renewed every
-  LEASE_S / 3 and when one opens), so every daemon's `list` says which daemon holds it;
-  one that stops renewing loses them when they expire.
+  LEASE_S / 3, with every journal copy, and when one opens), so every daemon's `list`
+  says which daemon holds it; one that stops renewing loses them when they expire, and
+  another may then adopt them (`take_over`: the journal and checkpoints brought here).
 
-- Journals: each open session's new journal lines are copied to the database every
-  SHIP_EVERY_S, behind the local journal (a client is answered as without --store).
-
-The database is reached through one connection used from one worker thread at a time
-(psycopg has no trio support). Not here yet: answering after the database's commit,
-adopting a dead daemon's sessions, events across daemons (see docs/fleet.md).
+Two connections, each used from one worker thread at a time (connection.py): one for
+the journals, so a large publish never delays an answer, and one for the rest.
 """
 
 from __future__ import annotations
@@ -27,78 +27,67 @@ import functools
 import os
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import psycopg
 import structlog
 import trio
 
-from ..pgstore.catalog import CatalogRow, PgCatalog, saved_row
+from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog, saved_row
 from ..pgstore.migrate import local_files
+from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import SessionSummary
 from ..store import RecordError, SessionStore, is_session_id
 from ..store.files import atomic_write, ensure_private_dir, read_file
 from ..store.layout import read_head
+from .connection import Connection
+from .replication import DEFAULT_BACKLOG_BYTES, JournalShipping, Start, open_row
 
-log = structlog.get_logger("shared")
 T = TypeVar("T")
+log = structlog.get_logger("shared")
 LEASE_S = 30.0
-SHIP_EVERY_S = 0.5  # how often open sessions' new journal lines go to the database
 RETRY_MAX_S = 30.0
-# Journal read per session and pass, at most: twice the largest line there can be (a
-# message is at most 16 MiB), so a pass always ends on a whole line.
-MAX_SHIP_BYTES = 32 * 1024 * 1024
+CHECKPOINT_PREFIX = "checkpoints/"
 
 
-def _read_from(path: Path, offset: int) -> bytes:
-    with path.open("rb") as file:
-        file.seek(offset)
-        return file.read(MAX_SHIP_BYTES)
-
-
-def _append(catalog: PgCatalog, *, session_id: str, lines: list[tuple[int, bytes]]) -> int:
-    return catalog.append_journal(session_id, lines)
-
-
-def _put(catalog: PgCatalog, *, record: bytes, row: CatalogRow, files: dict[str, bytes]) -> None:
-    catalog.put_record(record, row, files)
+def _put(
+    catalog: PgCatalog, *, record: bytes, row: CatalogRow, files: dict[str, bytes], holder: str
+) -> None:
+    catalog.put_record(record, row, files, holder)
 
 
 class SharedSessions:
     def __init__(
-        self, url: str, store: SessionStore, open_sessions: Callable[[], list[SessionSummary]]
+        self,
+        url: str,
+        store: SessionStore,
+        open_sessions: Callable[[], list[SessionSummary]],
+        backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.url = url
+        self.lease_s = lease_s
         self.store = store
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{store.root}"
-        self._catalog: PgCatalog | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        self.connection = Connection(url)
         self._pending: set[str] = set()
         self._wake = trio.Event()
         self.open_sessions = open_sessions  # this daemon's, each held by a lease
         self._renew_now = True
-        # Each open session's journal: bytes and lines copied to the database so far.
-        self._shipped: dict[str, tuple[int, int]] = {}
+        self.journals = JournalShipping(url, self.holder, lease_s, open_sessions, backlog_bytes)
         self.connected = trio.Event()
 
-    # --- the connection -------------------------------------------------------------
-
     async def _call(self, work: Callable[[PgCatalog], T]) -> T:
-        def run() -> T:
-            if self._catalog is None:
-                self._catalog = PgCatalog(self.url)
-            try:
-                return work(self._catalog)
-            except psycopg.OperationalError:
-                self._catalog.close()
-                self._catalog = None  # reconnect next time
-                raise
-
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        return await self.connection.call(work)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.journals.run)
+            task_status.started()
+            await self._keep_up()
+
+    async def _keep_up(self) -> None:
+        """Publish what was saved, renew the leases; retried with backoff."""
         failures = 0
         while True:
             try:
@@ -107,14 +96,12 @@ class SharedSessions:
                 await self._queue_unpublished()
                 renew_at = 0.0
                 while True:
-                    await self._publish_pending()
                     if self._renew_now or trio.current_time() >= renew_at:
                         self._renew_now = False
                         await self._renew_leases()
-                        renew_at = trio.current_time() + LEASE_S / 3
-                    await self._ship_journals()
-                    pause = SHIP_EVERY_S if self.open_sessions() else LEASE_S / 3
-                    with trio.move_on_after(pause):
+                        renew_at = trio.current_time() + self.lease_s / 3
+                    await self._publish_pending()
+                    with trio.move_on_after(max(renew_at - trio.current_time(), 0)):
                         await self._wake.wait()
                     self._wake = trio.Event()
                     failures = 0
@@ -151,9 +138,15 @@ class SharedSessions:
                 self._pending.discard(session_id)
                 continue
             row = saved_row(data)
-            await self._call(functools.partial(_put, record=record, row=row, files=files))
+            try:
+                await self._call(functools.partial(
+                    _put, record=record, row=row, files=files, holder=self.holder
+                ))  # fmt: skip
+            except LeaseHeld as held:  # adopted elsewhere: its record is made there
+                log.error("not_published", session_id=session_id, reason=str(held))
+            else:
+                log.info("session_published", session_id=session_id, files=len(files))
             self._pending.discard(session_id)
-            log.info("session_published", session_id=session_id, files=len(files))
 
     # --- leases ---------------------------------------------------------------------
 
@@ -162,44 +155,23 @@ class SharedSessions:
         self._renew_now = True
         self._wake.set()
 
-    # --- journals -------------------------------------------------------------------
-
-    async def _ship_journals(self) -> None:
-        """Copy the new complete lines of each open session's journal to the database
-        (one transaction per session and pass). A copy, behind the local journal: a
-        client is answered once its line is in the local file, as without --store."""
-        open_ids = {summary.session_id for summary in self.open_sessions()}
-        for gone in set(self._shipped) - open_ids:
-            del self._shipped[gone]
-        for session_id in sorted(open_ids):
-            offset, number = self._shipped.get(session_id, (0, 0))
-            path = self.store.path_for(session_id, ".journal")
-            try:
-                data = await trio.to_thread.run_sync(_read_from, path, offset)
-            except FileNotFoundError:
-                continue
-            end = data.rfind(b"\n") + 1
-            if not end:
-                continue
-            lines = data[:end].split(b"\n")[:-1]
-            numbered = [(number + index + 1, line) for index, line in enumerate(lines) if line]
-            await self._call(functools.partial(_append, session_id=session_id, lines=numbered))
-            self._shipped[session_id] = (offset + end, number + len(lines))
-
     async def _renew_leases(self) -> None:
         held = self.open_sessions()
 
-        def renew(catalog: PgCatalog) -> None:
+        def renew(catalog: PgCatalog) -> dict[str, str]:
+            taken = {}
             for summary in held:
-                catalog.note_open(CatalogRow(
-                    session_id=summary.session_id, name=summary.name, status="open",
-                    created_at=summary.created_at, closed_at=None,
-                    command_count=summary.command_count,
-                    blender_version=summary.blender_version, holder=None,
-                ))  # fmt: skip
-                catalog.acquire(summary.session_id, self.holder, LEASE_S)
+                if summary.session_id in self.journals.lost:
+                    continue
+                holder = catalog.acquire(summary.session_id, self.holder, self.lease_s)
+                if holder != self.holder:
+                    taken[summary.session_id] = holder
+                else:
+                    catalog.note_open(open_row(summary))
+            return taken
 
-        await self._call(renew)
+        for session_id, holder in (await self._call(renew)).items():
+            self.journals.taken_over(session_id, holder)
 
     # --- reading --------------------------------------------------------------------
 
@@ -241,14 +213,9 @@ class SharedSessions:
 
         def write() -> None:
             for name, data in files.items():
-                if name == "record.json":
-                    continue
                 if name in ("blend", "png"):
                     atomic_write(sessions / f"{session_id}.{name}", data)
-                elif name.startswith("checkpoints/") and "/" not in name[12:]:
-                    folder = sessions / f"{session_id}.checkpoints"
-                    ensure_private_dir(folder)
-                    atomic_write(folder / name[12:], data)
+            _write_checkpoints(self.store, session_id, files)
             atomic_write(target, files["record.json"])
 
         await trio.to_thread.run_sync(write)
@@ -256,3 +223,68 @@ class SharedSessions:
         self._pending.discard(session_id)  # it came from there: nothing to send back
         log.info("session_fetched", session_id=session_id, files=len(files))
         return True
+
+    # --- adopting -------------------------------------------------------------------
+
+    async def take_over(self, session_id: str) -> CatalogRow:
+        """Take an open session whose daemon is gone: its lease (refused with `conflict`
+        while another daemon holds it), then its journal and checkpoints from the
+        database into this data dir. Its journal's copy goes on from where it ends."""
+        if self.store.exists(session_id) or self.store.journal_exists(session_id):
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT, f"session {session_id} is already in this daemon's data dir"
+            )
+
+        def take(catalog: PgCatalog) -> tuple[CatalogRow, list[bytes], dict[str, bytes]]:
+            row = catalog.row(session_id)
+            if row is None:
+                raise RemoteProtocolError(
+                    ErrorCode.NOT_FOUND, f"the shared store has no session {session_id}"
+                )
+            if row.status != "open":
+                raise RemoteProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"session {session_id} is closed: restore it instead "
+                    f"(run: blender-session restore {session_id})",
+                )
+            holder = catalog.acquire(session_id, self.holder, self.lease_s)
+            if holder != self.holder:
+                raise RemoteProtocolError(
+                    ErrorCode.CONFLICT,
+                    f"session {session_id} is held by the daemon {holder}, whose lease has "
+                    "not expired (a daemon renews its leases while it runs; they last "
+                    "--store-lease seconds after): send its commands there",
+                )
+            lines = list(catalog.journal(session_id))
+            files = {
+                name: catalog.file(session_id, name) or b""
+                for name in catalog.files(session_id)
+                if name.startswith(CHECKPOINT_PREFIX)
+            }
+            return row, lines, files
+
+        row, lines, files = await self._call(take)
+        if not lines:
+            raise RemoteProtocolError(
+                ErrorCode.NOT_FOUND, f"the shared store holds no journal of session {session_id}"
+            )
+        journal = b"".join(line + b"\n" for line in lines)
+
+        def write() -> None:
+            _write_checkpoints(self.store, session_id, files)
+            atomic_write(self.store.path_for(session_id, ".journal"), journal)
+
+        await trio.to_thread.run_sync(write)
+        self.journals.starts_at(session_id, Start(len(journal), len(lines), frozenset(files)))
+        log.warning("session_taken", session_id=session_id, lines=len(lines),
+                    checkpoints=len(files) // 2, from_holder=row.holder)  # fmt: skip
+        return row
+
+
+def _write_checkpoints(store: SessionStore, session_id: str, files: dict[str, bytes]) -> None:
+    """The checkpoint files among `files` (named checkpoints/<file>), into its dir."""
+    folder = store.checkpoint_dir(session_id)
+    for name, data in files.items():
+        if name.startswith(CHECKPOINT_PREFIX) and "/" not in name[len(CHECKPOINT_PREFIX) :]:
+            ensure_private_dir(folder)
+            atomic_write(folder / name[len(CHECKPOINT_PREFIX) :], data)

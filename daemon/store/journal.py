@@ -18,12 +18,17 @@ task for every line ~10% at one in flight; one write per hold costs neither.
 
 A write that fails (disk full) is cut back off the file, so the file never holds half
 a line: every line of that batch is then not written, and each waiter is told so.
+
+A journal may have a `Replica`: a copy elsewhere (the shared store, PostgreSQL) that
+`when_replicated(callback)` waits for too, so a client is answered once its command is
+committed there (see sessions/replication.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 import trio
@@ -33,6 +38,20 @@ from .records import JournalLine, encode_journal_line
 
 log = structlog.get_logger("journal")
 Written = Callable[[OSError | None], None]  # called with the write's (or fsync's) error
+
+
+class Replica(Protocol):
+    """A copy of a journal kept elsewhere, which an answer waits for too."""
+
+    def when_committed(self, end: int, callback: Written) -> None:
+        """Run `callback(error)` once the journal's bytes up to `end` are in the copy
+        (or will not be waited for: the copy is away; `error` when they never will)."""
+        ...
+
+    def check_room(self) -> None:
+        """Raise a ProtocolError (`storage`) when no more may be written: the copy is
+        away and the local journal holds as much as it may ahead of it."""
+        ...
 
 
 class JournalBatch:
@@ -118,6 +137,7 @@ class JournalWriter:
         # Told the offset from which written lines did not reach the file (a failed
         # batch): whoever noted where lines are forgets those.
         self.on_lost: Callable[[int], None] = lambda offset: None
+        self.replica: Replica | None = None
 
     async def open(self) -> None:
         self._file = await trio.to_thread.run_sync(JournalFile, self.path)
@@ -191,6 +211,19 @@ class JournalWriter:
                 self.when_synced(callback)
 
         self.when_written(written)
+
+    @property
+    def size(self) -> int:
+        """The bytes in the file (written; pending ones not counted)."""
+        return 0 if self._file is None else self._file.size
+
+    def when_replicated(self, callback: Written) -> None:
+        """Run `callback(error)` once what is written so far is in the replica (at once
+        without one)."""
+        if self.replica is None or self._file is None:
+            _call(callback, None)
+        else:
+            self.replica.when_committed(self._file.size, callback)
 
     async def durable(self) -> None:
         """Wait until everything written so far is durable. Raises OSError."""

@@ -1,0 +1,321 @@
+"""Each open session's journal copied into the shared store (`--store postgresql://`),
+and the answers that wait for it.
+
+Theory of operation:
+1. The local journal stays the write-ahead log: every line goes there first (as
+   without a shared store). A `JournalCopy` is that journal's `Replica`: a command's
+   answer waits, after its outcome line is in the local file, until the database has
+   committed the journal up to that line (`when_committed`).
+2. One task ships: it wakes when an answer waits (or every SHIP_EVERY_S for lines no
+   answer waits for), reads each journal's new whole lines, and appends them, with
+   the checkpoints taken since (a checkpoint's .blend goes with its scene file, which
+   is written last), in one transaction per session that also renews the lease.
+   Commands that finish while a transaction runs share the next one (group commit).
+3. The database away (an error, or an answer waiting longer than ACK_WAIT_S): the
+   copy is *behind*, waiting answers are released, and clients are answered from the
+   local journal as without a shared store, until a copy is more than `backlog_bytes`
+   behind: then new commands of that session are refused with `storage` (what ran is
+   never refused: it is in the local journal). The task retries with backoff and
+   catches up from the byte where the database's copy ends; lines carry their number
+   in the journal, so one sent twice (a commit whose answer was lost) is stored once.
+4. The lease: a transaction that finds the lease held by another daemon (it adopted
+   the session) writes nothing; the copy is lost, waiting answers get `storage`, and
+   the session here takes no more commands (`taken_over`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import structlog
+import trio
+
+from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
+from ..protocol import ErrorCode, StorageError
+from ..protocol.ops import SessionSummary
+from ..store import JournalWriter, Written
+from ..store.files import read_file
+from ..store.store import CHECKPOINTS_SUFFIX
+from .connection import Connection
+
+log = structlog.get_logger("replication")
+
+SHIP_EVERY_S = 0.5  # lines no answer waits for (edits, checkpoints) go at least this often
+ACK_WAIT_S = 3.0  # an answer waits no longer for the database: then it is away
+RETRY_MAX_S = 5.0
+# Journal read per session and pass, at most: twice the largest line there can be (a
+# message is at most 16 MiB), so a pass always ends on a whole line.
+MAX_SHIP_BYTES = 32 * 1024 * 1024
+DEFAULT_BACKLOG_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class _Batch:
+    """What one pass sends of one journal."""
+
+    end: int  # the journal's byte the batch ends at
+    lines: list[tuple[int, bytes]]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a journal's copy starts (an adopted session's: all of it is there)."""
+
+    offset: int = 0
+    lines: int = 0
+    shipped: frozenset[str] = frozenset()
+
+
+class JournalCopy:
+    """One open session's journal in the database (a store.journal.Replica)."""
+
+    def __init__(
+        self, shipping: JournalShipping, session_id: str, journal: JournalWriter, start: Start
+    ) -> None:
+        self.shipping = shipping
+        self.session_id = session_id
+        self.journal = journal
+        self.offset = start.offset  # the journal's bytes committed in the database
+        self.lines = start.lines  # and its lines
+        self.shipped = set(start.shipped)  # checkpoint files already there
+        self.noted = False  # its catalog row written
+        self.lost: str | None = None  # another daemon holds it
+        self._waiting: deque[tuple[int, float, Written]] = deque()
+
+    # --- Replica ----------------------------------------------------------------------
+
+    def when_committed(self, end: int, callback: Written) -> None:
+        if end <= self.offset:
+            _call(callback, None)
+        elif self.lost is not None:
+            _call(callback, OSError(self.lost))
+        elif self.shipping.behind:
+            _call(callback, None)  # answered from the local journal, as without a store
+        else:
+            self._waiting.append((end, trio.current_time(), callback))
+            self.shipping.wake()
+
+    def check_room(self) -> None:
+        behind = self.journal.size - self.offset
+        if self.shipping.behind and behind > self.shipping.backlog_bytes:
+            raise StorageError(
+                ErrorCode.STORAGE,
+                f"the shared store is unreachable and session {self.session_id}'s journal "
+                f"here is {behind} bytes ahead of it (at most {self.shipping.backlog_bytes}): "
+                "no new commands until it catches up; retry later (the command was not sent "
+                "to Blender)",
+            )
+
+    # --- the shipping task's side -------------------------------------------------------
+
+    @property
+    def waiting_since(self) -> float | None:
+        return self._waiting[0][1] if self._waiting else None
+
+    def committed(self, batch: _Batch) -> None:
+        self.offset = batch.end
+        self.lines += len(batch.lines)
+        self.shipped.update(batch.files)
+        while self._waiting and self._waiting[0][0] <= self.offset:
+            _call(self._waiting.popleft()[2], None)
+
+    def release(self, error: OSError | None = None) -> None:
+        """Answer everyone waiting: the copy is away (None), or lost (the error)."""
+        while self._waiting:
+            _call(self._waiting.popleft()[2], error)
+
+
+class JournalShipping:
+    def __init__(
+        self,
+        url: str,
+        holder: str,
+        lease_s: float,
+        open_sessions: Callable[[], list[SessionSummary]],
+        backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+    ) -> None:
+        self.connection = Connection(url)  # its own: a publish never delays an answer
+        self.holder = holder
+        self.lease_s = lease_s
+        self.open_sessions = open_sessions
+        self.backlog_bytes = backlog_bytes
+        self.copies: dict[str, JournalCopy] = {}
+        self.behind = False  # the database is away: answers do not wait for it
+        self.lost: set[str] = set()  # sessions another daemon took over
+        self._starts: dict[str, Start] = {}
+        self._wakeup = trio.Event()
+        # Told (session id, why) when another daemon took a session over.
+        self.on_taken_over: Callable[[str, str], None] = lambda session_id, why: None
+
+    def attach(self, session_id: str, journal: JournalWriter) -> None:
+        """Copy an open session's journal from now on (where a `starts_at` says)."""
+        start = self._starts.pop(session_id, Start())
+        journal.replica = self.copies[session_id] = JournalCopy(self, session_id, journal, start)
+
+    def starts_at(self, session_id: str, start: Start) -> None:
+        """The database already holds this session's journal up to `start` (adopted)."""
+        self._starts[session_id] = start
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_waits)
+            failures = 0
+            while True:
+                try:
+                    caught_up = await self._pass()
+                except (psycopg.Error, OSError) as error:
+                    failures += 1
+                    self._fall_behind(str(error).strip())
+                    await trio.sleep(min(RETRY_MAX_S, 0.25 * 2 ** min(failures, 10)))
+                    continue
+                failures = 0
+                if self.behind and caught_up:
+                    self.behind = False
+                    log.warning("shared_store_caught_up")
+                if self.behind:
+                    continue  # more to catch up on
+                with trio.move_on_after(SHIP_EVERY_S):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+
+    async def _watch_waits(self) -> None:
+        """An answer waiting longer than ACK_WAIT_S: the database counts as away."""
+        while True:
+            await trio.sleep(ACK_WAIT_S / 4)
+            now = trio.current_time()
+            for copy in list(self.copies.values()):
+                since = copy.waiting_since
+                if since is not None and now - since > ACK_WAIT_S:
+                    self._fall_behind(f"no commit within {ACK_WAIT_S} s")
+                    break
+
+    def _fall_behind(self, reason: str) -> None:
+        if not self.behind:
+            log.warning("shared_store_behind", reason=reason,
+                        answering_from="the local journal")  # fmt: skip
+        self.behind = True
+        for copy in self.copies.values():
+            copy.release()
+
+    async def _pass(self) -> bool:
+        """Ship every open journal's new lines. True when all are in the database."""
+        summaries = {summary.session_id: summary for summary in self.open_sessions()}
+        caught_up = True
+        for session_id in list(self.copies):
+            copy = self.copies[session_id]
+            summary = summaries.get(session_id)
+            if summary is None or not copy.journal.is_open or copy.lost is not None:
+                del self.copies[session_id]  # closed (its record goes as a whole)
+                copy.release()
+                continue
+            batch = await trio.to_thread.run_sync(
+                _gather, copy.journal.path, copy.offset, copy.lines, copy.shipped
+            )
+            if batch is None:
+                continue
+            row = None if copy.noted else open_row(summary)
+            try:
+                await self.connection.call(
+                    functools.partial(_append, holder=self.holder, ttl_s=self.lease_s,
+                                      session_id=session_id, batch=batch, row=row)
+                )  # fmt: skip
+            except LeaseHeld as held:
+                self.taken_over(session_id, held.holder)
+                continue
+            copy.noted = True
+            copy.committed(batch)
+            caught_up = caught_up and copy.offset >= copy.journal.size
+        return caught_up
+
+    def taken_over(self, session_id: str, holder: str) -> None:
+        """Another daemon holds the session's lease: this one writes it no more."""
+        why = (
+            f"the daemon {holder} adopted it (it holds its lease in the shared store); "
+            "commands for it go there now"
+        )
+        self.lost.add(session_id)
+        copy = self.copies.pop(session_id, None)
+        if copy is not None:
+            copy.lost = f"session {session_id}: {why}"
+            copy.release(OSError(copy.lost))
+        log.error("session_taken_over", session_id=session_id, holder=holder)
+        self.on_taken_over(session_id, why)
+
+
+def open_row(summary: SessionSummary) -> CatalogRow:
+    """The catalog's row of a session open here."""
+    return CatalogRow(
+        session_id=summary.session_id, name=summary.name, status="open",
+        created_at=summary.created_at, closed_at=None, command_count=summary.command_count,
+        blender_version=summary.blender_version, holder=None,
+    )  # fmt: skip
+
+
+def _append(
+    catalog: PgCatalog,
+    *,
+    holder: str,
+    ttl_s: float,
+    session_id: str,
+    batch: _Batch,
+    row: CatalogRow | None,
+) -> None:
+    catalog.append_journal(session_id, batch.lines, holder, ttl_s, batch.files, row)
+
+
+def _gather(path: Path, offset: int, lines: int, shipped: set[str]) -> _Batch | None:
+    """A journal's whole lines from `offset` on, numbered on from `lines`, and the
+    checkpoints kept since (blocking: run in a thread). None when there is nothing."""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            data = file.read(MAX_SHIP_BYTES)
+    except FileNotFoundError:
+        return None
+    end = data.rfind(b"\n") + 1
+    numbered = [
+        (lines + index + 1, line) for index, line in enumerate(data[:end].split(b"\n")[:-1])
+    ]
+    files = _new_checkpoints(path.with_suffix(CHECKPOINTS_SUFFIX), shipped)
+    if not numbered and not files:
+        return None
+    return _Batch(end=offset + end, lines=numbered, files=files)
+
+
+def _new_checkpoints(directory: Path, shipped: set[str]) -> dict[str, bytes]:
+    """Checkpoints kept since: a .blend with its scene file (written after the .blend
+    was synced, so a pair is whole)."""
+    try:
+        names = set(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    files: dict[str, bytes] = {}
+    for name in sorted(names):
+        if not name.endswith(".state.json") or f"checkpoints/{name}" in shipped:
+            continue
+        blend = name.removesuffix(".state.json") + ".blend"
+        if blend not in names:
+            continue
+        try:
+            for part in (blend, name):
+                files[f"checkpoints/{part}"] = read_file(directory / part)
+        except OSError:  # thinned out meanwhile
+            files.pop(f"checkpoints/{blend}", None)
+    return files
+
+
+def _call(callback: Written, error: OSError | None) -> None:
+    try:
+        callback(error)
+    except Exception:
+        log.exception("replica_callback_failed")

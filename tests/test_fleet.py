@@ -1,0 +1,261 @@
+"""Many daemons, one PostgreSQL (issue 18): an acknowledged command is committed in the
+database; PostgreSQL restarted mid-stream loses nothing; a bounded backlog while it is
+away; the lease keeps a second daemon from writing an open session it does not hold;
+a daemon SIGKILLed mid-stream and its open session adopted by another, with every
+acknowledged command and its scene. Real daemons, real headless Blenders, a real
+PostgreSQL the suite starts (tests/postgres.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+
+from daemon.clients.client import ClientError, ControlClient, find_endpoint
+
+from .helpers import create_cube
+from .postgres import Cluster
+from .programs import Programs
+
+pytestmark = pytest.mark.blender
+
+
+def _client(programs: Programs, timeout_s: float = 120.0) -> ControlClient:
+    host, port, token = find_endpoint(programs.data_dir)
+    return ControlClient(host, port, token, timeout_s=timeout_s)
+
+
+def _call(client: ControlClient, op: str, params: dict[str, Any]) -> Any:
+    return msgspec.json.decode(client.call(op, params))
+
+
+def _db_lines(postgres: Cluster, session_id: str) -> list[dict[str, Any]]:
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
+            (session_id,),
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+def _local_lines(programs: Programs, session_id: str) -> list[dict[str, Any]]:
+    path = programs.data_dir / "sessions" / f"{session_id}.journal"
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _done_seqs(lines: list[dict[str, Any]]) -> set[int]:
+    return {line["seq"] for line in lines if line["kind"] == "done"}
+
+
+def _wait(done: Any, what: str, bound_s: float = 60.0) -> None:
+    """Until `done()`, bounded; each look is a database or daemon round trip."""
+    deadline = time.monotonic() + bound_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what} never happened within {bound_s} s"
+
+
+def test_an_acknowledged_command_is_already_committed_in_the_database(
+    postgres: Cluster, programs: Programs
+) -> None:
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()
+    session = programs.json("open", "--name", "committed")["session_id"]
+    with _client(programs) as client:
+        for n in range(10):
+            seq = _call(client, "session.command", create_cube(session, f"C{n}"))["seq"]
+            assert seq in _done_seqs(_db_lines(postgres, session))  # no wait: already there
+
+
+def test_postgres_restarted_mid_stream_loses_nothing(
+    postgres: Cluster, programs: Programs
+) -> None:
+    """Commands go on while the database is away (answered from the local journal); it
+    catches up when it returns, and the record there holds every command."""
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()
+    session = programs.json("open", "--name", "through a restart")["session_id"]
+    answered: list[int] = []
+    errors: list[Exception] = []
+    progress = threading.Condition()
+
+    def stream() -> None:
+        try:
+            with _client(programs) as client:
+                for n in range(300):
+                    reply = _call(client, "session.command", create_cube(session, f"R{n}"))
+                    with progress:
+                        answered.append(reply["seq"])
+                        progress.notify_all()
+        except (ClientError, OSError) as error:
+            errors.append(error)
+            with progress:
+                progress.notify_all()
+
+    def reach(count: int) -> None:
+        with progress:
+            assert progress.wait_for(lambda: len(answered) >= count or errors, 120), answered
+        assert not errors, errors
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    reach(50)
+    postgres.stop()  # mid-stream
+    reach(len(answered) + 50)  # answered on while it is away
+    postgres.start_again()
+    streamer.join(120)
+    assert not errors and len(answered) == 300
+    _wait(lambda: len(_db_lines(postgres, session)) == len(_local_lines(programs, session)),
+          "the database catching up", 90)  # fmt: skip
+    assert _db_lines(postgres, session) == _local_lines(programs, session)
+    assert set(answered) <= _done_seqs(_db_lines(postgres, session))
+    log = "".join(programs.daemon_log)
+    assert '"shared_store_behind"' in log and '"shared_store_caught_up"' in log
+    closed = programs.json("close", session)
+    assert closed["command_count"] == 300
+
+
+def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_returns(
+    postgres: Cluster, programs: Programs
+) -> None:
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url, "--store-backlog-kib", "4")
+    programs.wait_connected()
+    session = programs.json("open", "--name", "backlog")["session_id"]
+    postgres.stop()
+    ran: list[str] = []
+    with _client(programs) as client:
+        for n in range(200):  # a few hundred bytes a command: 4 KiB fill in far fewer
+            try:
+                _call(client, "session.command", create_cube(session, f"B{n}"))
+            except ClientError as error:
+                refused = error
+                break
+            ran.append(f"B{n}")
+        else:
+            raise AssertionError("never refused")
+        assert refused.code == "storage" and "shared store is unreachable" in str(refused)
+        assert "not sent to Blender" in str(refused)
+        objects = _call(client, "session.state", {"session_id": session})["scene"]["objects"]
+        assert sorted(o["name"] for o in objects) == sorted(ran)  # the refused one never ran
+        postgres.start_again()
+        _wait(lambda: len(_db_lines(postgres, session)) == len(_local_lines(programs, session)),
+              "the database catching up", 90)  # fmt: skip
+
+        def accepted() -> bool:
+            try:
+                _call(client, "session.command", create_cube(session, "After"))
+            except ClientError as error:
+                assert error.code == "storage"
+                return False
+            return True
+
+        _wait(accepted, "commands accepted again", 30)
+
+
+def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
+    postgres: Cluster, tmp_path: Path
+) -> None:
+    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
+    try:
+        for daemon in (a, b):
+            daemon.start_blender()
+            daemon.start_daemon("--store", postgres.url, "--store-lease", "4")
+            daemon.wait_connected()
+        session = a.json("open", "--name", "adoptee")["session_id"]
+        a.json("cmd", "-s", session, "create_object", "kind=cube", "name=Base")
+        a.cli("checkpoint", "-s", session)  # then commands after it: replayed on adoption
+
+        # While A lives, its lease keeps B out: no adopting, no commands through B.
+        refused = b.cli("adopt", session, check=False)
+        assert refused.returncode != 0 and "held by the daemon" in refused.stderr
+        assert str(a.data_dir) in refused.stderr
+        elsewhere = b.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
+        assert elsewhere.returncode != 0 and "open on another daemon" in elsewhere.stderr
+
+        acknowledged: list[str] = ["Base"]
+        sent: list[str] = ["Base"]
+        enough = threading.Event()
+
+        def stream() -> None:
+            with _client(a) as client:
+                for n in range(100_000):
+                    sent.append(f"K{n}")
+                    try:
+                        _call(client, "session.command", create_cube(session, f"K{n}"))
+                    except (ClientError, OSError):
+                        enough.set()
+                        return  # A died: this one was never acknowledged
+                    acknowledged.append(f"K{n}")
+                    if len(acknowledged) == 40:
+                        enough.set()
+
+        streamer = threading.Thread(target=stream)
+        streamer.start()
+        assert enough.wait(120), "the stream did not get going"
+        assert a.daemon is not None
+        a.daemon.send_signal(signal.SIGKILL)  # mid-stream
+        a.daemon.wait()
+        streamer.join(60)
+
+        adopted: dict[str, Any] = {}
+
+        def adopt() -> bool:  # refused until A's lease expires (4 s after its last renewal)
+            result = b.cli("--json", "adopt", session, check=False)
+            if result.returncode != 0:
+                said = result.stdout + result.stderr  # --json: the error on stdout
+                assert "held by the daemon" in said, said
+                return False
+            adopted.update(json.loads(result.stdout))
+            return True
+
+        _wait(adopt, "the adoption", 60)
+        assert adopted["resumed"], adopted
+        assert adopted["commands"] >= len(acknowledged)
+        names = {o["name"] for o in b.json("state", session)["scene"]["objects"]}
+        assert set(acknowledged) <= names <= set(sent)
+        with _client(b) as client:  # B's Blender has that scene, not only B's record
+            scene = _call(client, "session.command",
+                          {"session_id": session, "type": "get_scene_info", "params": {}})  # fmt: skip
+            assert {o["name"] for o in scene["result"]["objects"]} >= set(acknowledged)
+        after = b.json("cmd", "-s", session, "create_object", "kind=cube", "name=OnB")
+        assert after["seq"] > adopted["steps"]
+
+        # A back on its data dir (its journal of the session still there): B holds the
+        # session now, so A takes no more commands for it and never publishes its copy.
+        a.start_daemon("--store", postgres.url, "--store-lease", "4")
+        a.wait_connected()
+
+        def refused_on_a() -> bool:
+            said = a.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
+            return said.returncode != 0 and "adopted it" in said.stdout + said.stderr
+
+        _wait(refused_on_a, "A seeing that B adopted the session", 30)
+        closed = b.json("close", session)
+        assert closed["command_count"] >= len(acknowledged) + 2  # + the scene read, OnB
+        _wait(lambda: _published(postgres, session) == closed["command_count"],
+              "B's record in the database")  # fmt: skip
+        a.json("close", session)  # A's copy: saved in A's data dir only
+        _wait(lambda: '"not_published"' in "".join(a.daemon_log), "A's publication refused")
+        assert _published(postgres, session) == closed["command_count"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _published(postgres: Cluster, session_id: str) -> int | None:
+    """The command count of the session's record in the database, once closed there."""
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT command_count FROM sessions WHERE session_id = %s AND status = 'closed'",
+            (session_id,),
+        ).fetchone()
+    return None if row is None else int(row[0])

@@ -223,8 +223,8 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         names = {o["name"] for o in b.json("state", session)["scene"]["objects"]}
         assert set(acknowledged) <= names <= set(sent)
         with _client(b) as client:  # B's Blender has that scene, not only B's record
-            scene = _call(client, "session.command",
-                          {"session_id": session, "type": "get_scene_info", "params": {}})  # fmt: skip
+            read = {"session_id": session, "type": "get_scene_info", "params": {}}
+            scene = _call(client, "session.command", read)
             assert {o["name"] for o in scene["result"]["objects"]} >= set(acknowledged)
         after = b.json("cmd", "-s", session, "create_object", "kind=cube", "name=OnB")
         assert after["seq"] > adopted["steps"]

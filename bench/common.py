@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests import blender_procs
+
 BIN = Path(sys.executable).parent
 TRIVIAL = {"type": "get_scene_info"}
 
@@ -249,3 +251,17 @@ def start_relay(kind: str, upstream: int) -> tuple[subprocess.Popen[str], int]:
         process.kill()
         raise RuntimeError(f"relay did not start: {first!r}")
     return process, int(first.split()[1])
+
+
+class Headless:
+    """A headless Blender (the bpy module) serving the addon, with its own HOME."""
+
+    def __init__(self, workdir: Path, name: str, *addon_args: str) -> None:
+        self.env = blender_procs.blender_env(workdir / f"{name}-home")
+        self.blender = blender_procs.start(
+            blender_procs.headless_command("--factory-scene", *addon_args), self.env
+        )
+        self.port = self.blender.port
+
+    def stop(self) -> None:
+        self.blender.stop()

@@ -28,6 +28,9 @@ Every comparison is measured in the same run. Cases (numbers as in issue 6):
 10. web (bench/web.py): the web timeline in chromium: the gallery of 1,000 sessions, a
    100,000-step session's page, and command throughput with a page watching.
 
+11. fleet (bench/fleet.py): the PostgreSQL store: pipelined throughput against the
+   local store, rows and bytes per command, adopting a 1,000-object session.
+
 `summary` at the end puts the figures the targets name side by side.
 
 Long (about 650 lines) because it is the one entry point of every case that has no
@@ -54,10 +57,11 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import proxy, scale, timetravel, web  # noqa: E402
+from bench import fleet, proxy, scale, timetravel, web  # noqa: E402
 from bench.common import (  # noqa: E402
     TRIVIAL,
     Daemon,
+    Headless,
     LineClient,
     blender_version,
     cpu_seconds,
@@ -84,8 +88,8 @@ SMOKE = {
     "memory": [100, 300], "memory_sessions": 5,
 }
 # fmt: on
-FULL |= scale.FULL | timetravel.FULL | proxy.FULL | web.FULL
-SMOKE |= scale.SMOKE | timetravel.SMOKE | proxy.SMOKE | web.SMOKE
+FULL |= scale.FULL | timetravel.FULL | proxy.FULL | web.FULL | fleet.FULL
+SMOKE |= scale.SMOKE | timetravel.SMOKE | proxy.SMOKE | web.SMOKE | fleet.SMOKE
 TARGETS = {
     "one_at_a_time_time_ratio_max": 1.5,
     "pipelined_time_ratio_max": 1.25,
@@ -97,20 +101,6 @@ TARGETS = {
     **timetravel.TARGETS,
     **proxy.TARGETS,
 }
-
-
-class Headless:
-    """A headless Blender (the bpy module) serving the addon, with its own HOME."""
-
-    def __init__(self, workdir: Path, name: str, *addon_args: str) -> None:
-        self.env = blender_procs.blender_env(workdir / f"{name}-home")
-        self.blender = blender_procs.start(
-            blender_procs.headless_command("--factory-scene", *addon_args), self.env
-        )
-        self.port = self.blender.port
-
-    def stop(self) -> None:
-        self.blender.stop()
 
 
 # --- 1. round trips ------------------------------------------------------------------
@@ -596,6 +586,7 @@ CASES = {
     "diff_and_close": timetravel.bench_diff_and_close,
     "proxy": proxy.bench_proxy,
     "web": web.bench_web,
+    "fleet": fleet.bench_fleet,
 }
 
 

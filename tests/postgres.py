@@ -44,6 +44,10 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.as_user:
             shutil.chown(self.root, "postgres", "postgres")
+            for parent in self.root.parents:  # the postgres account must reach it
+                if parent == Path("/"):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o011)
         self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
         self.start_again()
         self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "bss")
@@ -56,6 +60,13 @@ class Cluster:
         self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
                  "-l", str(self.root / "server.log"), "start")  # fmt: skip
 
+    def running(self) -> bool:
+        status = subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        return status.returncode == 0
+
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
@@ -67,17 +78,13 @@ class Cluster:
 @pytest.fixture
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     blender_procs.require(bin_dir() is not None, "Debian's postgresql (apt-get install postgresql)")
-    root = tmp_path_factory.mktemp("postgres")
-    if os.geteuid() == 0:  # the postgres account must reach its directory
-        for parent in [root, *root.parents]:
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
-    cluster = Cluster(root / "cluster")
+    cluster = Cluster(tmp_path_factory.mktemp("postgres") / "cluster")
     cluster.start()
     try:
         yield cluster
     finally:
+        if not cluster.running():  # a test stopped it and failed before starting it again
+            return
         try:
             cluster.stop()
         except subprocess.CalledProcessError:

@@ -39,14 +39,14 @@ def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> No
     assert first.counts()["blobs"] == 3  # record, blend, png: stored once each
     assert second.search("seat") == second.search("acme") == [row.session_id]
     assert second.search("Sea.") == []  # a literal, not a pattern
-    lines = [(1, b'{"kind":"start"}'), (2, b'{"a":1}')]
-    assert first.append_journal("open-0", lines, "daemon-A", 30) == 2
-    assert first.append_journal("open-0", lines[1:], "daemon-A", 30) == 0  # already there
+    lines = b'{"kind":"start"}\n{"a":1}\n'
+    assert first.append_journal("open-0", 1, lines, "daemon-A", 30) == 2
+    assert first.append_journal("open-0", 2, b'{"a":1}\n', "daemon-A", 30) == 0  # there
     assert list(first.journal("open-0")) == [b'{"kind": "start"}', b'{"a": 1}']
     # The lease keeps a second daemon from writing an open session it does not hold:
     # nothing of its batch is written, and neither is a record of it.
     with pytest.raises(LeaseHeld, match="daemon-A"):
-        second.append_journal("open-0", [(3, b'{"b":2}')], "daemon-B", 30)
+        second.append_journal("open-0", 3, b'{"b":2}\n', "daemon-B", 30)
     assert len(list(first.journal("open-0"))) == 2
     open_row = CatalogRow("open-0", None, "closed", 1.0, 2.0, 0, None, None)
     with pytest.raises(LeaseHeld):

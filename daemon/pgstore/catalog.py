@@ -17,7 +17,7 @@ renewing, and once the expiry passes another may take the lease.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,19 +219,29 @@ class PgCatalog:
     def append_journal(
         self,
         session_id: str,
-        lines: Iterable[tuple[int, bytes]],
+        first: int,
+        lines: bytes,
         holder: str,
         ttl_s: float,
         files: dict[str, bytes] | None = None,
         row: CatalogRow | None = None,
     ) -> int:
-        """Journal lines (line number, JSON) and files (checkpoints) of an open session,
-        and its catalog `row` when given, in one transaction that also renews `holder`'s
-        lease: committed when this returns. Raises LeaseHeld (nothing written) when
-        another daemon holds it. A line already there is left as it is. Returns how
-        many were new."""
-        rows = [(session_id, number, line.decode()) for number, line in lines]
-        with self.conn.transaction(), self.conn.cursor() as cursor:
+        """Journal lines (whole JSON lines, each ending in a newline; the first is line
+        number `first`) and files (checkpoints) of an open session, and its catalog
+        `row` when given, in one transaction that also renews `holder`'s lease:
+        committed when this returns. Raises LeaseHeld (nothing written) when another
+        daemon holds it. A line already there is left as it is. Returns how many were
+        new."""
+        text = lines.removesuffix(b"\n").decode()  # split by the server
+        params = (session_id, first, text)
+        if not files and row is None:
+            # The common case, one statement (one round trip, its own transaction): the
+            # lease taken or renewed, and the lines inserted only if it was.
+            found = self.conn.execute(_APPEND, (session_id, holder, ttl_s, *params)).fetchone()
+            if found is None or found[0] is None:
+                raise LeaseHeld(session_id, self._holder(session_id) or "?")
+            return int(found[1])
+        with self.conn.transaction():
             # The lease row stays locked until the commit: an adopter's take waits, then
             # finds it renewed; or it took it first, and then nothing is written here.
             taken = self._take_lease(session_id, holder, ttl_s)
@@ -241,12 +251,12 @@ class PgCatalog:
                 self.note_open(row)
             for name, data in (files or {}).items():
                 self._put_file(session_id, name, data)
-            cursor.executemany(
-                "INSERT INTO journal (session_id, line_no, line) VALUES (%s, %s, %s::jsonb) "
-                "ON CONFLICT DO NOTHING",
-                rows,
-            )
-            return max(cursor.rowcount, 0)
+            inserted = self.conn.execute(
+                f"WITH ins AS ({_INSERT_LINES} ON CONFLICT DO NOTHING RETURNING 1) "
+                "SELECT count(*) FROM ins",
+                params,
+            ).fetchone()
+            return 0 if inserted is None else int(inserted[0])
 
     def journal(self, session_id: str) -> Iterator[bytes]:
         """A session's journal lines, in order."""
@@ -267,23 +277,16 @@ class PgCatalog:
             return self._take_lease(session_id, holder, ttl_s)
 
     def _take_lease(self, session_id: str, holder: str, ttl_s: float) -> str:
-        row = self.conn.execute(
-            """
-            INSERT INTO leases (session_id, holder, expires_at)
-            VALUES (%s, %s, now() + make_interval(secs => %s))
-            ON CONFLICT (session_id) DO UPDATE
-                SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-                WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
-            RETURNING holder
-            """,
-            (session_id, holder, ttl_s),
-        ).fetchone()
+        row = self.conn.execute(_TAKE_LEASE, (session_id, holder, ttl_s)).fetchone()
         if row is not None:
             return str(row[0])
+        return self._holder(session_id) or holder
+
+    def _holder(self, session_id: str) -> str | None:
         held = self.conn.execute(
             "SELECT holder FROM leases WHERE session_id = %s", (session_id,)
         ).fetchone()
-        return str(held[0]) if held else holder
+        return None if held is None else str(held[0])
 
     def row(self, session_id: str) -> CatalogRow | None:
         """One session's row, with the holder of its unexpired lease."""
@@ -310,6 +313,29 @@ class PgCatalog:
             table: int(_one(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()))
             for table in tables
         }
+
+
+_TAKE_LEASE = """
+    INSERT INTO leases (session_id, holder, expires_at)
+    VALUES (%s, %s, now() + make_interval(secs => %s))
+    ON CONFLICT (session_id) DO UPDATE
+        SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+        WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
+    RETURNING holder
+"""
+# The lines as one text, split by the server: no per-line work in the daemon.
+_INSERT_LINES = """
+    INSERT INTO journal (session_id, line_no, line)
+    SELECT %s, %s::bigint + t.n - 1, t.l::jsonb
+    FROM unnest(string_to_array(%s, E'\\n')) WITH ORDINALITY AS t(l, n)
+"""
+# The lease and the lines in one statement: the lines go in only if the lease did.
+_APPEND = f"""
+    WITH lease AS ({_TAKE_LEASE}),
+    ins AS ({_INSERT_LINES} WHERE EXISTS (SELECT 1 FROM lease) ON CONFLICT DO NOTHING
+             RETURNING 1)
+    SELECT (SELECT holder FROM lease), (SELECT count(*) FROM ins)
+"""
 
 
 def _one(row: tuple[Any, ...] | None) -> int:

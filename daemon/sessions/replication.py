@@ -60,7 +60,9 @@ class _Batch:
     """What one pass sends of one journal."""
 
     end: int  # the journal's byte the batch ends at
-    lines: list[tuple[int, bytes]]
+    first: int  # the number of its first line
+    data: bytes  # whole lines
+    count: int  # how many
     files: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -121,7 +123,7 @@ class JournalCopy:
 
     def committed(self, batch: _Batch) -> None:
         self.offset = batch.end
-        self.lines += len(batch.lines)
+        self.lines += batch.count
         self.shipped.update(batch.files)
         while self._waiting and self._waiting[0][0] <= self.offset:
             _call(self._waiting.popleft()[2], None)
@@ -218,19 +220,17 @@ class JournalShipping:
                 del self.copies[session_id]  # closed (its record goes as a whole)
                 copy.release()
                 continue
-            batch = await trio.to_thread.run_sync(
-                _gather, copy.journal.path, copy.offset, copy.lines, copy.shipped
-            )
-            if batch is None:
-                continue
             row = None if copy.noted else open_row(summary)
             try:
-                await self.connection.call(
-                    functools.partial(_append, holder=self.holder, ttl_s=self.lease_s,
-                                      session_id=session_id, batch=batch, row=row)
-                )  # fmt: skip
+                batch = await self.connection.call(functools.partial(
+                    _ship, path=copy.journal.path, offset=copy.offset, lines=copy.lines,
+                    shipped=frozenset(copy.shipped), holder=self.holder, ttl_s=self.lease_s,
+                    row=row,
+                ))  # fmt: skip
             except LeaseHeld as held:
                 self.taken_over(session_id, held.holder)
+                continue
+            if batch is None:
                 continue
             copy.noted = True
             copy.committed(batch)
@@ -261,19 +261,26 @@ def open_row(summary: SessionSummary) -> CatalogRow:
     )  # fmt: skip
 
 
-def _append(
+def _ship(
     catalog: PgCatalog,
     *,
+    path: Path,
+    offset: int,
+    lines: int,
+    shipped: frozenset[str],
     holder: str,
     ttl_s: float,
-    session_id: str,
-    batch: _Batch,
     row: CatalogRow | None,
-) -> None:
-    catalog.append_journal(session_id, batch.lines, holder, ttl_s, batch.files, row)
+) -> _Batch | None:
+    """Read what is new in a journal and append it (in the connection's thread: one
+    hop per session and pass). None when there was nothing."""
+    batch = _gather(path, offset, lines, shipped)
+    if batch is not None:
+        catalog.append_journal(path.stem, batch.first, batch.data, holder, ttl_s, batch.files, row)
+    return batch
 
 
-def _gather(path: Path, offset: int, lines: int, shipped: set[str]) -> _Batch | None:
+def _gather(path: Path, offset: int, lines: int, shipped: frozenset[str]) -> _Batch | None:
     """A journal's whole lines from `offset` on, numbered on from `lines`, and the
     checkpoints kept since (blocking: run in a thread). None when there is nothing."""
     try:
@@ -283,16 +290,14 @@ def _gather(path: Path, offset: int, lines: int, shipped: set[str]) -> _Batch | 
     except FileNotFoundError:
         return None
     end = data.rfind(b"\n") + 1
-    numbered = [
-        (lines + index + 1, line) for index, line in enumerate(data[:end].split(b"\n")[:-1])
-    ]
+    whole = data[:end]
     files = _new_checkpoints(path.with_suffix(CHECKPOINTS_SUFFIX), shipped)
-    if not numbered and not files:
+    if not whole and not files:
         return None
-    return _Batch(end=offset + end, lines=numbered, files=files)
+    return _Batch(offset + end, lines + 1, whole, whole.count(b"\n"), files)
 
 
-def _new_checkpoints(directory: Path, shipped: set[str]) -> dict[str, bytes]:
+def _new_checkpoints(directory: Path, shipped: frozenset[str]) -> dict[str, bytes]:
     """Checkpoints kept since: a .blend with its scene file (written after the .blend
     was synced, so a pair is whole)."""
     try:

@@ -108,7 +108,9 @@ class SessionService:
         self.registry = OpenSessions()
         self.catalog = Catalog(store, self.registry)
         if shared_store is not None:  # postgresql://...: sessions shared with other daemons
-            shared = SharedSessions(shared_store, store, self.open_summaries, shared_backlog_bytes)
+            shared = SharedSessions(
+                shared_store, store, self.open_summaries, shared_backlog_bytes, shared_lease_s
+            )
             shared.journals.on_taken_over = self._taken_over
             self.catalog.shared = shared
             store.on_saved = shared.saved

@@ -69,6 +69,15 @@ class BlenderRestarted(_Event, frozen=True):
     sessions: list[str]  # open sessions whose scene was in the previous Blender
 
 
+class SharedChanged(_Event, frozen=True):
+    """Another daemon changed a session in the shared store (--store postgresql://)."""
+
+    session_id: str
+    daemon: str | None  # host:pid:data dir of the daemon that changed it
+    change: str  # journal (lines up to `line` recorded), saved, adopted
+    line: int | None = None
+
+
 class Dropped(_Event, frozen=True):
     events: int
 
@@ -76,7 +85,7 @@ class Dropped(_Event, frozen=True):
 # The status a watcher gets first (`watching`), and each Blender's heartbeat.
 Event = (
     StatusResult | BlenderLinkInfo | SessionOpened | SessionClosed | CommandDone | CommandLate
-    | SceneChanged | StorageFailed | BlenderRestarted | Dropped
+    | SceneChanged | StorageFailed | BlenderRestarted | SharedChanged | Dropped
 )  # fmt: skip
 EVENT_NAMES: dict[type[msgspec.Struct], str] = {
     StatusResult: "watching",
@@ -88,6 +97,7 @@ EVENT_NAMES: dict[type[msgspec.Struct], str] = {
     SceneChanged: "scene_changed",
     StorageFailed: "storage_failed",
     BlenderRestarted: "blender_restarted",
+    SharedChanged: "shared_changed",
     Dropped: "dropped",
 }
 

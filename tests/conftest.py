@@ -14,8 +14,9 @@ from .fake_addon import FakeAddon
 from .helpers import WAIT_S, AsyncClient, running_daemon, token_of
 from .postgres import postgres
 from .programs import programs
+from .test_web_browser import browser
 
-__all__ = ["client", "daemon", "fake", "postgres", "programs"]
+__all__ = ["browser", "client", "daemon", "fake", "postgres", "programs"]
 
 
 @pytest.fixture

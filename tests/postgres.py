@@ -83,9 +83,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        if not cluster.running():  # a test stopped it and failed before starting it again
-            return
-        try:
-            cluster.stop()
-        except subprocess.CalledProcessError:
-            cluster.stop("immediate")
+        if cluster.running():  # else a test stopped it and failed before starting it again
+            try:
+                cluster.stop()
+            except subprocess.CalledProcessError:
+                cluster.stop("immediate")

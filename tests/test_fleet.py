@@ -24,6 +24,7 @@ from daemon.clients.client import ClientError, ControlClient, find_endpoint
 from .helpers import create_cube
 from .postgres import Cluster
 from .programs import Programs
+from .test_web_api import web_of
 
 pytestmark = pytest.mark.blender
 
@@ -266,3 +267,41 @@ def _published(postgres: Cluster, session_id: str) -> int | None:
             (session_id,),
         ).fetchone()
     return None if row is None else int(row[0])
+
+
+def test_events_cross_daemons_to_watch_and_the_web_gallery(
+    postgres: Cluster, tmp_path: Path, browser: Any
+) -> None:
+    """LISTEN/NOTIFY: what A records reaches B's `watch` and B's gallery page in a real
+    browser, with no reload."""
+    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
+    try:
+        for daemon in (a, b):
+            daemon.start_blender()
+            daemon.start_daemon("--store", postgres.url)
+            daemon.wait_connected()
+        _, link = web_of(b)
+        page = browser.new_context(bypass_csp=True).new_page()
+        page.goto(link)
+        page.locator("#live").filter(has_text="Blender").wait_for()
+        seen: list[dict[str, Any]] = []
+        with _client(b, timeout_s=60) as watcher:
+            stream = watcher.stream("watch")
+            assert next(stream).event == "watching"
+            session = a.json("open", "--name", "made on A")["session_id"]
+            a.json("cmd", "-s", session, "create_object", "kind=cube", "name=FromA")
+            a.json("close", session)
+            for item in stream:  # bounded by the client's timeout
+                if item.event == "shared_changed":
+                    seen.append(msgspec.json.decode(item.data))
+                    if seen[-1]["change"] == "saved":
+                        break
+        assert {s["session_id"] for s in seen} == {session}
+        assert all(str(a.data_dir) in s["daemon"] for s in seen)
+        assert [s["change"] for s in seen][-1] == "saved" and "journal" in {
+            s["change"] for s in seen
+        }
+        page.locator(".card", has_text="made on A").wait_for(timeout=30_000)  # no reload
+    finally:
+        a.stop()
+        b.stop()

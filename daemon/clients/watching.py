@@ -21,6 +21,7 @@ from ..events import (
     SceneChanged,
     SessionClosed,
     SessionOpened,
+    SharedChanged,
     StorageFailed,
 )
 from ..protocol.messages import ControlResponse
@@ -61,6 +62,9 @@ def event_line(event: object) -> str | None:
             return f"STORAGE FAILED at #{seq} of {sid}: {message}"
         case BlenderRestarted(blender=blender, sessions=sessions):
             return f"Blender at {blender} restarted; sessions affected: {', '.join(sessions)}"
+        case SharedChanged(session_id=sid, daemon=daemon, change=change, line=line):
+            what = f"recorded up to journal line {line}" if change == "journal" else change
+            return f"elsewhere: {sid} {what} by the daemon {daemon}"
         case Dropped(events=count):
             return f"({count} events skipped: this terminal read too slowly)"
     return None

@@ -17,6 +17,7 @@ renewing, and once the expiry passes another may take the lease.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ from ..store import SessionData
 from . import schema
 
 CHUNK_BYTES = 1024 * 1024
+# LISTEN/NOTIFY: every change to a session is announced on this channel, as JSON
+# {"session_id", "daemon", "change": journal | saved | adopted, "line"}, so each daemon's
+# watchers (and web pages) see what the others do.
+CHANNEL = "bss_sessions"
 RECORD_FILE = "record.json"
 CONNECT_TIMEOUT_S = 5  # a database that does not answer: a list or a publish waits no longer
 
@@ -50,6 +55,12 @@ class LeaseHeld(Exception):
         super().__init__(f"session {session_id} is held by the daemon {holder}")
         self.session_id = session_id
         self.holder = holder
+
+
+def change_note(session_id: str, daemon: str | None, change: str, line: int | None = None) -> str:
+    """A NOTIFY payload (well under PostgreSQL's 8,000 bytes: ids and paths only)."""
+    return json.dumps({"session_id": session_id, "daemon": daemon, "change": change,
+                       "line": line})  # fmt: skip
 
 
 def saved_row(data: SessionData) -> CatalogRow:
@@ -120,6 +131,7 @@ class PgCatalog:
             # The file's exact bytes too: JSONB keeps the content, not the text.
             for name, data in {RECORD_FILE: record, **(files or {})}.items():
                 self._put_file(summary.session_id, name, data)
+            self.notify(change_note(summary.session_id, holder, "saved"))
 
     def note_open(self, row: CatalogRow) -> None:
         """An open session (no record yet), so every daemon's list shows it; a session
@@ -234,10 +246,13 @@ class PgCatalog:
         new."""
         text = lines.removesuffix(b"\n").decode()  # split by the server
         params = (session_id, first, text)
+        note = change_note(session_id, holder, "journal", first + lines.count(b"\n") - 1)
         if not files and row is None:
             # The common case, one statement (one round trip, its own transaction): the
             # lease taken or renewed, and the lines inserted only if it was.
-            found = self.conn.execute(_APPEND, (session_id, holder, ttl_s, *params)).fetchone()
+            found = self.conn.execute(
+                _APPEND, (session_id, holder, ttl_s, *params, note)
+            ).fetchone()
             if found is None or found[0] is None:
                 raise LeaseHeld(session_id, self._holder(session_id) or "?")
             return int(found[1])
@@ -256,6 +271,7 @@ class PgCatalog:
                 "SELECT count(*) FROM ins",
                 params,
             ).fetchone()
+            self.notify(note)
             return 0 if inserted is None else int(inserted[0])
 
     def journal(self, session_id: str) -> Iterator[bytes]:
@@ -301,6 +317,11 @@ class PgCatalog:
         ).fetchone()
         return None if found is None else CatalogRow(*found)
 
+    def notify(self, note: str) -> None:
+        """Announce a change to every listening daemon (at the commit, when in a
+        transaction)."""
+        self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, note))
+
     def release(self, session_id: str, holder: str) -> None:
         self.conn.execute(
             "DELETE FROM leases WHERE session_id = %s AND holder = %s", (session_id, holder)
@@ -334,7 +355,8 @@ _APPEND = f"""
     WITH lease AS ({_TAKE_LEASE}),
     ins AS ({_INSERT_LINES} WHERE EXISTS (SELECT 1 FROM lease) ON CONFLICT DO NOTHING
              RETURNING 1)
-    SELECT (SELECT holder FROM lease), (SELECT count(*) FROM ins)
+    SELECT (SELECT holder FROM lease), (SELECT count(*) FROM ins),
+           CASE WHEN EXISTS (SELECT 1 FROM lease) THEN pg_notify('{CHANNEL}', %s) END
 """
 
 

@@ -109,7 +109,12 @@ class SessionService:
         self.catalog = Catalog(store, self.registry)
         if shared_store is not None:  # postgresql://...: sessions shared with other daemons
             shared = SharedSessions(
-                shared_store, store, self.open_summaries, shared_backlog_bytes, shared_lease_s
+                shared_store,
+                store,
+                self.open_summaries,
+                shared_backlog_bytes,
+                shared_lease_s,
+                publish=self.events.publish,
             )
             shared.journals.on_taken_over = self._taken_over
             self.catalog.shared = shared

@@ -33,7 +33,8 @@ import psycopg
 import structlog
 import trio
 
-from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog, saved_row
+from ..events import SharedChanged
+from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog, change_note, saved_row
 from ..pgstore.migrate import local_files
 from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import SessionSummary
@@ -41,6 +42,7 @@ from ..store import RecordError, SessionStore, is_session_id
 from ..store.files import atomic_write, ensure_private_dir, read_file
 from ..store.layout import read_head
 from .connection import Connection
+from .fleet_events import FleetListener
 from .replication import DEFAULT_BACKLOG_BYTES, JournalShipping, Start, open_row
 
 T = TypeVar("T")
@@ -64,6 +66,7 @@ class SharedSessions:
         open_sessions: Callable[[], list[SessionSummary]],
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
         lease_s: float = LEASE_S,
+        publish: Callable[[SharedChanged], None] = lambda event: None,
     ) -> None:
         self.url = url
         self.lease_s = lease_s
@@ -75,6 +78,7 @@ class SharedSessions:
         self.open_sessions = open_sessions  # this daemon's, each held by a lease
         self._renew_now = True
         self.journals = JournalShipping(url, self.holder, lease_s, open_sessions, backlog_bytes)
+        self.listener = FleetListener(url, self.holder, publish)
         self.connected = trio.Event()
 
     async def _call(self, work: Callable[[PgCatalog], T]) -> T:
@@ -83,6 +87,7 @@ class SharedSessions:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.journals.run)
+            nursery.start_soon(self.listener.run)
             task_status.started()
             await self._keep_up()
 
@@ -255,6 +260,7 @@ class SharedSessions:
                     "not expired (a daemon renews its leases while it runs; they last "
                     "--store-lease seconds after): send its commands there",
                 )
+            catalog.notify(change_note(session_id, self.holder, "adopted"))
             lines = list(catalog.journal(session_id))
             files = {
                 name: catalog.file(session_id, name) or b""

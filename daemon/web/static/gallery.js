@@ -81,6 +81,11 @@ const live = document.getElementById("live");
 const events = new EventSource("/api/events");
 events.addEventListener("watching", () => { live.textContent = "live"; });
 for (const name of ["session_opened", "session_closed"]) events.addEventListener(name, load);
+// Another daemon's session changed (a shared store): the list again, at most once a second.
+let sharedTimer = null;
+events.addEventListener("shared_changed", () => {
+  if (sharedTimer === null) sharedTimer = setTimeout(() => { sharedTimer = null; load(); }, 1000);
+});
 events.addEventListener("heartbeat", (e) => {
   const link = JSON.parse(e.data);
   live.textContent = `Blender ${link.blender_version || ""} ${link.status}`;

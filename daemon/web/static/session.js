@@ -224,6 +224,9 @@ events.addEventListener("command", (e) => { if (JSON.parse(e.data).session_id ==
 for (const name of ["command_late", "session_closed", "blender_restarted"]) {
   events.addEventListener(name, async () => { await loadHead(); await loadNewest(); });
 }
+events.addEventListener("shared_changed", async (e) => {  // changed by another daemon
+  if (JSON.parse(e.data).session_id === id) { await loadHead(); await loadNewest(); }
+});
 events.addEventListener("heartbeat", (e) => {
   const link = JSON.parse(e.data);
   const ago = link.last_heartbeat ? ((Date.now() / 1000) - link.last_heartbeat).toFixed(1) + " s ago" : "never";

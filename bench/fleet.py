@@ -1,6 +1,6 @@
 """Sessions in PostgreSQL (issue 18), against a throwaway PostgreSQL 15 cluster this
-case starts (tests/postgres.py; fsync off there, as in the suite) and real headless
-Blenders:
+case starts (tests/postgres.py, with fsync on as a real server: the suite's is off)
+and real headless Blenders:
 
 - throughput: the same pipelined transforms (64 in flight, and one at a time) through
   a daemon on the local store and a daemon with `--store postgresql://` (each answer
@@ -37,10 +37,11 @@ LEASE_S = 2.0
 def bench_fleet(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
     if bin_dir() is None:
         return {"skipped": "no PostgreSQL binaries (apt-get install postgresql)"}
-    cluster = Cluster(workdir / "pg")
+    cluster = Cluster(workdir / "pg", durable=True)
     cluster.start()
     try:
         return {
+            "postgresql_fsync": "on (as a real server)",
             "throughput": _throughput(counts, workdir, cluster),
             "adopt": _adopt(counts, workdir, cluster),
         }

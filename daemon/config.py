@@ -44,6 +44,9 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+STORE_SCHEMES = ("postgresql://", "postgres://")  # what --store takes (pgstore's URLs)
+
+
 def default_data_dir() -> Path:
     env = os.environ.get(f"{ENV_PREFIX}DATA_DIR")
     return Path(env) if env else Path(platformdirs.user_data_dir(APP_NAME))
@@ -418,9 +421,13 @@ def parse_args(argv: list[str] | None = None) -> DaemonConfig:
         ("--import-max-ratio", args.import_max_ratio),
         ("--checkpoint-max-count", args.checkpoint_max_count),
         ("--checkpoint-max-mib", args.checkpoint_max_mib),
+        ("--store-backlog-kib", args.store_backlog_kib),
+        ("--store-lease", args.store_lease),
     ):
         if value < 1:
             parser.error(f"{flag} {value} must be at least 1")
+    if args.store is not None and not args.store.startswith(STORE_SCHEMES):
+        parser.error(f"--store {args.store!r} is not a postgresql:// URL")
     if args.checkpoint_every < 0 or not 0 <= args.checkpoint_budget <= 100:
         parser.error("--checkpoint-every must be >= 0 and --checkpoint-budget 0-100")
     return DaemonConfig(

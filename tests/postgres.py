@@ -25,7 +25,7 @@ def bin_dir() -> Path | None:
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = False) -> None:
         binaries = bin_dir()
         assert binaries is not None
         self.bin = binaries
@@ -33,6 +33,7 @@ class Cluster:
         self.data = root / "data"
         self.port = free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.durable = durable  # fsync on, as a real server (the tests: off, for speed)
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -53,10 +54,9 @@ class Cluster:
         self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "bss")
 
     def start_again(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c full_page_writes=off"  # a test cluster: speed over durability
-        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
+        if not self.durable:  # a test cluster: speed over durability
+            options += " -c fsync=off -c full_page_writes=off"
         self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
                  "-l", str(self.root / "server.log"), "start")  # fmt: skip
 

@@ -80,3 +80,20 @@ def test_the_systemd_unit_runs_the_daemon_with_flags_it_takes() -> None:
     build_parser().parse_args(flags)  # exits (a failed test) on a flag it does not take
     assert unit["Service"]["KillSignal"] == "SIGTERM"
     assert unit["Install"]["WantedBy"] == "default.target"
+
+
+def test_the_shared_store_s_settings_from_the_file_and_their_bounds(
+    config_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("STORE", "STORE_LEASE", "STORE_BACKLOG_KIB"):
+        monkeypatch.delenv(f"BLENDER_SESSIOND_{name}", raising=False)
+    config_home.write_text(
+        'store = "postgresql://u@db.example:5432/sessions"\nstore-lease = 12.5\n'
+        "store-backlog-kib = 2048\n"
+    )
+    config = parse_args([])
+    assert config.store == "postgresql://u@db.example:5432/sessions"
+    assert (config.store_lease_s, config.store_backlog_kib) == (12.5, 2048)
+    with pytest.raises(SystemExit):
+        parse_args(["--store-lease", "0"])
+    assert "--store-lease 0.0 must be at least 1" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -188,6 +189,8 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         assert str(a.data_dir) in refused.stderr
         elsewhere = b.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
         assert elsewhere.returncode != 0 and "open on another daemon" in elsewhere.stderr
+        shown = b.cli("show", session, check=False)
+        assert shown.returncode != 0 and f"open on the daemon {a_holder(a)}" in shown.stderr
 
         acknowledged: list[str] = ["Base"]
         sent: list[str] = ["Base"]
@@ -251,12 +254,19 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         assert closed["command_count"] >= len(acknowledged) + 2  # + the scene read, OnB
         _wait(lambda: _published(postgres, session) == closed["command_count"],
               "B's record in the database")  # fmt: skip
+        assert _db_lines(postgres, session) == []  # in the record now: no journal rows
         a.json("close", session)  # A's copy: saved in A's data dir only
         _wait(lambda: '"not_published"' in "".join(a.daemon_log), "A's publication refused")
         assert _published(postgres, session) == closed["command_count"]
     finally:
         a.stop()
         b.stop()
+
+
+def a_holder(programs: Programs) -> str:
+    """How a daemon is named in the shared store: host, pid, data dir."""
+    assert programs.daemon is not None
+    return f"{socket.gethostname()}:{programs.daemon.pid}:{programs.data_dir}"
 
 
 def _published(postgres: Cluster, session_id: str) -> int | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from ..pgstore import SCHEMES
 from ..pgstore.migrate import from_database, to_database
 from ..store.datadir import DataDirError
 from .client import ClientError
@@ -15,7 +16,7 @@ from .client import ClientError
 
 def run(data_dir: Path, to: str | None, source: str | None, as_json: bool) -> int:
     for url in (to, source):
-        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        if url is not None and not url.startswith(SCHEMES):
             raise ClientError(f"{url!r} is not a postgresql:// URL", "invalid_params")
     try:
         report = to_database(data_dir, to) if to else from_database(str(source), data_dir)

@@ -1,4 +1,5 @@
-"""The session catalog in PostgreSQL, on one connection. Blocking (psycopg 3): the
+"""The session catalog in PostgreSQL (a store.shared_catalog.SharedCatalog), on one
+connection. Blocking (psycopg 3): the
 daemon runs each call in a worker thread, one at a time per connection
 (`trio.to_thread.run_sync` with a limiter of one), so the event loop never waits on
 the database.
@@ -19,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from ..store import SessionData
+from ..store.shared_catalog import RECORD_FILE, CatalogRow, LeaseHeld
 from . import schema
 
 CHUNK_BYTES = 1024 * 1024
@@ -32,29 +33,7 @@ CHUNK_BYTES = 1024 * 1024
 # {"session_id", "daemon", "change": journal | saved | adopted, "line"}, so each daemon's
 # watchers (and web pages) see what the others do.
 CHANNEL = "bss_sessions"
-RECORD_FILE = "record.json"
 CONNECT_TIMEOUT_S = 5  # a database that does not answer: a list or a publish waits no longer
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogRow:
-    session_id: str
-    name: str | None
-    status: str
-    created_at: float
-    closed_at: float | None
-    command_count: int
-    blender_version: str | None
-    holder: str | None  # the daemon holding an open session's lease, if unexpired
-
-
-class LeaseHeld(Exception):
-    """Another daemon holds the session's unexpired lease: this one may not write it."""
-
-    def __init__(self, session_id: str, holder: str) -> None:
-        super().__init__(f"session {session_id} is held by the daemon {holder}")
-        self.session_id = session_id
-        self.holder = holder
 
 
 def change_note(session_id: str, daemon: str | None, change: str, line: int | None = None) -> str:
@@ -126,8 +105,10 @@ class PgCatalog:
                  summary.closed_at, summary.command_count, summary.blender_version,
                  record.decode(), digest, holder),
             )  # fmt: skip
-            # Saved: closed, so no daemon holds it any more.
+            # Saved: closed, so no daemon holds it any more, and its journal's copy is in
+            # the record (the journal table holds open sessions only).
             self.conn.execute("DELETE FROM leases WHERE session_id = %s", (summary.session_id,))
+            self.conn.execute("DELETE FROM journal WHERE session_id = %s", (summary.session_id,))
             # The file's exact bytes too: JSONB keeps the content, not the text.
             for name, data in {RECORD_FILE: record, **(files or {})}.items():
                 self._put_file(summary.session_id, name, data)

@@ -20,7 +20,8 @@ from ..store import RecordError, is_session_id
 from ..store.datadir import DataDir
 from ..store.files import atomic_write, ensure_private_dir, read_file
 from ..store.layout import read_head
-from .catalog import RECORD_FILE, PgCatalog, saved_row
+from ..store.shared_catalog import RECORD_FILE
+from .catalog import PgCatalog, saved_row
 
 CHECKPOINTS = ".checkpoints"
 

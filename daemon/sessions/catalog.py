@@ -87,10 +87,16 @@ class Catalog:
         """The id of a session saved by another daemon, copied into this data dir."""
         if self.shared is None:
             return None
-        session_id = await self.shared.find(ref)
-        if session_id is None or not await self.shared.fetch(session_id):
+        row = await self.shared.find(ref)
+        if row is None:
             return None
-        return session_id
+        if row.status == "open":
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT, _open_elsewhere(row.session_id, row.holder)
+            )
+        if not await self.shared.fetch(row.session_id):
+            return None
+        return row.session_id
 
     def open_now(self, ref: str) -> Session:
         """The open session `ref` names, without waiting (the command path's lookup).
@@ -262,6 +268,19 @@ def _closed_summary(row: IndexedSession) -> SessionSummary:
         size_bytes=row.size_bytes,
         restored_from=row.restored_from,
         blender_version=row.blender_version or None,
+    )
+
+
+def _open_elsewhere(session_id: str, holder: str | None) -> str:
+    if holder is None:
+        return (
+            f"session {session_id} is open in the shared store, but no daemon holds it (its "
+            f"daemon stopped renewing its lease): adopt it to read and record it here (run: "
+            f"blender-session adopt {session_id})"
+        )
+    return (
+        f"session {session_id} is open on the daemon {holder}: its history is read there "
+        "while it records, or here once it is closed"
     )
 
 

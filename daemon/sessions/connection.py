@@ -11,7 +11,8 @@ from typing import TypeVar
 import psycopg
 import trio
 
-from ..pgstore.catalog import PgCatalog
+from ..pgstore import connect
+from ..store.shared_catalog import SharedCatalog
 
 T = TypeVar("T")
 
@@ -19,15 +20,15 @@ T = TypeVar("T")
 class Connection:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._catalog: PgCatalog | None = None
+        self._catalog: SharedCatalog | None = None
         self._limiter = trio.CapacityLimiter(1)
 
-    async def call(self, work: Callable[[PgCatalog], T]) -> T:
+    async def call(self, work: Callable[[SharedCatalog], T]) -> T:
         """`work(catalog)` in a worker thread. Raises what it raises (psycopg.Error)."""
 
         def run() -> T:
             if self._catalog is None:
-                self._catalog = PgCatalog(self.url)
+                self._catalog = connect(self.url)
             try:
                 return work(self._catalog)
             except psycopg.OperationalError:

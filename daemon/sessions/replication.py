@@ -36,11 +36,11 @@ import psycopg
 import structlog
 import trio
 
-from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
 from ..protocol import ErrorCode, StorageError
 from ..protocol.ops import SessionSummary
 from ..store import JournalWriter, Written
 from ..store.files import read_file
+from ..store.shared_catalog import CatalogRow, LeaseHeld, SharedCatalog
 from ..store.store import CHECKPOINTS_SUFFIX
 from .connection import Connection
 
@@ -262,7 +262,7 @@ def open_row(summary: SessionSummary) -> CatalogRow:
 
 
 def _ship(
-    catalog: PgCatalog,
+    catalog: SharedCatalog,
     *,
     path: Path,
     offset: int,

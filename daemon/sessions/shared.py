@@ -34,13 +34,14 @@ import structlog
 import trio
 
 from ..events import SharedChanged
-from ..pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog, change_note, saved_row
+from ..pgstore.catalog import change_note, saved_row
 from ..pgstore.migrate import local_files
 from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import SessionSummary
 from ..store import RecordError, SessionStore, is_session_id
 from ..store.files import atomic_write, ensure_private_dir, read_file
 from ..store.layout import read_head
+from ..store.shared_catalog import CatalogRow, LeaseHeld, SharedCatalog
 from .connection import Connection
 from .fleet_events import FleetListener
 from .replication import DEFAULT_BACKLOG_BYTES, JournalShipping, Start, open_row
@@ -53,7 +54,7 @@ CHECKPOINT_PREFIX = "checkpoints/"
 
 
 def _put(
-    catalog: PgCatalog, *, record: bytes, row: CatalogRow, files: dict[str, bytes], holder: str
+    catalog: SharedCatalog, *, record: bytes, row: CatalogRow, files: dict[str, bytes], holder: str
 ) -> None:
     catalog.put_record(record, row, files, holder)
 
@@ -81,7 +82,7 @@ class SharedSessions:
         self.listener = FleetListener(url, self.holder, publish)
         self.connected = trio.Event()
 
-    async def _call(self, work: Callable[[PgCatalog], T]) -> T:
+    async def _call(self, work: Callable[[SharedCatalog], T]) -> T:
         return await self.connection.call(work)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -163,7 +164,7 @@ class SharedSessions:
     async def _renew_leases(self) -> None:
         held = self.open_sessions()
 
-        def renew(catalog: PgCatalog) -> dict[str, str]:
+        def renew(catalog: SharedCatalog) -> dict[str, str]:
             taken = {}
             for summary in held:
                 if summary.session_id in self.journals.lost:
@@ -188,11 +189,11 @@ class SharedSessions:
             log.warning("shared_store_unreachable", reason=str(error).strip())
             return []
 
-    async def find(self, ref: str) -> str | None:
-        """The id of the database's session `ref` names (an id or a unique name)."""
+    async def find(self, ref: str) -> CatalogRow | None:
+        """The database's session `ref` names (an id or a unique name)."""
         for row in await self.rows():
             if row.session_id == ref or (not is_session_id(ref) and row.name == ref):
-                return row.session_id
+                return row
         return None
 
     async def fetch(self, session_id: str) -> bool:
@@ -202,7 +203,7 @@ class SharedSessions:
         if target.exists():
             return True
 
-        def download(catalog: PgCatalog) -> dict[str, bytes] | None:
+        def download(catalog: SharedCatalog) -> dict[str, bytes] | None:
             names = catalog.files(session_id)
             if "record.json" not in names:
                 return None
@@ -240,7 +241,7 @@ class SharedSessions:
                 ErrorCode.CONFLICT, f"session {session_id} is already in this daemon's data dir"
             )
 
-        def take(catalog: PgCatalog) -> tuple[CatalogRow, list[bytes], dict[str, bytes]]:
+        def take(catalog: SharedCatalog) -> tuple[CatalogRow, list[bytes], dict[str, bytes]]:
             row = catalog.row(session_id)
             if row is None:
                 raise RemoteProtocolError(

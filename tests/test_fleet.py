@@ -300,6 +300,9 @@ def test_events_cross_daemons_to_watch_and_the_web_gallery(
             assert next(stream).event == "watching"
             session = a.json("open", "--name", "made on A")["session_id"]
             a.json("cmd", "-s", session, "create_object", "kind=cube", "name=FromA")
+            held = page.locator(".card", has_text="made on A").locator(".held")
+            held.wait_for(timeout=30_000)  # open on A: listed on B, no reload
+            assert str(a.data_dir) in held.inner_text()
             a.json("close", session)
             for item in stream:  # bounded by the client's timeout
                 if item.event == "shared_changed":

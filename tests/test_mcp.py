@@ -52,6 +52,7 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
                 "get_thumbnail",
                 "session_list",
                 "session_restore",
+                "session_adopt",
                 "session_set_data",
                 "checkpoint",
                 "timeline",
@@ -75,6 +76,10 @@ async def test_mcp_client_drives_blender_and_the_session_is_saved(programs: Prog
             assert moved["scale"] == [2.0, 2.0, 2.0]
             refused = await session.call_tool("delete_object", {"name": "Nope"})
             assert refused.is_error and "not_found" in refused.content[0].text
+            lone = await session.call_tool(
+                "session_adopt", {"session": "scene-20260101-000000-00000001"}
+            )  # this daemon has no shared store: nothing to adopt from
+            assert lone.is_error and "needs a shared store" in lone.content[0].text
             picture = await session.call_tool("get_thumbnail", {"width": 64, "height": 48})
             image = picture.content[0]
             assert image.type == "image" and image.mime_type == "image/png"

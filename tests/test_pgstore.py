@@ -35,6 +35,9 @@ def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> No
     first.put_record(record, row, {"blend": big, "png": b"png"})
     second.put_record(record, row, {"blend": big, "png": b"png"})  # the same content again
     assert second.record(row.session_id) == record  # the file's exact bytes
+    # A journal write that comes after the record was saved brings nothing back.
+    assert first.append_journal(row.session_id, 9, b'{"late":1}\n', "daemon-A", 30) == 0
+    assert list(first.journal(row.session_id)) == [] and first.counts()["leases"] == 0
     assert second.file(row.session_id, "blend") == big
     assert first.counts()["blobs"] == 3  # record, blend, png: stored once each
     assert second.search("seat") == second.search("acme") == [row.session_id]

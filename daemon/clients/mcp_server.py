@@ -234,6 +234,16 @@ def build_server(bridge: SessionBridge, *, offer_execute_code: bool) -> MCPServe
         return restored
 
     @tool(
+        description="Take over a session whose daemon stopped (a shared store only): its "
+        "scene is brought back into this Blender with every acknowledged command, and it "
+        "becomes the current session."
+    )
+    async def session_adopt(session: str, ctx: Context) -> dict[str, Any]:
+        adopted = await bridge.call("session.adopt", {"session_id": session})
+        bridge.session_id, bridge.opened_here = adopted["session_id"], True
+        return adopted
+
+    @tool(
         description="Save an exact copy of the scene now (a checkpoint), optionally labelled, "
         "so you can rewind to this point later. Returns the step it belongs to."
     )

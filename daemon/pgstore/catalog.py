@@ -226,18 +226,21 @@ class PgCatalog:
         daemon holds it. A line already there is left as it is. Returns how many were
         new."""
         text = lines.removesuffix(b"\n").decode()  # split by the server
-        params = (session_id, first, text)
         note = change_note(session_id, holder, "journal", first + lines.count(b"\n") - 1)
+        params = {"sid": session_id, "holder": holder, "ttl": ttl_s, "first": first,
+                  "lines": text, "note": note}  # fmt: skip
         if not files and row is None:
             # The common case, one statement (one round trip, its own transaction): the
             # lease taken or renewed, and the lines inserted only if it was.
-            found = self.conn.execute(
-                _APPEND, (session_id, holder, ttl_s, *params, note)
-            ).fetchone()
+            found = self.conn.execute(_APPEND, params).fetchone()
             if found is None or found[0] is None:
+                if self._closed(session_id):
+                    return 0  # saved meanwhile: its record has these lines
                 raise LeaseHeld(session_id, self._holder(session_id) or "?")
             return int(found[1])
         with self.conn.transaction():
+            if self._closed(session_id):
+                return 0
             # The lease row stays locked until the commit: an adopter's take waits, then
             # finds it renewed; or it took it first, and then nothing is written here.
             taken = self._take_lease(session_id, holder, ttl_s)
@@ -274,10 +277,19 @@ class PgCatalog:
             return self._take_lease(session_id, holder, ttl_s)
 
     def _take_lease(self, session_id: str, holder: str, ttl_s: float) -> str:
-        row = self.conn.execute(_TAKE_LEASE, (session_id, holder, ttl_s)).fetchone()
+        taken = {"sid": session_id, "holder": holder, "ttl": ttl_s}
+        row = self.conn.execute(_TAKE_LEASE, taken).fetchone()
         if row is not None:
             return str(row[0])
         return self._holder(session_id) or holder
+
+    def _closed(self, session_id: str) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM sessions WHERE session_id = %s AND status = 'closed'", (session_id,)
+            ).fetchone()
+            is not None
+        )
 
     def _holder(self, session_id: str) -> str | None:
         held = self.conn.execute(
@@ -317,9 +329,12 @@ class PgCatalog:
         }
 
 
+# A lease is taken when free, expired or the taker's own, and never for a closed session
+# (its record is saved: a late journal write must not bring it back).
 _TAKE_LEASE = """
     INSERT INTO leases (session_id, holder, expires_at)
-    VALUES (%s, %s, now() + make_interval(secs => %s))
+    SELECT %(sid)s, %(holder)s, now() + make_interval(secs => %(ttl)s)
+    WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE session_id = %(sid)s AND status = 'closed')
     ON CONFLICT (session_id) DO UPDATE
         SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
         WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
@@ -328,8 +343,8 @@ _TAKE_LEASE = """
 # The lines as one text, split by the server: no per-line work in the daemon.
 _INSERT_LINES = """
     INSERT INTO journal (session_id, line_no, line)
-    SELECT %s, %s::bigint + t.n - 1, t.l::jsonb
-    FROM unnest(string_to_array(%s, E'\\n')) WITH ORDINALITY AS t(l, n)
+    SELECT %(sid)s, %(first)s::bigint + t.n - 1, t.l::jsonb
+    FROM unnest(string_to_array(%(lines)s, E'\\n')) WITH ORDINALITY AS t(l, n)
 """
 # The lease and the lines in one statement: the lines go in only if the lease did.
 _APPEND = f"""
@@ -337,7 +352,7 @@ _APPEND = f"""
     ins AS ({_INSERT_LINES} WHERE EXISTS (SELECT 1 FROM lease) ON CONFLICT DO NOTHING
              RETURNING 1)
     SELECT (SELECT holder FROM lease), (SELECT count(*) FROM ins),
-           CASE WHEN EXISTS (SELECT 1 FROM lease) THEN pg_notify('{CHANNEL}', %s) END
+           CASE WHEN EXISTS (SELECT 1 FROM lease) THEN pg_notify('{CHANNEL}', %(note)s) END
 """
 
 

@@ -236,8 +236,8 @@ class Catalog:
                 command_count=row.command_count, size_bytes=0, restored_from=None,
                 blender_version=row.blender_version, held_by=row.holder,
                 detached=None if row.status == "closed" or row.holder else (
-                    "no daemon holds it (its lease expired: its daemon stopped); adopting "
-                    "a session into another daemon is not built yet"
+                    "no daemon holds it (its lease expired: its daemon stopped); adopt it "
+                    f"to go on here (run: blender-session adopt {row.session_id})"
                 ),
             )))  # fmt: skip
         return rows

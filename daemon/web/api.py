@@ -201,6 +201,7 @@ class Api:
         "checkpoint": "session.checkpoint",
         "rewind": "session.rewind",
         "restore": "session.restore",
+        "adopt": "session.adopt",
     }
 
     async def action(self, request: Request) -> Response:

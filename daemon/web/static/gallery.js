@@ -45,6 +45,12 @@ function card(s) {
   times.className = "muted";
   times.textContent = `created ${when(s.created_at)}` + (s.closed_at ? ` · closed ${when(s.closed_at)}` : "");
   meta.append(name, badge, facts, times);
+  if (s.held_by || s.detached) {  // another daemon's session (a shared store), or stopped
+    const where = document.createElement("div");
+    where.className = "muted held";
+    where.textContent = s.held_by ? `held by ${s.held_by}` : s.detached;
+    meta.append(where);
+  }
   link.append(picture, meta);
   return link;
 }

@@ -7,12 +7,16 @@ CI (CI=true), where that is a failure (.ci/run installs them)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from . import blender_procs
@@ -73,6 +77,23 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/bss"
+
+
+def journal_rows(postgres: Cluster, session_id: str) -> list[dict[str, Any]]:
+    """A session's journal lines in the database, in order, decoded."""
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
+            (session_id,),
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+def wait_until(done: Callable[[], object], what: str, bound_s: float = 60.0) -> None:
+    """Until `done()`, bounded; each look is a database, CLI or daemon round trip."""
+    deadline = time.monotonic() + bound_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what} never happened within {bound_s} s"
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from daemon.clients.client import ClientError, ControlClient, find_endpoint
 
 from .helpers import create_cube
-from .postgres import Cluster
+from .postgres import Cluster, journal_rows, wait_until
 from .programs import Programs
 from .test_web_api import web_of
 
@@ -39,29 +38,18 @@ def _call(client: ControlClient, op: str, params: dict[str, Any]) -> Any:
     return msgspec.json.decode(client.call(op, params))
 
 
-def _db_lines(postgres: Cluster, session_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(postgres.url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
-            (session_id,),
-        ).fetchall()
-    return [json.loads(row[0]) for row in rows]
-
-
 def _local_lines(programs: Programs, session_id: str) -> list[dict[str, Any]]:
     path = programs.data_dir / "sessions" / f"{session_id}.journal"
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def _caught_up(postgres: Cluster, programs: Programs, session_id: str) -> bool:
+    """The database holds as many of the session's journal lines as the local file."""
+    return len(journal_rows(postgres, session_id)) == len(_local_lines(programs, session_id))
+
+
 def _done_seqs(lines: list[dict[str, Any]]) -> set[int]:
     return {line["seq"] for line in lines if line["kind"] == "done"}
-
-
-def _wait(done: Any, what: str, bound_s: float = 60.0) -> None:
-    """Until `done()`, bounded; each look is a database or daemon round trip."""
-    deadline = time.monotonic() + bound_s
-    while not done():
-        assert time.monotonic() < deadline, f"{what} never happened within {bound_s} s"
 
 
 def test_an_acknowledged_command_is_already_committed_in_the_database(
@@ -74,7 +62,7 @@ def test_an_acknowledged_command_is_already_committed_in_the_database(
     with _client(programs) as client:
         for n in range(10):
             seq = _call(client, "session.command", create_cube(session, f"C{n}"))["seq"]
-            assert seq in _done_seqs(_db_lines(postgres, session))  # no wait: already there
+            assert seq in _done_seqs(journal_rows(postgres, session))  # no wait: already there
 
 
 def test_postgres_restarted_mid_stream_loses_nothing(postgres: Cluster, programs: Programs) -> None:
@@ -122,10 +110,9 @@ def test_postgres_restarted_mid_stream_loses_nothing(postgres: Cluster, programs
         stop.set()
         streamer.join(120)
     assert not errors
-    _wait(lambda: len(_db_lines(postgres, session)) == len(_local_lines(programs, session)),
-          "the database catching up", 90)  # fmt: skip
-    assert _db_lines(postgres, session) == _local_lines(programs, session)
-    assert set(answered) <= _done_seqs(_db_lines(postgres, session))
+    wait_until(lambda: _caught_up(postgres, programs, session), "the catching up", 90)
+    assert journal_rows(postgres, session) == _local_lines(programs, session)
+    assert set(answered) <= _done_seqs(journal_rows(postgres, session))
     log = "".join(programs.daemon_log)
     assert '"shared_store_behind"' in log and '"shared_store_caught_up"' in log
     closed = programs.json("close", session)
@@ -156,8 +143,7 @@ def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_ret
         objects = _call(client, "session.state", {"session_id": session})["scene"]["objects"]
         assert sorted(o["name"] for o in objects) == sorted(ran)  # the refused one never ran
         postgres.start_again()
-        _wait(lambda: len(_db_lines(postgres, session)) == len(_local_lines(programs, session)),
-              "the database catching up", 90)  # fmt: skip
+        wait_until(lambda: _caught_up(postgres, programs, session), "the catching up", 90)
 
         def accepted() -> bool:
             try:
@@ -167,7 +153,7 @@ def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_ret
                 return False
             return True
 
-        _wait(accepted, "commands accepted again", 30)
+        wait_until(accepted, "commands accepted again", 30)
 
 
 def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
@@ -228,7 +214,7 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
             adopted.update(json.loads(result.stdout))
             return True
 
-        _wait(adopt, "the adoption", 20)  # the lease lasts 4 s, not the default 30
+        wait_until(adopt, "the adoption", 20)  # the lease lasts 4 s, not the default 30
         assert adopted["resumed"], adopted
         assert adopted["commands"] >= len(acknowledged)
         names = {o["name"] for o in b.json("state", session)["scene"]["objects"]}
@@ -249,14 +235,14 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
             said = a.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
             return said.returncode != 0 and "adopted it" in said.stdout + said.stderr
 
-        _wait(refused_on_a, "A seeing that B adopted the session", 30)
+        wait_until(refused_on_a, "A seeing that B adopted the session", 30)
         closed = b.json("close", session)
         assert closed["command_count"] >= len(acknowledged) + 2  # + the scene read, OnB
-        _wait(lambda: _published(postgres, session) == closed["command_count"],
+        wait_until(lambda: _published(postgres, session) == closed["command_count"],
               "B's record in the database")  # fmt: skip
-        assert _db_lines(postgres, session) == []  # in the record now: no journal rows
+        assert journal_rows(postgres, session) == []  # in the record now: no journal rows
         a.json("close", session)  # A's copy: saved in A's data dir only
-        _wait(lambda: '"not_published"' in "".join(a.daemon_log), "A's publication refused")
+        wait_until(lambda: '"not_published"' in "".join(a.daemon_log), "A's publication refused")
         assert _published(postgres, session) == closed["command_count"]
     finally:
         a.stop()

@@ -6,7 +6,6 @@ real daemon's data dir and the database, both ways, checked file by file."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from daemon.pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
 
-from .postgres import Cluster
+from .postgres import Cluster, wait_until
 from .programs import Programs
 
 pytestmark = pytest.mark.blender
@@ -132,14 +131,16 @@ def test_two_daemons_share_saved_sessions_through_the_database(
         saved = a.json("open", "--name", "shared chair")["session_id"]
         a.json("cmd", "-s", saved, "create_object", "kind=cube", "name=Chair")
         a.json("close", saved)
-        _wait(lambda: _published_with_thumbnail(postgres, saved), "A's session in the database")
+        wait_until(
+            lambda: _published_with_thumbnail(postgres, saved), "A's session in the database"
+        )
         held = a.json("open", "--name", "still on A")["session_id"]
         on_a = {p: p.stat().st_mtime_ns for p in a.data_dir.rglob("*") if p.is_file()
                 and not p.name.endswith((".journal", ".sqlite3", "-wal", "-shm"))}  # fmt: skip
 
         listed = {s["session_id"]: s for s in _listed(b)}
         assert listed[saved]["status"] == "closed" and listed[saved]["name"] == "shared chair"
-        _wait(lambda: held in {s["session_id"] for s in _listed(b)}, "A's open session on B")
+        wait_until(lambda: held in {s["session_id"] for s in _listed(b)}, "A's open session on B")
         other = next(s for s in _listed(b) if s["session_id"] == held)
         assert other["status"] == "open" and str(a.data_dir) in (other["held_by"] or "")
         shown = b.cli("show", "shared chair").stdout  # fetched from the database
@@ -168,14 +169,6 @@ def _published_with_thumbnail(postgres: Cluster, session_id: str) -> bool:
     return {"record.json", "blend", "png"} <= names
 
 
-def _wait(done: object, what: str, bound_s: float = 60.0) -> None:
-    """Until `done()`, bounded; each look is a database or CLI round trip."""
-    assert callable(done)
-    deadline = time.monotonic() + bound_s
-    while not done():
-        assert time.monotonic() < deadline, f"{what} never happened within {bound_s} s"
-
-
 def test_a_session_saved_while_the_database_is_down_is_published_when_it_returns(
     postgres: Cluster, programs: Programs
 ) -> None:
@@ -189,32 +182,5 @@ def test_a_session_saved_while_the_database_is_down_is_published_when_it_returns
     assert Path(closed["path"]).exists()  # saved here, as always
     assert programs.json("list")["sessions"][0]["session_id"] == session
     postgres.start_again()
-    _wait(lambda: _published_with_thumbnail(postgres, session), "the publication", 90)
+    wait_until(lambda: _published_with_thumbnail(postgres, session), "the publication", 90)
     assert any('"shared_store_unreachable"' in line for line in programs.daemon_log)
-
-
-def test_an_open_session_s_journal_is_copied_to_the_database(
-    postgres: Cluster, programs: Programs
-) -> None:
-    programs.start_blender()
-    programs.start_daemon("--store", postgres.url)
-    programs.wait_connected()
-    session = programs.json("open", "--name", "journaled")["session_id"]
-    for n in range(3):
-        programs.json("cmd", "-s", session, "create_object", "kind=cube", f"name=J{n}")
-    local = (programs.data_dir / "sessions" / f"{session}.journal").read_bytes().splitlines()
-
-    def copied() -> list[bytes]:
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT line::text FROM journal WHERE session_id = %s ORDER BY line_no",
-                (session,),
-            ).fetchall()
-        return [row[0].encode() for row in rows]
-
-    _wait(lambda: len(copied()) >= len(local), "the journal in the database")
-    kinds = [json.loads(line)["kind"] for line in copied()]
-    assert kinds[0] == "open" and kinds.count("start") == kinds.count("done") >= 3
-    assert [json.loads(line) for line in copied()[: len(local)]] == [
-        json.loads(line) for line in local
-    ]

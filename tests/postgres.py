@@ -6,6 +6,7 @@ CI (CI=true), where that is a failure (.ci/run installs them)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 
 from . import blender_procs
-from .programs import free_port
+from .programs import Programs, free_port
 
 
 def bin_dir() -> Path | None:
@@ -77,6 +78,24 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/bss"
+
+
+@contextlib.contextmanager
+def two_daemons(
+    tmp_path: Path, postgres: Cluster, *extra: str
+) -> Iterator[tuple[Programs, Programs]]:
+    """Daemons A and B, each with its own headless Blender and data dir, sharing the
+    database (`--store`), connected; stopped after."""
+    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
+    try:
+        for daemon in (a, b):
+            daemon.start_blender()
+            daemon.start_daemon("--store", postgres.url, *extra)
+            daemon.wait_connected()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
 
 
 def journal_rows(postgres: Cluster, session_id: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import pytest
 from daemon.clients.client import ClientError, ControlClient, find_endpoint
 
 from .helpers import create_cube
-from .postgres import Cluster, journal_rows, wait_until
+from .postgres import Cluster, journal_rows, two_daemons, wait_until
 from .programs import Programs
 from .test_web_api import web_of
 
@@ -159,12 +159,7 @@ def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_ret
 def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
     postgres: Cluster, tmp_path: Path
 ) -> None:
-    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
-    try:
-        for daemon in (a, b):
-            daemon.start_blender()
-            daemon.start_daemon("--store", postgres.url, "--store-lease", "4")
-            daemon.wait_connected()
+    with two_daemons(tmp_path, postgres, "--store-lease", "4") as (a, b):
         session = a.json("open", "--name", "adoptee")["session_id"]
         a.json("cmd", "-s", session, "create_object", "kind=cube", "name=Base")
         a.cli("checkpoint", "-s", session)  # then commands after it: replayed on adoption
@@ -244,9 +239,6 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         a.json("close", session)  # A's copy: saved in A's data dir only
         wait_until(lambda: '"not_published"' in "".join(a.daemon_log), "A's publication refused")
         assert _published(postgres, session) == closed["command_count"]
-    finally:
-        a.stop()
-        b.stop()
 
 
 def a_holder(programs: Programs) -> str:
@@ -270,12 +262,7 @@ def test_events_cross_daemons_to_watch_and_the_web_gallery(
 ) -> None:
     """LISTEN/NOTIFY: what A records reaches B's `watch` and B's gallery page in a real
     browser, with no reload."""
-    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
-    try:
-        for daemon in (a, b):
-            daemon.start_blender()
-            daemon.start_daemon("--store", postgres.url)
-            daemon.wait_connected()
+    with two_daemons(tmp_path, postgres) as (a, b):
         _, link = web_of(b)
         page = browser.new_context(bypass_csp=True).new_page()
         page.goto(link)
@@ -301,6 +288,3 @@ def test_events_cross_daemons_to_watch_and_the_web_gallery(
             s["change"] for s in seen
         }
         page.locator(".card", has_text="made on A").wait_for(timeout=30_000)  # no reload
-    finally:
-        a.stop()
-        b.stop()

@@ -14,7 +14,7 @@ import pytest
 
 from daemon.pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
 
-from .postgres import Cluster, wait_until
+from .postgres import Cluster, two_daemons, wait_until
 from .programs import Programs
 
 pytestmark = pytest.mark.blender
@@ -122,12 +122,7 @@ def test_two_daemons_share_saved_sessions_through_the_database(
     """A session saved on A is listed, shown and restored on B from the database alone
     (its .blend and thumbnail included; A's disk untouched); A's open session is listed
     on B as held by A."""
-    a, b = Programs(tmp_path / "a"), Programs(tmp_path / "b")
-    try:
-        for daemon in (a, b):
-            daemon.start_blender()
-            daemon.start_daemon("--store", postgres.url)
-            daemon.wait_connected()
+    with two_daemons(tmp_path, postgres) as (a, b):
         saved = a.json("open", "--name", "shared chair")["session_id"]
         a.json("cmd", "-s", saved, "create_object", "kind=cube", "name=Chair")
         a.json("close", saved)
@@ -152,9 +147,6 @@ def test_two_daemons_share_saved_sessions_through_the_database(
         assert (b.data_dir / "sessions" / f"{saved}.png").read_bytes().startswith(b"\x89PNG")
         after = {p: p.stat().st_mtime_ns for p in on_a}
         assert after == on_a  # A's files: read by nobody but A
-    finally:
-        a.stop()
-        b.stop()
 
 
 def _listed(programs: Programs) -> list[dict]:

@@ -73,7 +73,7 @@ class SharedChanged(_Event, frozen=True):
     """Another daemon changed a session in the shared store (--store postgresql://)."""
 
     session_id: str
-    daemon: str | None  # host:pid:data dir of the daemon that changed it
+    daemon: str | None  # host:data dir of the daemon that changed it
     change: str  # journal (lines up to `line` recorded), saved, adopted
     line: int | None = None
 

@@ -170,6 +170,8 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         assert str(a.data_dir) in refused.stderr
         elsewhere = b.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
         assert elsewhere.returncode != 0 and "open on another daemon" in elsewhere.stderr
+        listed = b.cli("list").stdout
+        assert f"{session} is held by the daemon {a_holder(a)}" in listed
         shown = b.cli("show", session, check=False)
         assert shown.returncode != 0 and f"open on the daemon {a_holder(a)}" in shown.stderr
 
@@ -242,9 +244,8 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
 
 
 def a_holder(programs: Programs) -> str:
-    """How a daemon is named in the shared store: host, pid, data dir."""
-    assert programs.daemon is not None
-    return f"{socket.gethostname()}:{programs.daemon.pid}:{programs.data_dir}"
+    """How a daemon is named in the shared store: host and data dir."""
+    return f"{socket.gethostname()}:{programs.data_dir}"
 
 
 def _published(postgres: Cluster, session_id: str) -> int | None:
@@ -288,3 +289,26 @@ def test_events_cross_daemons_to_watch_and_the_web_gallery(
             s["change"] for s in seen
         }
         page.locator(".card", has_text="made on A").wait_for(timeout=30_000)  # no reload
+
+
+def test_a_daemon_killed_and_restarted_goes_on_where_the_database_s_copy_ends(
+    postgres: Cluster, programs: Programs
+) -> None:
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()
+    session = programs.json("open", "--name", "comes back")["session_id"]
+    for n in range(5):
+        programs.json("cmd", "-s", session, "create_object", "kind=cube", f"name=K{n}")
+    before = len(journal_rows(postgres, session))
+    assert programs.daemon is not None
+    programs.daemon.send_signal(signal.SIGKILL)
+    programs.daemon.wait()
+    programs.start_daemon("--store", postgres.url)
+    programs.wait_connected()  # the session recovered from its journal here
+    after = programs.json("cmd", "-s", session, "create_object", "kind=cube", "name=Later")
+    assert after["seq"] == 6 and after["seq"] in _done_seqs(journal_rows(postgres, session))
+    assert journal_rows(postgres, session) == _local_lines(programs, session)
+    resumed = [json.loads(line) for line in programs.daemon_log
+               if '"journal_copy_resumed"' in line]  # fmt: skip
+    assert resumed and resumed[0]["lines"] == before  # not sent again from line 1

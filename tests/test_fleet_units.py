@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -15,8 +15,15 @@ from daemon.clients.watching import event_line
 from daemon.events import SharedChanged
 from daemon.protocol import ProtocolError
 from daemon.sessions.fleet_events import coalesce
-from daemon.sessions.replication import JournalCopy, JournalShipping, Start, _Batch
+from daemon.sessions.replication import (
+    JournalCopy,
+    JournalShipping,
+    Start,
+    _Batch,
+    _resume_point,
+)
 from daemon.store import JournalWriter
+from daemon.store.shared_catalog import SharedCatalog
 
 
 def _note(session_id: str, daemon: str, change: str, line: int | None = None) -> str:
@@ -107,3 +114,30 @@ def test_an_adopted_journal_s_copy_starts_where_the_database_s_ends(tmp_path: Pa
     shipping.attach("scene", journal)
     copy = shipping.copies["scene"]
     assert (copy.offset, copy.lines, copy.shipped) == (500, 7, {"c/1"})
+
+
+class _Known:
+    """A catalog that holds the first `lines` journal lines of a session."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+
+    def journal_length(self, session_id: str) -> int:
+        return self.lines
+
+    def files(self, session_id: str) -> dict[str, str]:
+        return {"checkpoints/0000000000.blend": "ab"}
+
+
+@pytest.mark.parametrize("known", [0, 1, 2, 2999, 3000, 5000])
+def test_a_recovered_journal_s_copy_goes_on_after_the_lines_the_database_has(
+    tmp_path: Path, known: int
+) -> None:
+    path = tmp_path / "scene.journal"
+    lines = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * (n % 700)) for n in range(3000)]  # > 1 MiB
+    path.write_bytes(b"".join(lines))
+    start = _resume_point(cast(SharedCatalog, _Known(known)), path=path)
+    have = min(known, len(lines))
+    assert (start.offset, start.lines) == (len(b"".join(lines[:have])), have)
+    assert start.known and start.shipped == {"checkpoints/0000000000.blend"}
+    assert _resume_point(cast(SharedCatalog, _Known(3)), path=tmp_path / "gone.journal").lines == 0

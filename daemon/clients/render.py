@@ -106,6 +106,11 @@ def session_list(result: ListResult) -> str:
         for s in result.sessions
     ]
     text = table(["SESSION", "NAME", "STATUS", "CREATED", "CLOSED", "COMMANDS", "SIZE"], rows)
+    for s in result.sessions:  # a shared store: another daemon's, or a stopped one's
+        if s.held_by:
+            text += f"\n{s.session_id} is held by the daemon {s.held_by}"
+        elif s.detached:
+            text += f"\n{s.session_id} refuses commands: {s.detached}"
     for damaged in result.damaged:
         text += f"\ndamaged: {damaged.file}: {damaged.reason}"
     return text if rows or result.damaged else "no sessions yet (run: blender-session open)"

@@ -258,6 +258,13 @@ class PgCatalog:
             self.notify(note)
             return 0 if inserted is None else int(inserted[0])
 
+    def journal_length(self, session_id: str) -> int:
+        """How many of a session's journal lines are here (the highest line number)."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(line_no), 0) FROM journal WHERE session_id = %s", (session_id,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def journal(self, session_id: str) -> Iterator[bytes]:
         """A session's journal lines, in order."""
         with self.conn.cursor() as cursor:

@@ -48,7 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE leases (
         session_id text PRIMARY KEY,
-        holder     text NOT NULL,               -- the daemon: host, pid, data dir
+        holder     text NOT NULL,               -- the daemon: host and data dir
         expires_at timestamptz NOT NULL
     );
     """,

@@ -121,7 +121,7 @@ class SessionSummary(OpResult, frozen=True):
     # in restarted (its scene is not the session's any more). None: nothing to say.
     detached: str | None = None
     blender_version: str | None = None  # additive: the Blender it is (was) recorded in
-    # additive, with a shared store: the daemon (host:pid:data dir) holding it open
+    # additive, with a shared store: the daemon (host:data dir) holding it open
     held_by: str | None = None
 
 

@@ -73,6 +73,7 @@ class Start:
     offset: int = 0
     lines: int = 0
     shipped: frozenset[str] = frozenset()
+    known: bool = False  # else asked of the database first (a journal recovered here)
 
 
 class JournalCopy:
@@ -88,6 +89,7 @@ class JournalCopy:
         self.lines = start.lines  # and its lines
         self.shipped = set(start.shipped)  # checkpoint files already there
         self.noted = False  # its catalog row written
+        self.known = start.known  # where the database's copy ends
         self.lost: str | None = None  # another daemon holds it
         self._waiting: deque[tuple[int, float, Written]] = deque()
 
@@ -220,6 +222,14 @@ class JournalShipping:
                 del self.copies[session_id]  # closed (its record goes as a whole)
                 copy.release()
                 continue
+            if not copy.known:  # a journal recovered here: the database may have much
+                start = await self.connection.call(
+                    functools.partial(_resume_point, path=copy.journal.path)
+                )
+                copy.offset, copy.lines = start.offset, start.lines
+                copy.shipped, copy.known = set(start.shipped), True
+                if start.lines:
+                    log.info("journal_copy_resumed", session_id=session_id, lines=start.lines)
             row = None if copy.noted else open_row(summary)
             try:
                 batch = await self.connection.call(functools.partial(
@@ -278,6 +288,32 @@ def _ship(
     if batch is not None:
         catalog.append_journal(path.stem, batch.first, batch.data, holder, ttl_s, batch.files, row)
     return batch
+
+
+def _resume_point(catalog: SharedCatalog, *, path: Path) -> Start:
+    """Where the database's copy of a journal ends: its lines there, found in the
+    file by counting newlines (blocking: run in a thread), and its files there."""
+    session_id = path.stem
+    lines = catalog.journal_length(session_id)
+    offset = counted = 0
+    if not path.exists():  # closed meanwhile: nothing more to send
+        return Start(known=True)
+    with path.open("rb") as file:
+        while counted < lines:
+            chunk = file.read(1024 * 1024)
+            if not chunk:
+                break
+            found = chunk.count(b"\n")
+            if counted + found < lines:
+                counted += found
+                offset += len(chunk)
+                continue
+            end = -1
+            for _ in range(lines - counted):
+                end = chunk.index(b"\n", end + 1)
+            offset += end + 1
+            counted = lines
+    return Start(offset, counted, frozenset(catalog.files(session_id)), known=True)
 
 
 def _gather(path: Path, offset: int, lines: int, shipped: frozenset[str]) -> _Batch | None:

@@ -24,7 +24,6 @@ the journals, so a large publish never delays an answer, and one for the rest.
 from __future__ import annotations
 
 import functools
-import os
 import socket
 from collections.abc import Callable
 from typing import TypeVar
@@ -72,7 +71,9 @@ class SharedSessions:
         self.url = url
         self.lease_s = lease_s
         self.store = store
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{store.root}"
+        # The daemon's name in the database: one daemon runs on a data dir at a time (its
+        # lock), so a daemon restarted on it is the same holder and keeps its leases.
+        self.holder = f"{socket.gethostname()}:{store.root}"
         self.connection = Connection(url)
         self._pending: set[str] = set()
         self._wake = trio.Event()
@@ -282,7 +283,9 @@ class SharedSessions:
             atomic_write(self.store.path_for(session_id, ".journal"), journal)
 
         await trio.to_thread.run_sync(write)
-        self.journals.starts_at(session_id, Start(len(journal), len(lines), frozenset(files)))
+        self.journals.starts_at(
+            session_id, Start(len(journal), len(lines), frozenset(files), known=True)
+        )
         log.warning("session_taken", session_id=session_id, lines=len(lines),
                     checkpoints=len(files) // 2, from_holder=row.holder)  # fmt: skip
         return row

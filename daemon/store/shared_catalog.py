@@ -92,6 +92,8 @@ class SharedCatalog(Protocol):
 
     def journal(self, session_id: str) -> Iterator[bytes]: ...
 
+    def journal_length(self, session_id: str) -> int: ...
+
     # --- leases and announcements -------------------------------------------------------
 
     def acquire(self, session_id: str, holder: str, ttl_s: float) -> str:

@@ -200,6 +200,7 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         a.daemon.wait()
         streamer.join(60)
 
+        own = b.json("open", "--name", "B's own")["session_id"]  # on the Blender adopted into
         adopted: dict[str, Any] = {}
 
         def adopt() -> bool:  # refused until A's lease expires (4 s after its last renewal)
@@ -213,6 +214,7 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
 
         wait_until(adopt, "the adoption", 20)  # the lease lasts 4 s, not the default 30
         assert adopted["resumed"], adopted
+        assert len(adopted["notes"]) == 1 and f"session {own}" in adopted["notes"][0]
         assert adopted["commands"] >= len(acknowledged)
         names = {o["name"] for o in b.json("state", session)["scene"]["objects"]}
         assert set(acknowledged) <= names <= set(sent)

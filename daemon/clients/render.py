@@ -148,14 +148,16 @@ def restored(result: RestoreResult) -> str:
 
 def adopted(result: AdoptResult) -> str:
     where = f"Blender at {result.blender.endpoint}"
+    notes = "".join(f"\n  note: {note}" for note in result.notes)
     if not result.resumed:
         return (
             f"adopted {result.session_id} ({result.commands} commands), but its scene is "
-            f"not back in {where}: {result.error}"
+            f"not back in {where}: {result.error}{notes}"
         )
     return (
         f"adopted {result.session_id} {result.name or ''}: {result.commands} commands, "
-        f"its scene back in {where} (step {result.steps}) in {result.duration_ms / 1000:.2f} s"
+        f"its scene back in {where} (step {result.steps}) in "
+        f"{result.duration_ms / 1000:.2f} s{notes}"
     )
 
 

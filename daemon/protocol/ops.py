@@ -209,6 +209,7 @@ class AdoptResult(OpResult, frozen=True):
     error: str | None  # why not, when it is not
     duration_ms: float
     blender: BlenderLinkInfo
+    notes: list[str] = []  # what a person should know (other sessions on that Blender)
 
 
 class RestoreResult(OpResult, frozen=True):

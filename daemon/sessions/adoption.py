@@ -25,6 +25,7 @@ from .blender import Blenders
 from .catalog import Catalog
 from .lifecycle import Lifecycle
 from .recovery import reopen
+from .restore import replaced_under
 from .travel import TimeTravel
 
 log = structlog.get_logger("sessions")
@@ -62,6 +63,7 @@ class Adopter:
         if not link.connected:
             raise link.unavailable_error()
         began = time.monotonic()
+        notes = replaced_under(self.catalog.registry, link, "this adoption")
         await shared.take_over(session_id)
         session = await reopen(session_id, self.store, self.lifecycle, lambda info: link)
         shared.wake()  # its catalog row and lease, now
@@ -78,6 +80,7 @@ class Adopter:
             error=session.detached,
             duration_ms=round((time.monotonic() - began) * 1000, 3),
             blender=info,
+            notes=notes,
         )
         log.warning("session_adopted", session_id=session_id, commands=result.commands,
                     resumed=result.resumed, duration_ms=result.duration_ms)  # fmt: skip

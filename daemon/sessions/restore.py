@@ -5,6 +5,8 @@ function; a replay lists every command it could not account for."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 import structlog
 import trio
@@ -89,6 +91,20 @@ def choose_path(
         f"session {data.session_id} has nothing to restore from: no .blend, no state "
         "snapshot and no recorded commands",
     )
+
+
+def replaced_under(sessions: Iterable[Session], link: BlenderLink, what: str) -> list[str]:
+    """What happens to the sessions open on a Blender whose scene `what` (a restore, an
+    adoption) replaces: they stay open, their records end with the scene as it was."""
+    return [
+        f"session {other.session_id}"
+        + (f" ({other.name})" if other.name else "")
+        + " was open on this Blender and stays open: its record ends with the scene "
+        f"as it was before {what}; close it to keep it that way (blender-session "
+        f"close {other.session_id})"
+        for other in sessions
+        if other.link is link
+    ]
 
 
 def replay_plan(commands: list[CommandRecord]) -> tuple[list[CommandRecord], list[SkippedObject]]:
@@ -215,17 +231,7 @@ class Restorer:
         )
 
     def _replaced_under(self, link: BlenderLink) -> list[str]:
-        """What happens to the sessions open on the Blender a restore replaces the
-        scene of: they stay open, their records end with the scene as it was."""
-        return [
-            f"session {other.session_id}"
-            + (f" ({other.name})" if other.name else "")
-            + " was open on this Blender and stays open: its record ends with the scene "
-            "as it was before this restore; close it to keep it that way (blender-session "
-            f"close {other.session_id})"
-            for other in self.catalog.registry
-            if other.link is link
-        ]
+        return replaced_under(self.catalog.registry, link, "this restore")
 
     async def _restored_name(self, source_name: str | None) -> str | None:
         """`<name> (restored)`, or `(restored 2)`... when that is taken; None for a

@@ -3,6 +3,9 @@
 Each default is defined once: the constants below (or in protocol/limits.py) feed the
 `DaemonConfig` dataclass, and the flags, their environment variables and `--help`
 read the dataclass's defaults.
+
+Long (about 470 lines) because every flag is declared here, with its help text, next
+to its default and its check: one place to read what the daemon can be told.
 """
 
 from __future__ import annotations

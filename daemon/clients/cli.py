@@ -5,6 +5,10 @@ one-line reason when the daemon refuses, 2 for a usage error, 3 when no daemon c
 reached. With `--json`, an error is one JSON object on stdout:
 `{"error": {"code", "message"}}` (`code`: the daemon's error code, or `usage`,
 `no_daemon`).
+
+Long (about 460 lines) because it is the one place where every subcommand's arguments
+are declared and turned into an op's params; their output is in render.py, the
+time-travel commands in travel.py.
 """
 
 from __future__ import annotations

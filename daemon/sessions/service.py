@@ -6,7 +6,7 @@ Parts: `Catalog` (finding sessions), `Lifecycle` (open, close), `CommandPath` (e
 scene command), `Restorer`, `Housekeeper`, transfer (export, import), recovery (at
 start-up), `TimeTravel`, `Checkpointer`.
 
-Long (about 500 lines) because it is the facade: one short method per control op (about 25)
+Long (about 520 lines) because it is the facade: one short method per control op (about 25)
 and the link observer's callbacks, each handing off at once.
 """
 

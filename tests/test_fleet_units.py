@@ -49,7 +49,7 @@ def test_announcements_are_the_others_newest_per_session_and_change() -> None:
 async def _copy(tmp_path: Path, backlog: int) -> tuple[JournalShipping, JournalCopy, JournalWriter]:
     journal = JournalWriter(tmp_path / "scene.journal")
     await journal.open()
-    shipping = JournalShipping("postgresql://unused", "me", 30.0, list, backlog)
+    shipping = JournalShipping("postgresql://unused", "me", 30.0, lambda session_id: None, backlog)
     shipping.attach("scene", journal)
     copy = shipping.copies["scene"]
     assert journal.replica is copy
@@ -108,7 +108,7 @@ def _batch(end: int) -> _Batch:
 
 
 def test_an_adopted_journal_s_copy_starts_where_the_database_s_ends(tmp_path: Path) -> None:
-    shipping = JournalShipping("postgresql://unused", "me", 30.0, list)
+    shipping = JournalShipping("postgresql://unused", "me", 30.0, lambda session_id: None)
     shipping.starts_at("scene", Start(offset=500, lines=7, shipped=frozenset({"c/1"})))
     journal = JournalWriter(tmp_path / "scene.journal")
     shipping.attach("scene", journal)

@@ -63,6 +63,9 @@ def test_catalog_keeps_records_blobs_journal_and_leases(postgres: Cluster) -> No
     assert first.acquire("open-1", "daemon-A", ttl_s=30) == "daemon-B"
     first.release("open-1", "daemon-A")  # not A's: nothing happens
     assert second.acquire("open-1", "daemon-B", ttl_s=30) == "daemon-B"
+    # All of a daemon's live leases renewed in one statement; not another's.
+    assert second.renew("daemon-B", 30, {"open-1": 4, "open-2": 0}) == {"open-1"}
+    assert first.renew("daemon-A", 30, {"open-1": 9}) == set()
     for catalog in catalogs:
         catalog.close()
 

@@ -141,13 +141,7 @@ class PgCatalog:
     def sessions(self) -> list[CatalogRow]:
         """Every session, newest first, with the holder of each unexpired lease."""
         rows = self.conn.execute(
-            """
-            SELECT s.session_id, s.name, s.status, s.created_at, s.closed_at,
-                   s.command_count, s.blender_version,
-                   CASE WHEN l.expires_at > now() THEN l.holder END
-            FROM sessions s LEFT JOIN leases l USING (session_id)
-            ORDER BY s.created_at DESC, s.session_id DESC
-            """
+            f"{_ROWS} ORDER BY s.created_at DESC, s.session_id DESC"
         ).fetchall()
         return [CatalogRow(*row) for row in rows]
 
@@ -283,6 +277,29 @@ class PgCatalog:
         with self.conn.transaction():
             return self._take_lease(session_id, holder, ttl_s)
 
+    def renew(self, holder: str, ttl_s: float, counts: dict[str, int]) -> set[str]:
+        """Renew `holder`'s unexpired leases on these open sessions, and note their
+        command counts, in one transaction. Returns the sessions renewed."""
+        ids, numbers = list(counts), list(counts.values())
+        with self.conn.transaction():
+            renewed = self.conn.execute(
+                """
+                UPDATE leases SET expires_at = now() + make_interval(secs => %s)
+                WHERE holder = %s AND expires_at > now() AND session_id = ANY(%s)
+                RETURNING session_id
+                """,
+                (ttl_s, holder, ids),
+            ).fetchall()
+            self.conn.execute(
+                """
+                UPDATE sessions s SET command_count = c.n
+                FROM unnest(%s::text[], %s::bigint[]) AS c(id, n)
+                WHERE s.session_id = c.id AND s.status = 'open'
+                """,
+                (ids, numbers),
+            )
+        return {str(row[0]) for row in renewed}
+
     def _take_lease(self, session_id: str, holder: str, ttl_s: float) -> str:
         taken = {"sid": session_id, "holder": holder, "ttl": ttl_s}
         row = self.conn.execute(_TAKE_LEASE, taken).fetchone()
@@ -304,17 +321,18 @@ class PgCatalog:
         ).fetchone()
         return None if held is None else str(held[0])
 
+    def named(self, ref: str) -> list[CatalogRow]:
+        """The sessions `ref` names: its id, or its name (newest first)."""
+        rows = self.conn.execute(
+            f"{_ROWS} WHERE s.session_id = %s OR s.name = %s "
+            "ORDER BY s.created_at DESC, s.session_id DESC LIMIT 2",
+            (ref, ref),
+        ).fetchall()
+        return [CatalogRow(*row) for row in rows]
+
     def row(self, session_id: str) -> CatalogRow | None:
         """One session's row, with the holder of its unexpired lease."""
-        found = self.conn.execute(
-            """
-            SELECT s.session_id, s.name, s.status, s.created_at, s.closed_at,
-                   s.command_count, s.blender_version,
-                   CASE WHEN l.expires_at > now() THEN l.holder END
-            FROM sessions s LEFT JOIN leases l USING (session_id) WHERE s.session_id = %s
-            """,
-            (session_id,),
-        ).fetchone()
+        found = self.conn.execute(f"{_ROWS} WHERE s.session_id = %s", (session_id,)).fetchone()
         return None if found is None else CatalogRow(*found)
 
     def notify(self, note: str) -> None:
@@ -336,6 +354,12 @@ class PgCatalog:
         }
 
 
+# A session's row, with the holder of its lease while that has not expired.
+_ROWS = """
+    SELECT s.session_id, s.name, s.status, s.created_at, s.closed_at, s.command_count,
+           s.blender_version, CASE WHEN l.expires_at > now() THEN l.holder END
+    FROM sessions s LEFT JOIN leases l USING (session_id)
+"""
 # A lease is taken when free, expired or the taker's own, and never for a closed session
 # (its record is saved: a late journal write must not bring it back).
 _TAKE_LEASE = """

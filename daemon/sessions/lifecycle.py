@@ -126,8 +126,6 @@ class Lifecycle:
             blender=link.endpoint,
         )
         self.events.publish(SessionOpened(session_id=session.session_id, name=name))
-        if self.catalog.shared is not None:
-            self.catalog.shared.wake()  # its lease, now
         return self.open_result(session, created=True)
 
     async def _create(

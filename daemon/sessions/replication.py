@@ -142,13 +142,13 @@ class JournalShipping:
         url: str,
         holder: str,
         lease_s: float,
-        open_sessions: Callable[[], list[SessionSummary]],
+        summary_of: Callable[[str], SessionSummary | None],
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         self.connection = Connection(url)  # its own: a publish never delays an answer
         self.holder = holder
         self.lease_s = lease_s
-        self.open_sessions = open_sessions
+        self.summary_of = summary_of  # an open session's summary (None: not open here)
         self.backlog_bytes = backlog_bytes
         self.copies: dict[str, JournalCopy] = {}
         self.behind = False  # the database is away: answers do not wait for it
@@ -213,14 +213,16 @@ class JournalShipping:
 
     async def _pass(self) -> bool:
         """Ship every open journal's new lines. True when all are in the database."""
-        summaries = {summary.session_id: summary for summary in self.open_sessions()}
         caught_up = True
-        for session_id in list(self.copies):
-            copy = self.copies[session_id]
-            summary = summaries.get(session_id)
-            if summary is None or not copy.journal.is_open or copy.lost is not None:
+        for session_id, copy in list(self.copies.items()):
+            if not copy.journal.is_open or copy.lost is not None:
                 del self.copies[session_id]  # closed (its record goes as a whole)
                 copy.release()
+                continue
+            if copy.known and copy.journal.size <= copy.offset:
+                continue  # nothing new: an idle session costs a comparison
+            summary = self.summary_of(session_id)
+            if summary is None:  # closing: its record goes as a whole
                 continue
             if not copy.known:  # a journal recovered here: the database may have much
                 start = await self.connection.call(

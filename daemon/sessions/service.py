@@ -112,6 +112,7 @@ class SessionService:
                 shared_store,
                 store,
                 self.open_summaries,
+                self.open_summary,
                 shared_backlog_bytes,
                 shared_lease_s,
                 publish=self.events.publish,
@@ -401,6 +402,10 @@ class SessionService:
 
     async def import_archive(self, path: str, overwrite: bool) -> ImportResult:
         return await import_archive(self.store, self.catalog, path, overwrite, self.import_limits)
+
+    def open_summary(self, session_id: str) -> SessionSummary | None:
+        session = self.registry.get(session_id)
+        return None if session is None else self.catalog.summary(session)
 
     def open_summaries(self) -> builtins.list[SessionSummary]:
         return [self.catalog.summary(session) for session in self.registry]

@@ -12,10 +12,11 @@ it on first use (then it is a local record like any other).
 - Fetching: `resolve`, `list` and everything built on them (show, log, diff, thumbnail,
   restore, export) see the database's sessions too; a session only there is copied into
   the local data dir before it is read.
-- Leases: each open session is held in the database (a lease row, renewed every
-  LEASE_S / 3, with every journal copy, and when one opens), so every daemon's `list`
-  says which daemon holds it; one that stops renewing loses them when they expire, and
-  another may then adopt them (`take_over`: the journal and checkpoints brought here).
+- Leases: each open session is held in the database (a lease row, taken by its first
+  journal copy, renewed with every one and every LEASE_S / 3), so every daemon's
+  `list` says which daemon holds it; one that stops renewing loses them when they
+  expire, and another may then adopt them (`take_over`: its journal and checkpoints
+  brought here).
 
 Two connections, each used from one worker thread at a time (connection.py): one for
 the journals, so a large publish never delays an answer, and one for the rest.
@@ -64,6 +65,7 @@ class SharedSessions:
         url: str,
         store: SessionStore,
         open_sessions: Callable[[], list[SessionSummary]],
+        summary_of: Callable[[str], SessionSummary | None],
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
         lease_s: float = LEASE_S,
         publish: Callable[[SharedChanged], None] = lambda event: None,
@@ -79,7 +81,7 @@ class SharedSessions:
         self._wake = trio.Event()
         self.open_sessions = open_sessions  # this daemon's, each held by a lease
         self._renew_now = True
-        self.journals = JournalShipping(url, self.holder, lease_s, open_sessions, backlog_bytes)
+        self.journals = JournalShipping(url, self.holder, lease_s, summary_of, backlog_bytes)
         self.listener = FleetListener(url, self.holder, publish)
         self.connected = trio.Event()
 
@@ -158,7 +160,7 @@ class SharedSessions:
     # --- leases ---------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Something changed (a session opened): renew the leases now."""
+        """Something changed (a session adopted): renew the leases now."""
         self._renew_now = True
         self._wake.set()
 
@@ -166,9 +168,14 @@ class SharedSessions:
         held = self.open_sessions()
 
         def renew(catalog: SharedCatalog) -> dict[str, str]:
+            """One statement for the leases held already (10,000 open sessions must not
+            cost 10,000 round trips every few seconds); one each for the others."""
+            mine = [s for s in held if s.session_id not in self.journals.lost]
+            counts = {summary.session_id: summary.command_count for summary in mine}
+            renewed = catalog.renew(self.holder, self.lease_s, counts)
             taken = {}
-            for summary in held:
-                if summary.session_id in self.journals.lost:
+            for summary in mine:
+                if summary.session_id in renewed:
                     continue
                 holder = catalog.acquire(summary.session_id, self.holder, self.lease_s)
                 if holder != self.holder:
@@ -191,8 +198,13 @@ class SharedSessions:
             return []
 
     async def find(self, ref: str) -> CatalogRow | None:
-        """The database's session `ref` names (an id or a unique name)."""
-        for row in await self.rows():
+        """The database's session `ref` names (an id, or a name: the newest with it)."""
+        try:
+            found = await self._call(lambda catalog: catalog.named(ref))
+        except (psycopg.Error, OSError) as error:
+            log.warning("shared_store_unreachable", reason=str(error).strip())
+            return None
+        for row in found:
             if row.session_id == ref or (not is_session_id(ref) and row.name == ref):
                 return row
         return None

@@ -68,6 +68,10 @@ class SharedCatalog(Protocol):
 
     def row(self, session_id: str) -> CatalogRow | None: ...
 
+    def named(self, ref: str) -> list[CatalogRow]:
+        """The sessions `ref` names (an id, or a name), newest first, two at most."""
+        ...
+
     def files(self, session_id: str) -> dict[str, str]:
         """A session's files: name -> SHA-256."""
         ...
@@ -98,6 +102,11 @@ class SharedCatalog(Protocol):
 
     def acquire(self, session_id: str, holder: str, ttl_s: float) -> str:
         """Take or renew a lease; returns who holds it now."""
+        ...
+
+    def renew(self, holder: str, ttl_s: float, counts: dict[str, int]) -> set[str]:
+        """Renew `holder`'s unexpired leases among `counts` (session -> its command
+        count, noted too) at once; returns the sessions renewed."""
         ...
 
     def release(self, session_id: str, holder: str) -> None: ...

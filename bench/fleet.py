@@ -7,6 +7,9 @@ and real headless Blenders:
   then waits for the database's commit), one Blender, alternated twice; the ratio;
 - sizing: the database's rows and bytes per recorded command (journal rows, the
   journal table with its index), beside the local journal's bytes per command;
+- many_open: 1,000 sessions opened one after another through a daemon on each store
+  (named, so each name is checked across the fleet), then the store daemon's CPU while
+  they all stay open and idle (leases renewed, journals watched);
 - adopt: a 1,000-object session (one apply_state, a checkpoint, then 200 transforms
   after it) whose daemon is SIGKILLed; another daemon with its own Blender adopts it:
   the adopt call's time (the journal and checkpoint fetched, the scene brought back
@@ -28,8 +31,8 @@ import psycopg
 from bench.common import Daemon, Headless, cpu_seconds, ratio, run_load
 from tests.postgres import Cluster, bin_dir
 
-FULL = {"fleet_commands": 4000, "fleet_objects": 1000, "fleet_after": 200}
-SMOKE = {"fleet_commands": 200, "fleet_objects": 50, "fleet_after": 20}
+FULL = {"fleet_commands": 4000, "fleet_objects": 1000, "fleet_after": 200, "fleet_opens": 1000}
+SMOKE = {"fleet_commands": 200, "fleet_objects": 50, "fleet_after": 20, "fleet_opens": 50}
 TARGETS = {"postgresql_over_local_pipelined_min": 0.5}
 LEASE_S = 2.0
 
@@ -44,6 +47,7 @@ def bench_fleet(counts: dict[str, Any], workdir: Path) -> dict[str, Any]:
             "postgresql_fsync": "on (as a real server)",
             "throughput": _throughput(counts, workdir, cluster),
             "adopt": _adopt(counts, workdir, cluster),
+            "many_open": _many_open(counts, workdir, cluster),
         }
     finally:
         cluster.stop()
@@ -211,3 +215,32 @@ def _adopt(counts: dict[str, Any], workdir: Path, cluster: Cluster) -> dict[str,
             a.stop()
         blender_a.stop()
         blender_b.stop()
+
+
+def _many_open(counts: dict[str, Any], workdir: Path, cluster: Cluster) -> dict[str, Any]:
+    blender = Headless(workdir, "many")
+    opens = counts["fleet_opens"]
+    result: dict[str, Any] = {"sessions": opens, "lease_s": LEASE_S}
+    try:
+        for name, extra in (
+            ("local", ()),
+            ("postgresql", ("--store", cluster.url, "--store-lease", str(LEASE_S))),
+        ):
+            daemon = Daemon(workdir / f"many-{name}", blender.port, blender.env, extra=extra)
+            try:
+                began = time.perf_counter()
+                for n in range(opens):
+                    daemon.call("session.open", {"name": f"{name} {n}"})
+                result[f"{name}_open_s"] = round(time.perf_counter() - began, 2)
+                if name == "postgresql":
+                    before, at = cpu_seconds(daemon.process.pid), time.perf_counter()
+                    time.sleep(5 * LEASE_S)  # measuring idle CPU over a fixed span
+                    spent = cpu_seconds(daemon.process.pid) - before
+                    result["postgresql_idle_cpu_percent"] = round(
+                        100 * spent / (time.perf_counter() - at), 1
+                    )
+            finally:
+                daemon.stop()
+        return result
+    finally:
+        blender.stop()

@@ -170,6 +170,8 @@ def test_a_daemon_killed_mid_stream_and_its_session_adopted_by_another(
         assert str(a.data_dir) in refused.stderr
         elsewhere = b.cli("cmd", "-s", session, "create_object", "kind=cube", check=False)
         assert elsewhere.returncode != 0 and "open on another daemon" in elsewhere.stderr
+        same = b.cli("open", "--name", "adoptee", check=False)  # names are fleet-wide
+        assert same.returncode != 0 and "session name 'adoptee' is taken" in same.stderr
         listed = b.cli("list").stdout
         assert f"{session} is held by the daemon {a_holder(a)}" in listed
         shown = b.cli("show", session, check=False)

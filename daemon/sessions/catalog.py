@@ -141,8 +141,13 @@ class Catalog:
     async def check_name_free(self, name: str) -> None:
         try:
             taken = await self.resolve(name)
-        except RemoteProtocolError:
-            return
+        except RemoteProtocolError as error:
+            if error.code is ErrorCode.NOT_FOUND:
+                return
+            # Used already: by several sessions, or by one open on another daemon.
+            raise RemoteProtocolError(
+                ErrorCode.CONFLICT, f"session name {name!r} is taken ({error.message})"
+            ) from None
         raise RemoteProtocolError(
             ErrorCode.CONFLICT, f"session name {name!r} is taken by {taken}; choose another"
         )

@@ -220,6 +220,8 @@ def test_saved_sessions_are_read_without_a_daemon(programs: Programs, tmp_path: 
 
     listed = programs.cli("list")
     assert "kept" in listed.stdout and "no daemon answers" in listed.stderr
+    assert session in programs.cli("list", "--text", "KEPT").stdout  # an object's name
+    assert session not in programs.cli("list", "--text", "chair").stdout
     shown = programs.cli("show", "kept").stdout
     assert "create_object" in shown and "objects    1: Kept" in shown
     assert "create_object" in programs.cli("log", "kept").stdout

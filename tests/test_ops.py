@@ -43,6 +43,11 @@ async def test_session_lifecycle_through_every_op(
     assert [o["name"] for o in state["scene"]["objects"]] == ["Box"]
     listed = await client.ok("session.list")
     assert [(s["session_id"], s["status"]) for s in listed["sessions"]] == [(session_id, "open")]
+    found = await client.ok("session.list", {"text": "BOX"})  # an object's name
+    assert [s["session_id"] for s in found["sessions"]] == [session_id]
+    assert (await client.ok("session.list", {"text": "nothing like it"}))["sessions"] == []
+    code, _ = await client.error("session.list", {"text": "box", "cursor": "x"})
+    assert code == "invalid_params"  # a search is one page
     shown = await client.ok("session.show", {"session_id": "demo"})
     assert shown["status"] == "open" and shown["data"]["commands"][0]["type"] == "create_object"
     closed = await client.ok("session.close", {"session_id": session_id})

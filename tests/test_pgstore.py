@@ -16,6 +16,7 @@ from daemon.pgstore.catalog import CatalogRow, LeaseHeld, PgCatalog
 
 from .postgres import Cluster, two_daemons, wait_until
 from .programs import Programs
+from .test_web_api import web_of
 
 pytestmark = pytest.mark.blender
 
@@ -128,6 +129,7 @@ def test_two_daemons_share_saved_sessions_through_the_database(
     with two_daemons(tmp_path, postgres) as (a, b):
         saved = a.json("open", "--name", "shared chair")["session_id"]
         a.json("cmd", "-s", saved, "create_object", "kind=cube", "name=Chair")
+        a.cli("set-data", "-s", saved, "client", "Acme Furniture")
         a.json("close", saved)
         wait_until(
             lambda: _published_with_thumbnail(postgres, saved), "A's session in the database"
@@ -141,6 +143,12 @@ def test_two_daemons_share_saved_sessions_through_the_database(
         wait_until(lambda: held in {s["session_id"] for s in _listed(b)}, "A's open session on B")
         other = next(s for s in _listed(b) if s["session_id"] == held)
         assert other["status"] == "open" and str(a.data_dir) in (other["held_by"] or "")
+        # Searched by the database: its objects and free-form data, nothing copied to B.
+        http, _ = web_of(b)
+        for text in ("acme furn", "CHAIR"):
+            status, listed = http.json(f"/api/sessions?q={text.replace(' ', '+')}")
+            assert status == 200 and [s["session_id"] for s in listed["sessions"]] == [saved]
+        assert not (b.data_dir / "sessions" / f"{saved}.json").exists()
         shown = b.cli("show", "shared chair").stdout  # fetched from the database
         assert "create_object" in shown and "Chair" in shown
         restored = b.json("restore", "shared chair")

@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="sessions per page (default 100)")
     p.add_argument("--all", action="store_true", help="every page, not only the first")
     p.add_argument("--name", help="only sessions whose name contains this")
+    p.add_argument(
+        "--text", metavar="TEXT",
+        help="only sessions whose name, objects' names or free-form data contain this "
+        "(one page; with a shared store, the database searches the others' saved sessions)",
+    )  # fmt: skip
     p.add_argument("--status", choices=["all", "open", "closed"], default="all")
     p.add_argument("--cursor", help="start after this point (printed under a page)")
     p = command("show", help="one session's record (its history read page by page)")
@@ -417,7 +422,8 @@ def _client_command(client: Caller, args: argparse.Namespace) -> int:
         keep = render.StepFilter(frozenset(args.type or ()), args.errors)
         return pages.show(client, args.session, args.json, keep, args.last)
     if command == "list":
-        params = {"limit": args.limit, "name": args.name, "status": args.status}
+        params = {"limit": args.limit, "name": args.name, "status": args.status,
+                  "text": args.text}  # fmt: skip
         if args.cursor:
             params["cursor"] = args.cursor
         return pages.session_list(

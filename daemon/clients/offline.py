@@ -34,7 +34,7 @@ from ..protocol.ops import (
 )
 from ..sessions.history import split
 from ..sessions.travel import checkpoint_item, timeline_item
-from ..store import RecordError, SessionRecord, is_session_id, parse_session_id
+from ..store import RecordError, SessionRecord, is_session_id, mentions, parse_session_id
 from ..store.archive import export_sessions
 from ..store.files import read_file
 from ..store.layout import read_head
@@ -157,6 +157,9 @@ class OfflineClient:
             sessions += self._open_journals()
         if asked.name:
             sessions = [s for s in sessions if s.name and asked.name in s.name]
+        if asked.text:
+            mentioning = {h.data.session_id for h in heads if mentions(h.data, asked.text)}
+            sessions = [s for s in sessions if s.session_id in mentioning]
         sessions.sort(key=lambda s: (s.created_at, s.session_id), reverse=True)
         return ListResult(sessions=sessions[: asked.limit], damaged=damaged)
 

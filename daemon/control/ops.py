@@ -110,6 +110,12 @@ async def _close(ctx: OpContext, params: msgspec.Raw) -> bytes:
 
 async def _list(ctx: OpContext, params: msgspec.Raw) -> bytes:
     p = decode_params(params, ListParams, "session.list")
+    if p.text is not None:
+        if p.cursor is not None:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_PARAMS, "session.list with text is one page: no cursor"
+            )
+        return _encoder.encode(await ctx.service.search(p.text, p.status, p.limit))
     return _encoder.encode(await ctx.service.list(p.limit, p.cursor, p.name, p.status))
 
 

@@ -135,6 +135,9 @@ class ListParams(Params, frozen=True):
     cursor: str | None = None  # a previous page's next_cursor
     name: Annotated[str, Meta(max_length=MAX_SESSION_NAME_CHARS)] | None = None  # contains
     status: Literal["all", "open", "closed"] = "all"
+    # Contains, case-insensitively: a name, an id, an object's name, free-form data (one
+    # page, no cursor; the shared store's saved sessions are searched by the database).
+    text: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
 
 
 class ListResult(OpResult, frozen=True):

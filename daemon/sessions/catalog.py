@@ -11,7 +11,7 @@ import trio
 
 from ..protocol import ErrorCode, RemoteProtocolError
 from ..protocol.ops import DamagedEntry, ListResult, SessionSummary, StatsResult
-from ..store import SessionData, SessionStore, is_session_id
+from ..store import RecordError, SessionData, SessionStore, is_session_id, mentions
 from ..store.index import Cursor, IndexedSession
 from .registry import OpenSessions, check_reference, not_found
 from .session import Session
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .shared import SharedSessions
 
 DEFAULT_PAGE = 100  # sessions per page of `list`
+MAX_SEARCHED = 10_000  # the newest sessions a text search reads through
 
 
 class Catalog:
@@ -208,6 +209,36 @@ class Catalog:
             damaged=[DamagedEntry(file=d.file, reason=d.reason) for d in damaged],
             next_cursor=next_cursor,
         )
+
+    async def search(self, text: str, status: str, limit: int) -> ListResult:
+        """The newest sessions (up to `limit`) whose name, id, objects' names or
+        free-form data contain `text`. Records here are read for it; the shared store's
+        saved sessions are searched by the database (never copied here for it)."""
+        listed = await self.list(MAX_SEARCHED, None, None, status)
+        elsewhere = set(await self.shared.search(text)) if self.shared is not None else set()
+        found = []
+        for summary in listed.sessions:
+            if (
+                text.lower() in (summary.name or "").lower()
+                or summary.session_id in elsewhere
+                or await self._holds(summary.session_id, text)
+            ):
+                found.append(summary)
+                if len(found) == limit:
+                    break
+        return ListResult(sessions=found, damaged=listed.damaged, next_cursor=None)
+
+    async def _holds(self, session_id: str, text: str) -> bool:
+        """Whether a session here mentions `text` (its objects, its data)."""
+        session = self.registry.get(session_id)
+        if session is not None:
+            return mentions(session.to_data(), text)
+        if not self.store.exists(session_id):
+            return False  # only in the shared store (searched there), or recovering
+        try:
+            return mentions((await self.store.load_head(session_id)).data, text)
+        except (RecordError, RemoteProtocolError, OSError):
+            return False  # damaged, or gone meanwhile
 
     async def _shared_rows(
         self,

@@ -261,6 +261,9 @@ class SessionService:
     ) -> ListResult:
         return await self.catalog.list(limit, cursor, name_contains, status)
 
+    async def search(self, text: str, status: str = "all", limit: int = DEFAULT_PAGE) -> ListResult:
+        return await self.catalog.search(text, status, limit)
+
     async def stats(self) -> StatsResult:
         return await self.catalog.stats()
 

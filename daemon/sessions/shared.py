@@ -197,6 +197,14 @@ class SharedSessions:
             log.warning("shared_store_unreachable", reason=str(error).strip())
             return []
 
+    async def search(self, text: str) -> list[str]:
+        """The database's saved sessions holding `text` (none while it is away)."""
+        try:
+            return await self._call(lambda catalog: catalog.search(text))
+        except (psycopg.Error, OSError) as error:
+            log.warning("shared_store_unreachable", reason=str(error).strip())
+            return []
+
     async def find(self, ref: str) -> CatalogRow | None:
         """The database's session `ref` names (an id, or a name: the newest with it)."""
         try:

@@ -34,6 +34,7 @@ from .records import (
     SessionState,
     SnapshotInfo,
     TimelineEntry,
+    mentions,
     tags,
 )
 from .recovery import DamagedLine, ReplayedJournal, replay_journal
@@ -76,6 +77,7 @@ __all__ = [
     "Written",
     "check_session_name",
     "is_session_id",
+    "mentions",
     "new_session_id",
     "parse_session_id",
     "replay_journal",

@@ -349,3 +349,15 @@ def check_journal_format(first_line: bytes, what: str) -> None:
             f"{what} has format {version}, newer than this daemon reads ({RECORD_FORMAT}); "
             "upgrade blender-scene-sessions to read it",
         )
+
+
+def mentions(data: SessionData, text: str) -> bool:
+    """Whether a session's name, id, objects' names or free-form data contain `text`
+    (case-insensitively): what `session.list` with `text` finds."""
+    needle = text.lower()
+    return (
+        needle in (data.name or "").lower()
+        or needle in data.session_id
+        or any(needle in name.lower() for name in data.state.objects)
+        or any(needle in bytes(value).decode().lower() for value in data.data.values())
+    )

@@ -68,6 +68,10 @@ class SharedCatalog(Protocol):
 
     def row(self, session_id: str) -> CatalogRow | None: ...
 
+    def search(self, text: str) -> list[str]:
+        """Ids of saved sessions whose name, objects or free-form data hold `text`."""
+        ...
+
     def named(self, ref: str) -> list[CatalogRow]:
         """The sessions `ref` names (an id, or a name), newest first, two at most."""
         ...

@@ -98,23 +98,7 @@ class Api:
             return params
         if not text:
             return await self.answer("session.list", params)
-        try:
-            listed = json.loads(await self.op("session.list", {**params, "limit": 10_000}))
-            found = [s for s in listed["sessions"] if await self._matches(s, text)]
-        except ProtocolError as failure:
-            return error(failure.code, failure.message)
-        limit = int(params.get("limit", 100))
-        return JSONResponse({**listed, "sessions": found[:limit], "next_cursor": None})
-
-    async def _matches(self, summary: dict[str, Any], text: str) -> bool:
-        if text in (summary.get("name") or "").lower() or text in summary["session_id"]:
-            return True
-        head = json.loads(
-            await self.op("session.show", {"session_id": summary["session_id"], "limit": 1})
-        )["data"]
-        if any(text in name.lower() for name in head["state"]["objects"]):
-            return True
-        return text in json.dumps(head.get("data", {})).lower()
+        return await self.answer("session.list", {**params, "text": text})
 
     async def session(self, request: Request) -> Response:
         if request.method == "DELETE":

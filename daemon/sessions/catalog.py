@@ -220,6 +220,7 @@ class Catalog:
         for summary in listed.sessions:
             if (
                 text.lower() in (summary.name or "").lower()
+                or text.lower() in summary.session_id
                 or summary.session_id in elsewhere
                 or await self._holds(summary.session_id, text)
             ):

@@ -43,6 +43,13 @@ def _local_lines(programs: Programs, session_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
+def _start(programs: Programs, postgres: Cluster, *extra: str) -> None:
+    """A headless Blender and a daemon on the shared store, connected."""
+    programs.start_blender()
+    programs.start_daemon("--store", postgres.url, *extra)
+    programs.wait_connected()
+
+
 def _caught_up(postgres: Cluster, programs: Programs, session_id: str) -> bool:
     """The database holds as many of the session's journal lines as the local file."""
     return len(journal_rows(postgres, session_id)) == len(_local_lines(programs, session_id))
@@ -55,9 +62,7 @@ def _done_seqs(lines: list[dict[str, Any]]) -> set[int]:
 def test_an_acknowledged_command_is_already_committed_in_the_database(
     postgres: Cluster, programs: Programs
 ) -> None:
-    programs.start_blender()
-    programs.start_daemon("--store", postgres.url)
-    programs.wait_connected()
+    _start(programs, postgres)
     session = programs.json("open", "--name", "committed")["session_id"]
     with _client(programs) as client:
         for n in range(10):
@@ -68,9 +73,7 @@ def test_an_acknowledged_command_is_already_committed_in_the_database(
 def test_postgres_restarted_mid_stream_loses_nothing(postgres: Cluster, programs: Programs) -> None:
     """Commands go on while the database is away (answered from the local journal); it
     catches up when it returns, and the record there holds every command."""
-    programs.start_blender()
-    programs.start_daemon("--store", postgres.url)
-    programs.wait_connected()
+    _start(programs, postgres)
     session = programs.json("open", "--name", "through a restart")["session_id"]
     answered: list[int] = []
     errors: list[Exception] = []
@@ -122,9 +125,7 @@ def test_postgres_restarted_mid_stream_loses_nothing(postgres: Cluster, programs
 def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_returns(
     postgres: Cluster, programs: Programs
 ) -> None:
-    programs.start_blender()
-    programs.start_daemon("--store", postgres.url, "--store-backlog-kib", "4")
-    programs.wait_connected()
+    _start(programs, postgres, "--store-backlog-kib", "4")
     session = programs.json("open", "--name", "backlog")["session_id"]
     postgres.stop()
     ran: list[str] = []
@@ -298,9 +299,7 @@ def test_events_cross_daemons_to_watch_and_the_web_gallery(
 def test_a_daemon_killed_and_restarted_goes_on_where_the_database_s_copy_ends(
     postgres: Cluster, programs: Programs
 ) -> None:
-    programs.start_blender()
-    programs.start_daemon("--store", postgres.url)
-    programs.wait_connected()
+    _start(programs, postgres)
     session = programs.json("open", "--name", "comes back")["session_id"]
     for n in range(5):
         programs.json("cmd", "-s", session, "create_object", "kind=cube", f"name=K{n}")

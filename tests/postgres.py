@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -64,6 +65,20 @@ class Cluster:
             options += " -c fsync=off -c full_page_writes=off"
         self.run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-t", "60",
                  "-l", str(self.root / "server.log"), "start")  # fmt: skip
+
+    def processes(self) -> list[psutil.Process]:
+        """The server: its postmaster and every process it started."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        return [postmaster, *postmaster.children(recursive=True)]
+
+    def freeze(self) -> list[psutil.Process]:
+        """SIGSTOP the whole server: connections stay open and nothing answers (a hung
+        database, a network that drops packets). Returns what to thaw."""
+        frozen = self.processes()
+        for process in frozen:
+            process.suspend()
+        return frozen
 
     def running(self) -> bool:
         status = subprocess.run(

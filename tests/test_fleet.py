@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from daemon.clients.client import ClientError, ControlClient, find_endpoint
+from daemon.sessions.replication import ACK_WAIT_S
 
 from .helpers import create_cube
 from .postgres import Cluster, journal_rows, two_daemons, wait_until
@@ -120,6 +121,33 @@ def test_postgres_restarted_mid_stream_loses_nothing(postgres: Cluster, programs
     assert '"shared_store_behind"' in log and '"shared_store_caught_up"' in log
     closed = programs.json("close", session)
     assert closed["command_count"] == len(answered)
+
+
+def test_a_database_that_hangs_costs_one_wait_then_commands_go_on(
+    postgres: Cluster, programs: Programs
+) -> None:
+    """PostgreSQL stopped dead (SIGSTOP: connections open, nothing answers): the first
+    reply waits ACK_WAIT_S for a commit, then the daemon answers from its local journal
+    and catches up once the database moves again."""
+    _start(programs, postgres)
+    session = programs.json("open", "--name", "hung")["session_id"]
+    with _client(programs) as client:
+        _call(client, "session.command", create_cube(session, "Before"))
+        frozen = postgres.freeze()
+        try:
+            for n in range(5):  # bounded by the client's timeout: no reply ever hangs
+                reply = _call(client, "session.command", create_cube(session, f"H{n}"))
+                assert reply["status"] == "success"
+            assert f"no commit within {ACK_WAIT_S} s" in "".join(programs.daemon_log)
+            listed = programs.json("list")["sessions"]  # the database's part is skipped
+            assert [s["session_id"] for s in listed] == [session]
+            found = programs.json("list", "--text", "H4")["sessions"]
+            assert [s["session_id"] for s in found] == [session]
+        finally:
+            for process in frozen:
+                process.resume()
+    wait_until(lambda: _caught_up(postgres, programs, session), "the catching up", 90)
+    assert _done_seqs(journal_rows(postgres, session)) >= {1, 2, 3, 4, 5, 6}
 
 
 def test_a_full_backlog_refuses_new_commands_with_storage_until_the_database_returns(

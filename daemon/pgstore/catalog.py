@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from ..store import SessionData
 from ..store.shared_catalog import RECORD_FILE, CatalogRow, LeaseHeld
@@ -34,6 +35,16 @@ CHUNK_BYTES = 1024 * 1024
 # watchers (and web pages) see what the others do.
 CHANNEL = "bss_sessions"
 CONNECT_TIMEOUT_S = 5  # a database that does not answer: a list or a publish waits no longer
+
+
+def conninfo(url: str) -> str:
+    """How the daemon connects: `url`, a connect timeout, and TCP keepalives, so a
+    database host that vanished (no reset, packets dropped) is found out in about
+    5 + 3 * 2 s instead of the kernel's hours."""
+    return make_conninfo(
+        url, connect_timeout=CONNECT_TIMEOUT_S, keepalives=1, keepalives_idle=5,
+        keepalives_interval=2, keepalives_count=3,
+    )  # fmt: skip
 
 
 def change_note(session_id: str, daemon: str | None, change: str, line: int | None = None) -> str:
@@ -56,7 +67,7 @@ class PgCatalog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
-            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            conninfo(url), autocommit=True
         )
         self.version = schema.migrate(self.conn)
 

@@ -23,8 +23,19 @@ class Connection:
         self._catalog: SharedCatalog | None = None
         self._limiter = trio.CapacityLimiter(1)
 
-    async def call(self, work: Callable[[SharedCatalog], T]) -> T:
-        """`work(catalog)` in a worker thread. Raises what it raises (psycopg.Error)."""
+    async def call(self, work: Callable[[SharedCatalog], T], timeout_s: float | None = None) -> T:
+        """`work(catalog)` in a worker thread. Raises what it raises (psycopg.Error).
+        With `timeout_s` (a read someone waits for), OSError after that long: the
+        thread is left to finish on its own (a hung database must not hang a `list`)."""
+        if timeout_s is not None:
+            try:
+                with trio.fail_after(timeout_s):
+                    return await self._run(work, abandon=True)
+            except trio.TooSlowError:
+                raise OSError(f"the shared store did not answer within {timeout_s:g} s") from None
+        return await self._run(work, abandon=False)
+
+    async def _run(self, work: Callable[[SharedCatalog], T], *, abandon: bool) -> T:
 
         def run() -> T:
             if self._catalog is None:
@@ -36,4 +47,4 @@ class Connection:
                 self._catalog = None  # reconnect next time
                 raise
 
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        return await trio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=abandon)

@@ -20,7 +20,7 @@ import structlog
 import trio
 
 from ..events import SharedChanged
-from ..pgstore.catalog import CHANNEL, CONNECT_TIMEOUT_S
+from ..pgstore.catalog import CHANNEL, conninfo
 
 log = structlog.get_logger("shared")
 WAIT_S = 0.2
@@ -31,7 +31,7 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 
 def _listen(url: str) -> Connection:
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    conn = psycopg.connect(conninfo(url), autocommit=True)
     conn.execute(f"LISTEN {CHANNEL}")
     return conn
 

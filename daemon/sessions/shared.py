@@ -49,6 +49,7 @@ from .replication import DEFAULT_BACKLOG_BYTES, JournalShipping, Start, open_row
 T = TypeVar("T")
 log = structlog.get_logger("shared")
 LEASE_S = 30.0
+READ_WAIT_S = 5.0  # a list or a name lookup waits no longer for the database
 RETRY_MAX_S = 30.0
 CHECKPOINT_PREFIX = "checkpoints/"
 
@@ -192,7 +193,7 @@ class SharedSessions:
     async def rows(self) -> list[CatalogRow]:
         """The database's sessions (none while it is away)."""
         try:
-            return await self._call(lambda catalog: catalog.sessions())
+            return await self.connection.call(lambda catalog: catalog.sessions(), READ_WAIT_S)
         except (psycopg.Error, OSError) as error:
             log.warning("shared_store_unreachable", reason=str(error).strip())
             return []
@@ -200,7 +201,7 @@ class SharedSessions:
     async def search(self, text: str) -> list[str]:
         """The database's saved sessions holding `text` (none while it is away)."""
         try:
-            return await self._call(lambda catalog: catalog.search(text))
+            return await self.connection.call(lambda catalog: catalog.search(text), READ_WAIT_S)
         except (psycopg.Error, OSError) as error:
             log.warning("shared_store_unreachable", reason=str(error).strip())
             return []
@@ -208,7 +209,7 @@ class SharedSessions:
     async def find(self, ref: str) -> CatalogRow | None:
         """The database's session `ref` names (an id, or a name: the newest with it)."""
         try:
-            found = await self._call(lambda catalog: catalog.named(ref))
+            found = await self.connection.call(lambda catalog: catalog.named(ref), READ_WAIT_S)
         except (psycopg.Error, OSError) as error:
             log.warning("shared_store_unreachable", reason=str(error).strip())
             return None
